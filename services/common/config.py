@@ -1,0 +1,59 @@
+"""Settings from RAGMESH_* environment variables.
+
+Each service has its own settings class deriving from `ServiceSettings` with
+its own prefix (RAGMESH_CHUNKING_, RAGMESH_EMBEDDING_, ...); settings every
+process shares (log level, message size) use the bare RAGMESH_ prefix.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Default ports (ARCHITECTURE.md §2). Metrics listen on 9100 + (port - 50050).
+DEFAULT_PORTS = {
+    "gateway": 50051,
+    "chunking": 50052,
+    "embedding": 50053,
+    "retrieval": 50054,
+    "generation": 50055,
+}
+METRICS_PORT_BASE = 9100
+GRPC_PORT_BASE = 50050
+
+
+class CommonSettings(BaseSettings):
+    """Settings shared by every process."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_", extra="ignore")
+
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_format: str = Field("json", description="`json` (one object a line) or `text`.")
+    max_message_bytes: int = Field(
+        40 * 1024 * 1024,
+        description="Largest gRPC message a server or client accepts (bytes); "
+        "above the largest document plus protobuf overhead.",
+    )
+    bind_host: str = Field("127.0.0.1", description="Address the gRPC servers bind to.")
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics over HTTP.")
+    shutdown_grace_s: float = Field(
+        10.0, description="Seconds in-flight calls get to finish on SIGTERM."
+    )
+    readiness_interval_s: float = Field(
+        2.0, description="How often a server re-checks its dependencies for the health status."
+    )
+
+
+def default_metrics_port(grpc_port: int) -> int:
+    return METRICS_PORT_BASE + (grpc_port - GRPC_PORT_BASE)
+
+
+# Addresses of the internal services, used by the gateway, the worker and tests.
+class ServiceAddresses(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_", extra="ignore")
+
+    chunking_addr: str = Field("127.0.0.1:50052", description="Chunking service address.")
+    embedding_addr: str = Field("127.0.0.1:50053", description="Embedding service address.")
+    retrieval_addr: str = Field("127.0.0.1:50054", description="Retrieval service address.")
+    generation_addr: str = Field("127.0.0.1:50055", description="Generation service address.")
+    gateway_addr: str = Field("127.0.0.1:50051", description="Gateway address (CLI, SDK).")

@@ -1,0 +1,163 @@
+"""Server interceptor: request id, access log, metrics and exception → status.
+
+One interceptor wraps every handler so that the request id is set in the
+task that runs the call (contextvars do not cross into the handler from an
+interceptor's own frame), and so that whatever escapes a handler becomes a
+precise status with an ErrorInfo — never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.common import errors, metrics
+from services.common.logs import request_id_var
+from services.common.status import from_rpc_error, to_status
+
+log = logging.getLogger("ragmesh.access")
+REQUEST_ID_KEY = "x-request-id"
+
+_HEALTH_AND_REFLECTION = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(_HEALTH_AND_REFLECTION):
+            return handler
+        call = _Call(self.service, method, _request_id(handler_call_details))
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(call.unary(handler.unary_unary), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(call.unary(handler.stream_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(call.stream(handler.unary_stream), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(call.stream(handler.stream_stream), **kwargs)
+
+
+class _Call:
+    """Per-call bookkeeping around one handler invocation."""
+
+    def __init__(self, service: str, method: str, request_id: str) -> None:
+        self.service = service
+        self.method = method
+        self.short_method = method.rsplit("/", 1)[-1]
+        self.request_id = request_id
+
+    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = self._begin(context)
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = _code_name(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                error = self._as_service_error(exc)
+                code = error.code
+                await self._abort(error, context)
+            finally:
+                self._end(token, code, start)
+
+        return wrapped
+
+    def stream(self, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = self._begin(context)
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                code = _code_name(context)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                error = self._as_service_error(exc)
+                code = error.code
+                await self._abort(error, context)
+            finally:
+                self._end(token, code, start)
+
+        return wrapped
+
+    def _begin(self, context: grpc.aio.ServicerContext) -> Any:
+        token = request_id_var.set(self.request_id)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        return token
+
+    def _end(self, token: Any, code: str, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        metrics.observe(self.service, self.short_method, code, elapsed)
+        level = logging.INFO if code in ("OK", "CANCELLED") else logging.WARNING
+        log.log(
+            level,
+            "%s %s %.1fms",
+            self.short_method,
+            code,
+            elapsed * 1000,
+            extra={"method": self.method, "code": code, "ms": round(elapsed * 1000, 2)},
+        )
+        request_id_var.reset(token)
+
+    async def _abort(self, error: errors.ServiceError, context: grpc.aio.ServicerContext) -> None:
+        """Ends the call with `error`'s status and ErrorInfo (context.abort raises)."""
+        status = to_status(error, f"{self.service}.ragmesh")
+        metadata = (*tuple(status.trailing_metadata), (REQUEST_ID_KEY, self.request_id))
+        await context.abort(status.code, status.details, metadata)
+
+    def _as_service_error(self, exc: BaseException) -> errors.ServiceError:
+        if isinstance(exc, errors.ServiceError):
+            return exc
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return from_rpc_error(exc, "downstream call failed")
+        if isinstance(exc, TimeoutError):
+            return errors.DeadlineExceeded(str(exc) or "operation timed out")
+        log.exception("unhandled error in %s", self.method, exc_info=exc)
+        return errors.Internal(
+            f"internal error in {self.short_method} (request id {self.request_id}); "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+    return "UNKNOWN"

@@ -1,0 +1,30 @@
+"""Prometheus metrics: requests, errors and latency per gRPC method."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+REQUESTS = Counter(
+    "ragmesh_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"]
+)
+ERRORS = Counter(
+    "ragmesh_grpc_errors_total", "gRPC calls that ended with a non-OK status",
+    ["service", "method", "code"],
+)
+LATENCY = Histogram(
+    "ragmesh_grpc_latency_seconds",
+    "gRPC call latency (for streams: until the last message)",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def observe(service: str, method: str, code: str, seconds: float) -> None:
+    REQUESTS.labels(service, method, code).inc()
+    if code != "OK":
+        ERRORS.labels(service, method, code).inc()
+    LATENCY.labels(service, method).observe(seconds)
+
+
+def start_metrics_server(host: str, port: int) -> None:
+    start_http_server(port, addr=host)

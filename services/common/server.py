@@ -1,0 +1,161 @@
+"""The grpc.aio server bootstrap every ragmesh service runs on.
+
+It adds the standard health service (NOT_SERVING until the service says it is
+ready, and again while shutting down), reflection, the interceptor (request id,
+access log, metrics, exception → status), Prometheus metrics over HTTP, and a
+graceful shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.config import CommonSettings, default_metrics_port
+from services.common.interceptors import ServerInterceptor
+from services.common.logs import configure_logging
+from services.common.metrics import start_metrics_server
+
+log = logging.getLogger("ragmesh.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcService(Protocol):
+    """What a service module hands to `run_service`."""
+
+    #: short name: "chunking", "embedding", ...
+    name: str
+    #: fully-qualified proto service names, for health and reflection
+    service_names: Sequence[str]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the servicer(s) to the server."""
+
+    async def start(self) -> None:
+        """Load models, open connections. Runs after the port is bound, before SERVING."""
+
+    async def ready(self) -> bool:
+        """Whether dependencies are reachable now; polled while serving."""
+
+    async def close(self) -> None:
+        """Release resources after the server stopped."""
+
+
+def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server; `stop()` drains it gracefully."""
+
+    server: grpc.aio.Server
+    health: HealthServicer
+    service: GrpcService
+    port: int
+    settings: CommonSettings
+    _watch: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *self.service.service_names):
+            await self.health.set(name, status)
+
+    async def watch_readiness(self) -> None:
+        """Mirror the service's dependency readiness into the health status."""
+        last: bool | None = None
+        while True:
+            try:
+                ok = await asyncio.wait_for(
+                    self.service.ready(), timeout=self.settings.readiness_interval_s * 2 + 1
+                )
+            except Exception as exc:  # a failing check means not ready, never a crash
+                log.warning("readiness check failed: %s", exc)
+                ok = False
+            if ok != last:
+                await self.set_serving(ok)
+                log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
+                last = ok
+            await asyncio.sleep(self.settings.readiness_interval_s)
+
+    async def stop(self) -> None:
+        log.info("shutting down (grace %.1fs)", self.settings.shutdown_grace_s)
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.set_serving(False)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        await self.service.close()
+        log.info("stopped")
+
+
+async def start_server(
+    service: GrpcService, port: int, settings: CommonSettings, metrics_port: int | None = None
+) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(service.name)], options=server_options(settings)
+    )
+    service.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*service.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{settings.bind_host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {settings.bind_host}:{port}")
+    running = RunningServer(server, health, service, bound, settings)
+    await running.set_serving(False)
+    await server.start()
+    if settings.metrics_enabled:
+        mport = metrics_port if metrics_port is not None else default_metrics_port(bound)
+        try:
+            start_metrics_server(settings.bind_host, mport)
+            log.info("metrics on http://%s:%d/metrics", settings.bind_host, mport)
+        except OSError as exc:
+            log.warning("metrics port %d unavailable: %s", mport, exc)
+    log.info("%s listening on %s:%d, starting up", service.name, settings.bind_host, bound)
+    await service.start()
+    running._watch = asyncio.create_task(running.watch_readiness())
+    return running
+
+
+async def serve_until_signal(
+    service: GrpcService, port: int, settings: CommonSettings, metrics_port: int | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_server(service, port, settings, metrics_port)
+    await stop.wait()
+    await running.stop()
+
+
+def run(service: GrpcService, port: int, metrics_port: int | None = None) -> None:
+    settings = CommonSettings()
+    configure_logging(service.name, settings.log_level, settings.log_format)
+    asyncio.run(serve_until_signal(service, port, settings, metrics_port))

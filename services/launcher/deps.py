@@ -1,0 +1,90 @@
+"""Starters for the third-party servers ragmesh runs next to on one machine:
+Redis, the llama.cpp OpenAI-compatible server and the Milvus 2.3 standalone
+server. Shared by `make run`, the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+from services.common.models import smollm2_gguf_path
+from services.common.procs import ManagedProcess, free_port, port_open
+
+
+def redis_process(port: int, data_dir: Path, log_dir: Path | None = None) -> ManagedProcess:
+    """redis-server with AOF persistence (fsync every second) under data_dir."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise FileNotFoundError("redis-server is not on the PATH (apt-get install redis-server)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        "--protected-mode", "yes", "--daemonize", "no",
+    ]
+    return ManagedProcess("redis", argv, log_dir=log_dir)
+
+
+def start_redis(data_dir: Path, port: int | None = None, log_dir: Path | None = None,
+                timeout: float = 20) -> tuple[ManagedProcess, str]:
+    port = port or free_port()
+    proc = redis_process(port, data_dir, log_dir).start()
+    proc.wait_until(lambda: port_open("127.0.0.1", port), timeout, "Redis port")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def llm_process(port: int, *, threads: int = 2, ctx: int = 2048,
+                log_dir: Path | None = None, model: Path | None = None) -> ManagedProcess:
+    """python -m llama_cpp.server with SmolLM2-135M-Instruct (OpenAI-compatible)."""
+    model = model or smollm2_gguf_path()
+    argv = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        "--model_alias", "smollm2-135m-instruct",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
+        "--n_threads", str(threads), "--n_threads_batch", str(threads),
+    ]
+    return ManagedProcess("llm", argv, log_dir=log_dir)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def start_llm(port: int | None = None, log_dir: Path | None = None,
+              timeout: float = 120) -> tuple[ManagedProcess, str]:
+    """Returns the process and the OpenAI base URL (…/v1)."""
+    port = port or free_port()
+    proc = llm_process(port, log_dir=log_dir).start()
+    base = f"http://127.0.0.1:{port}/v1"
+    proc.wait_until(lambda: _http_ok(f"{base}/models"), timeout, "LLM /v1/models")
+    return proc, base
+
+
+def milvus_server_process(data_dir: Path, port: int, log_dir: Path | None = None
+                          ) -> ManagedProcess:
+    """The Milvus 2.3 standalone server of the PyPI package `milvus`.
+
+    It is stopped with SIGINT: SIGTERM to the wrapper orphans its child.
+    """
+    exe = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
+    if not os.path.exists(exe):
+        raise FileNotFoundError("milvus-server not found (pip install milvus)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [exe, "--data", str(data_dir), "--proxy-port", str(port)]
+    return ManagedProcess("milvus", argv, log_dir=log_dir, stop_signal=signal.SIGINT)
+
+
+def start_milvus_server(data_dir: Path, port: int | None = None, log_dir: Path | None = None,
+                        timeout: float = 180) -> tuple[ManagedProcess, str]:
+    port = port or free_port()
+    proc = milvus_server_process(data_dir, port, log_dir).start()
+    proc.wait_until(lambda: port_open("127.0.0.1", port), timeout, "Milvus proxy port")
+    return proc, f"http://127.0.0.1:{port}"
