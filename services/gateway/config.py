@@ -1,0 +1,79 @@
+"""Gateway settings (RAGMESH_GATEWAY_*), plus the two settings the gateway shares
+with the Celery worker: RAGMESH_REDIS_URL and RAGMESH_JOB_HEARTBEAT_TIMEOUT_S."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_GATEWAY_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("RAGMESH_REDIS_URL"),
+        description="Redis holding knowledge bases, documents, jobs and raw uploads, and "
+        "serving as the Celery broker (shared with the worker).",
+    )
+    api_keys: str = Field(
+        default="",
+        description="API keys as `key:tenant,key2:tenant2`; each key belongs to one tenant.",
+    )
+    api_keys_file: str = Field(
+        default="",
+        description="A file (e.g. a mounted secret) with one `key:tenant` a line; `#` "
+        "comments. Combined with RAGMESH_GATEWAY_API_KEYS.",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Without any key configured, serve every caller as tenant `default` "
+        "(local development only).",
+    )
+    max_upload_bytes: int = Field(
+        default=32 * MIB, description="Largest document accepted (bytes)."
+    )
+    max_concurrent_uploads_per_tenant: int = Field(
+        default=32, description="Upload streams one tenant may have open at once on this replica."
+    )
+    default_top_k: int = Field(default=5, description="Search/Ask results when the request says 0.")
+    max_top_k: int = Field(default=50, description="Largest top_k a Search or Ask may ask for.")
+    max_query_chars: int = Field(default=2000, description="Longest Search query or Ask question.")
+    max_metadata_bytes: int = Field(
+        default=16 * 1024, description="Largest upload metadata (as JSON) per document."
+    )
+    max_answer_tokens: int = Field(
+        default=1024, description="Largest max_tokens an Ask may ask for (0 = generation default)."
+    )
+    default_page_size: int = Field(
+        default=50, description="List page size when the request says 0."
+    )
+    max_page_size: int = Field(default=1000, description="Largest page size of a List call.")
+    downstream_timeout_s: float = Field(
+        default=30.0, description="Deadline for downstream calls when the caller set none."
+    )
+    ask_timeout_s: float = Field(
+        default=120.0, description="Deadline for the generation stream when the caller set none."
+    )
+    reaper_interval_s: float = Field(
+        default=5.0, description="How often the gateway looks for stuck ingestion jobs."
+    )
+    job_heartbeat_timeout_s: float = Field(
+        default=30.0,
+        validation_alias=AliasChoices("RAGMESH_JOB_HEARTBEAT_TIMEOUT_S"),
+        description="A RUNNING job whose worker sent no heartbeat for this long is "
+        "considered lost (shared with the worker).",
+    )
+    job_max_attempts: int = Field(
+        default=3, description="Runs a job gets (worker lost → re-queued) before it is FAILED."
+    )
+    queued_requeue_after_s: float = Field(
+        default=600.0,
+        description="A job QUEUED this long has its task sent again (the first message may "
+        "have been lost; duplicates are harmless).",
+    )
+    queued_timeout_s: float = Field(
+        default=3600.0, description="A job QUEUED this long (no worker took it) is FAILED."
+    )

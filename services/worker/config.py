@@ -1,0 +1,56 @@
+"""Worker settings (RAGMESH_WORKER_*), plus RAGMESH_REDIS_URL and
+RAGMESH_JOB_HEARTBEAT_TIMEOUT_S, which the worker shares with the gateway."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_WORKER_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("RAGMESH_REDIS_URL"),
+        description="Redis holding the job records and uploads; also the Celery broker.",
+    )
+    queue: str = Field(default="ragmesh-ingest", description="Celery queue of the ingestion tasks.")
+    embed_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Chunks embedded and upserted per batch (progress granularity).",
+    )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="How often a running task records a sign of life."
+    )
+    job_heartbeat_timeout_s: float = Field(
+        default=30.0,
+        validation_alias=AliasChoices("RAGMESH_JOB_HEARTBEAT_TIMEOUT_S"),
+        description="A RUNNING job without a heartbeat for this long is taken over "
+        "(shared with the gateway's reaper).",
+    )
+    max_retries: int = Field(
+        default=5, ge=0, description="Retries of a task whose dependency was UNAVAILABLE."
+    )
+    retry_backoff_max_s: int = Field(default=60, ge=1, description="Longest wait between retries.")
+    task_time_limit_s: int = Field(
+        default=3600, ge=10, description="Hard time limit of one ingestion task."
+    )
+    visibility_timeout_s: int = Field(
+        default=7200,
+        ge=20,
+        description="Seconds before Redis redelivers an unacknowledged task; longer than "
+        "the task time limit so a running task is never delivered twice.",
+    )
+    unacked_restore_interval_s: int = Field(
+        default=10,
+        ge=1,
+        description="How often a worker restores tasks past their visibility timeout.",
+    )
+    chunk_timeout_s: float = Field(default=120.0, description="Deadline of a ChunkDocument call.")
+    embed_timeout_s: float = Field(default=120.0, description="Deadline of an EmbedTexts call.")
+    index_timeout_s: float = Field(default=60.0, description="Deadline of a retrieval call.")
+    lock_wait_s: float = Field(
+        default=30.0, description="Longest wait for a document's write lock before retrying later."
+    )

@@ -1,0 +1,52 @@
+"""The Celery task: one per document, the job id in the message."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.signals import worker_process_shutdown
+
+from services.common.config import ServiceAddresses
+from services.gateway.store import Store
+from services.worker.app import INGEST_TASK, app, settings
+from services.worker.ingest import Clients, Ingestor, TransientError
+
+log = logging.getLogger("ragmesh.worker")
+
+_ingestor: Ingestor | None = None
+
+
+def ingestor() -> Ingestor:
+    """Per worker process, created on first use: gRPC channels and Redis
+    connections must not cross the prefork fork."""
+    global _ingestor  # noqa: PLW0603 - one per process by design
+    if _ingestor is None:
+        addresses = ServiceAddresses()  # type: ignore[call-arg]
+        _ingestor = Ingestor(
+            Store.from_url(settings.redis_url), Clients.connect(addresses), settings
+        )
+    return _ingestor
+
+
+@worker_process_shutdown.connect
+def _close(**_: object) -> None:
+    if _ingestor is not None:
+        _ingestor.clients.close()
+        _ingestor.store.close()
+
+
+@app.task(
+    name=INGEST_TASK,
+    bind=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=2,
+    retry_backoff_max=settings.retry_backoff_max_s,
+    retry_jitter=True,
+    max_retries=settings.max_retries,
+)
+def ingest_document(self: Task, job_id: str) -> str:
+    outcome = ingestor().run(
+        job_id, retries=self.request.retries, max_retries=self.max_retries or 0
+    )
+    return outcome.result

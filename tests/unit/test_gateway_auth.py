@@ -1,0 +1,209 @@
+"""API keys → tenants, input validation and record → protobuf mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2 as pb
+from ragmesh.generation.v1 import generation_pb2
+from services.common.errors import InvalidArgument, Unauthenticated
+from services.gateway import validation as v
+from services.gateway.auth import ApiKeyAuth
+from services.gateway.models import DocumentRecord, ErrorRecord, JobRecord
+from services.gateway.server import doc_to_pb, hit_from_scored, job_to_pb, map_citations
+
+
+def bearer(key: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {key}")]
+
+
+def test_keys_from_env_and_file(tmp_path: Path) -> None:
+    secret = tmp_path / "keys"
+    secret.write_text("# team keys\nfile-key-0001:gamma\n\n")
+    auth = ApiKeyAuth.from_settings("env-key-0001:alpha, env-key-0002:beta", str(secret), False)
+    assert auth.tenant_of(bearer("env-key-0001")) == "alpha"
+    assert auth.tenant_of(bearer("env-key-0002")) == "beta"
+    assert auth.tenant_of(bearer("file-key-0001")) == "gamma"
+    assert auth.tenant_of([("authorization", "bearer  env-key-0001 ")]) == "alpha"
+    assert auth.tenants == {"alpha", "beta", "gamma"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ([], "MISSING_API_KEY"),
+        ([("x-other", "v")], "MISSING_API_KEY"),
+        ([("authorization", "Basic abc")], "MALFORMED_API_KEY"),
+        ([("authorization", "Bearer ")], "MALFORMED_API_KEY"),
+        (bearer("env-key-0003"), "INVALID_API_KEY"),
+        (bearer("env-key-000"), "INVALID_API_KEY"),
+    ],
+)
+def test_bad_credentials(metadata: list[tuple[str, str]], reason: str) -> None:
+    auth = ApiKeyAuth.from_settings("env-key-0001:alpha", "", False)
+    with pytest.raises(Unauthenticated) as exc:
+        auth.tenant_of(metadata)
+    assert exc.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ("", "NO_API_KEYS"),
+        ("no-colon-here", "BAD_KEY"),
+        ("short:alpha", "BAD_KEY"),
+        ("long-enough-key:bad tenant", "BAD_KEY"),
+        ("long-enough-key:a,long-enough-key:b", "BAD_KEY"),
+    ],
+)
+def test_bad_key_configuration(keys: str, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        ApiKeyAuth.from_settings(keys, "", False)
+    assert exc.value.reason == reason
+
+
+def test_anonymous_mode_only_without_keys() -> None:
+    assert ApiKeyAuth.from_settings("", "", True).tenant_of([]) == "default"
+    auth = ApiKeyAuth.from_settings("env-key-0001:alpha", "", True)
+    with pytest.raises(Unauthenticated):
+        auth.tenant_of([])
+
+
+def test_document_ids() -> None:
+    assert v.document_id_for("", "dir/sub/Report (v2).pdf") == "Report-v2-.pdf"
+    assert v.document_id_for("", "a/b/My Report.pdf") == "My-Report.pdf"
+    assert v.document_id_for("given-id", "whatever.txt") == "given-id"
+    for bad in ("../x", "a b", "-x", "x" * 129):
+        with pytest.raises(InvalidArgument) as exc:
+            v.document_id_for(bad, "f.txt")
+        assert exc.value.reason == "INVALID_DOCUMENT_ID"
+    with pytest.raises(InvalidArgument) as exc:
+        v.document_id_for("", "///")
+    assert exc.value.reason == "MISSING_DOCUMENT_ID"
+
+
+def test_limits_and_names() -> None:
+    assert v.check_top_k(0, 5, 50) == 5
+    with pytest.raises(InvalidArgument):
+        v.check_top_k(51, 5, 50)
+    with pytest.raises(InvalidArgument):
+        v.check_top_k(-1, 5, 50)
+    assert v.page_size(0, 50, 1000) == 50 and v.page_size(5000, 50, 1000) == 1000
+    with pytest.raises(InvalidArgument) as exc:
+        v.check_text("x" * 11, "question", 10)
+    assert exc.value.reason == "QUESTION_TOO_LONG"
+    assert v.check_media_type("text/markdown; charset=utf-8") == "text/markdown"
+    with pytest.raises(InvalidArgument):
+        v.check_media_type("image/png")
+    with pytest.raises(InvalidArgument):
+        v.check_kb_id("UPPER")
+    a, b = v.collection_name("t", "a-b"), v.collection_name("t", "a_b")
+    assert a != b and a.replace("_", "").isalnum() and not a[0].isdigit()
+    base = v.document_version("sha", "text/plain", "a.txt", {"k": 1})
+    assert base == v.document_version("sha", "text/plain", "a.txt", {"k": 1})
+    assert base != v.document_version("sha", "text/plain", "a.txt", {"k": 2})
+    assert base != v.document_version("sha2", "text/plain", "a.txt", {"k": 1})
+
+
+def test_job_and_document_mapping() -> None:
+    job = JobRecord(
+        job_id="j",
+        tenant="t",
+        knowledge_base_id="kb",
+        document_id="d",
+        state="RUNNING",
+        stage="EMBEDDING",
+        chunks_done=4,
+        chunks_total=9,
+        attempt=2,
+        create_time=1_700_000_000.5,
+    )
+    out = job_to_pb(job)
+    assert (out.state, out.stage, out.chunks_done, out.chunks_total, out.attempt) == (
+        pb.JOB_STATE_RUNNING,
+        pb.JOB_STAGE_EMBEDDING,
+        4,
+        9,
+        2,
+    )
+    assert out.create_time.seconds == 1_700_000_000 and out.create_time.nanos == 500_000_000
+    assert not out.HasField("error") and not out.HasField("end_time")
+    job.state, job.stage = "FAILED", ""
+    job.error = ErrorRecord("INVALID_ARGUMENT", "CORRUPT_DOCUMENT", "bad", "chunking.ragmesh")
+    out = job_to_pb(job)
+    assert out.stage == pb.JOB_STAGE_UNSPECIFIED
+    assert (out.error.code, out.error.reason, out.error.domain) == (
+        "INVALID_ARGUMENT",
+        "CORRUPT_DOCUMENT",
+        "chunking.ragmesh",
+    )
+    doc = doc_to_pb(
+        DocumentRecord(
+            tenant="t",
+            knowledge_base_id="kb",
+            document_id="d",
+            state="INDEXED",
+            chunk_count=3,
+            metadata={"lang": "en"},
+        )
+    )
+    assert doc.state == pb.DOCUMENT_STATE_INDEXED and doc.metadata["lang"] == "en"
+
+
+def test_hit_mapping() -> None:
+    scored = common_pb2.ScoredChunk(
+        score=0.5,
+        chunk=common_pb2.Chunk(
+            id="d:3",
+            document_id="d",
+            chunk_index=3,
+            text="t",
+            start_offset=10,
+            end_offset=11,
+            heading_path=["A", "B"],
+            title="T",
+            source="d.md",
+        ),
+    )
+    hit = hit_from_scored(scored)
+    assert (hit.chunk_id, hit.document_id, hit.file_name, hit.chunk_index) == (
+        "d:3",
+        "d",
+        "d.md",
+        3,
+    )
+    assert (hit.start_offset, hit.end_offset, list(hit.heading_path), hit.score) == (
+        10,
+        11,
+        ["A", "B"],
+        0.5,
+    )
+
+
+def test_citation_mapping() -> None:
+    hits = {
+        "saturn.pdf:0": pb.SearchHit(
+            chunk_id="saturn.pdf:0",
+            document_id="saturn.pdf",
+            start_offset=0,
+            end_offset=40,
+            text="Saturn has 146 moons",
+        ),
+        "violin.html:1": pb.SearchHit(
+            chunk_id="violin.html:1", document_id="violin.html", start_offset=50, end_offset=90
+        ),
+    }
+    citations = [
+        generation_pb2.Citation(number=2, passage_id="violin.html:1"),
+        generation_pb2.Citation(number=1, passage_id="saturn.pdf:0"),
+        generation_pb2.Citation(number=3, passage_id="unknown:0"),
+    ]
+    mapped = map_citations(citations, hits)
+    assert [(c.number, c.source.document_id, c.source.start_offset) for c in mapped] == [
+        (2, "violin.html", 50),
+        (1, "saturn.pdf", 0),
+    ]
+    assert mapped[1].source.text == "Saturn has 146 moons"

@@ -1,0 +1,135 @@
+"""The worker's pieces: Celery settings, error classification over real gRPC,
+and the heartbeat against the real Redis fixture."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
+from services.common.config import CommonSettings
+from services.common.procs import free_port
+from services.common.server import start_server
+from services.gateway.models import DocumentRecord, KnowledgeBaseRecord
+from services.gateway.store import Store
+from services.worker import tasks  # noqa: F401 - registers the task
+from services.worker.app import INGEST_TASK, app
+from services.worker.ingest import (
+    Heartbeat,
+    JobLost,
+    PermanentError,
+    TransientError,
+    classify_rpc_error,
+)
+from tests.support.toy_service import ToyService
+
+
+def test_celery_reliability_settings() -> None:
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    options = conf.broker_transport_options
+    assert options["visibility_timeout"] > conf.task_time_limit
+    assert options["unacked_restore_interval"] <= 10
+    task = app.tasks[INGEST_TASK]
+    assert task.max_retries >= 1 and TransientError in task.autoretry_for
+
+
+async def test_classify_errors_over_real_grpc() -> None:
+    port = free_port()
+    running = await start_server(
+        ToyService(),  # type: ignore[arg-type]
+        port,
+        CommonSettings(  # type: ignore[call-arg]
+            metrics_enabled=False
+        ),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = chunking_pb2_grpc.ChunkingServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text="invalid"))
+        error = classify_rpc_error(exc.value, "chunking")  # type: ignore[arg-type]
+        assert isinstance(error, PermanentError)
+        assert (error.error.code, error.error.reason) == ("INVALID_ARGUMENT", "TOY_INVALID")
+        assert error.error.domain == "toy.ragmesh" and error.error.metadata == {"field": "text"}
+    finally:
+        await running.stop()
+    # Nothing listens there any more: UNAVAILABLE, worth a retry.
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub_sync = chunking_pb2_grpc.ChunkingServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as sync_exc:
+            stub_sync.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text="x"), timeout=5)
+    transient = classify_rpc_error(sync_exc.value, "chunking")
+    assert isinstance(transient, TransientError)
+    assert transient.error.code == "UNAVAILABLE"
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    s = Store.from_url(redis_url)
+    yield s
+    s.close()
+
+
+def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: Store) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    store.create_kb(KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c"))
+    job_id = store.register_upload(
+        tenant,
+        "kb",
+        DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
+        b"x",
+    ).job.job_id
+    assert store.claim_job(job_id, "me", 30) == "ok"
+    first = store.get_job(job_id).heartbeat
+    with Heartbeat(store, job_id, "me", interval_s=0.05) as beat:
+        deadline = time.monotonic() + 10
+        while store.get_job(job_id).heartbeat == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.get_job(job_id).heartbeat > first
+        beat.progress(stage="EMBEDDING", chunks_done=1)
+        assert store.get_job(job_id).stage == "EMBEDDING"
+        store.cancel_job(tenant, job_id)
+        with pytest.raises(JobLost):
+            beat.progress(chunks_done=2)
+    assert store.get_job(job_id).chunks_done == 1
+
+
+def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: Store) -> None:
+    """Chunking is down (nothing listens at its address): the run hands the job
+    back to the queue for a retry, and the last retry fails it with the reason."""
+    from services.common.config import ServiceAddresses
+    from services.worker.config import WorkerSettings
+    from services.worker.ingest import Clients, Ingestor
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    store.create_kb(KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c"))
+    job_id = store.register_upload(
+        tenant,
+        "kb",
+        DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
+        b"hello",
+    ).job.job_id
+    down = f"127.0.0.1:{free_port()}"
+    clients = Clients.connect(
+        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down)  # type: ignore[call-arg]
+    )
+    ingestor = Ingestor(store, clients, WorkerSettings(chunk_timeout_s=10))  # type: ignore[call-arg]
+    try:
+        with pytest.raises(TransientError) as exc:
+            ingestor.run(job_id, retries=0, max_retries=2)
+        assert exc.value.error.code == "UNAVAILABLE"
+        assert store.get_job(job_id).state == "QUEUED"
+        outcome = ingestor.run(job_id, retries=2, max_retries=2)
+        assert outcome.result == "failed"
+        job = store.get_job(job_id)
+        assert job.state == "FAILED" and job.error is not None
+        assert job.error.code == "UNAVAILABLE" and job.attempt == 2
+        assert "gave up after 3 attempts" in job.error.message
+    finally:
+        clients.close()
