@@ -1,0 +1,1 @@
+"""The generation service: grounded, streamed answers with verified citations."""

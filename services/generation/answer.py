@@ -1,0 +1,338 @@
+"""Answering a question from passages: validate, abstain or pack, stream, check citations.
+
+This is the whole behaviour of GenerateAnswer on plain objects; server.py only converts
+protobuf messages to and from these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
+from services.generation.citations import CitationFilter
+from services.generation.config import GenerationSettings
+from services.generation.language import detect_language, pick_message
+from services.generation.llm import LLMClient
+from services.generation.packing import PackedPrompt, TokenCounter, pack
+from services.generation.prompt import PromptTemplate
+from services.generation.types import (
+    AnswerDelta,
+    AnswerRequest,
+    Citation,
+    FinalAnswer,
+    FinishReason,
+    Passage,
+    Timings,
+    Usage,
+)
+
+log = logging.getLogger("ragmesh.generation")
+
+AnswerEvent = AnswerDelta | FinalAnswer
+
+_FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+#: seconds kept from the caller's deadline so our DEADLINE_EXCEEDED (with its reason)
+#: reaches the caller before the caller's own timer fires
+DEADLINE_RESERVE_S = 0.05
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A validated request with the server defaults filled in."""
+
+    question: str
+    passages: tuple[Passage, ...]
+    max_tokens: int
+    temperature: float
+    min_relevance: float
+
+
+class AnswerGenerator:
+    def __init__(
+        self,
+        settings: GenerationSettings,
+        llm: LLMClient,
+        counter: TokenCounter,
+        template: PromptTemplate,
+    ) -> None:
+        self.settings = settings
+        self.llm = llm
+        self.counter = counter
+        self.template = template
+
+    # --- validation --------------------------------------------------------------------
+    def validate(self, request: AnswerRequest) -> _Resolved:
+        s = self.settings
+        question = request.question.strip()
+        if not question:
+            raise InvalidArgument(
+                "question is empty", reason="QUESTION_EMPTY", metadata={"field": "question"}
+            )
+        if len(question) > s.max_question_chars:
+            raise InvalidArgument(
+                f"question has {len(question)} characters; the limit is {s.max_question_chars}",
+                reason="QUESTION_TOO_LONG",
+                metadata={"field": "question", "limit": s.max_question_chars},
+            )
+        if len(request.passages) > s.max_passages:
+            raise InvalidArgument(
+                f"{len(request.passages)} passages; the limit is {s.max_passages}",
+                reason="TOO_MANY_PASSAGES",
+                metadata={"field": "passages", "limit": s.max_passages},
+            )
+        seen: set[str] = set()
+        for i, p in enumerate(request.passages):
+            where = f"passages[{i}]"
+            if not p.id:
+                raise InvalidArgument(
+                    f"{where}.id is empty",
+                    reason="PASSAGE_ID_MISSING",
+                    metadata={"field": f"{where}.id"},
+                )
+            if p.id in seen:
+                raise InvalidArgument(
+                    f"{where}.id {p.id!r} appears twice",
+                    reason="PASSAGE_ID_DUPLICATE",
+                    metadata={"field": f"{where}.id"},
+                )
+            seen.add(p.id)
+            if not p.text.strip():
+                raise InvalidArgument(
+                    f"{where}.text is empty",
+                    reason="PASSAGE_EMPTY",
+                    metadata={"field": f"{where}.text"},
+                )
+            if len(p.text) > s.max_passage_chars:
+                raise InvalidArgument(
+                    f"{where}.text has {len(p.text)} characters; the limit is "
+                    f"{s.max_passage_chars}",
+                    reason="PASSAGE_TOO_LONG",
+                    metadata={"field": f"{where}.text", "limit": s.max_passage_chars},
+                )
+            for name in ("id", "title", "source"):
+                value = getattr(p, name)
+                if len(value) > s.max_passage_field_chars:
+                    raise InvalidArgument(
+                        f"{where}.{name} has {len(value)} characters; the limit is "
+                        f"{s.max_passage_field_chars}",
+                        reason="PASSAGE_FIELD_TOO_LONG",
+                        metadata={"field": f"{where}.{name}", "limit": s.max_passage_field_chars},
+                    )
+            if not math.isfinite(p.score):
+                raise InvalidArgument(
+                    f"{where}.score is not a finite number",
+                    reason="PASSAGE_SCORE_INVALID",
+                    metadata={"field": f"{where}.score"},
+                )
+        max_tokens = request.max_tokens or s.max_tokens_default
+        if not 1 <= max_tokens <= s.max_tokens_max:
+            raise InvalidArgument(
+                f"max_tokens must be between 1 and {s.max_tokens_max} (0 for the default "
+                f"{s.max_tokens_default}); got {request.max_tokens}",
+                reason="MAX_TOKENS_OUT_OF_RANGE",
+                metadata={"field": "max_tokens", "max": s.max_tokens_max},
+            )
+        temperature = s.temperature if request.temperature is None else request.temperature
+        if not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
+            raise InvalidArgument(
+                f"temperature must be between 0 and 2; got {temperature}",
+                reason="TEMPERATURE_OUT_OF_RANGE",
+                metadata={"field": "temperature"},
+            )
+        threshold = s.min_relevance if request.min_relevance is None else request.min_relevance
+        if math.isnan(threshold):
+            raise InvalidArgument(
+                "min_relevance is not a number",
+                reason="MIN_RELEVANCE_INVALID",
+                metadata={"field": "min_relevance"},
+            )
+        return _Resolved(question, request.passages, max_tokens, temperature, threshold)
+
+    # --- answering ---------------------------------------------------------------------
+    async def generate(
+        self, request: AnswerRequest, *, time_remaining_s: float | None = None
+    ) -> AsyncGenerator[AnswerEvent, None]:
+        """Deltas as they come, then one FinalAnswer.
+
+        `time_remaining_s` is what is left of the caller's deadline; the LLM gets the
+        smaller of it and RAGMESH_GENERATION_LLM_TIMEOUT_S. Cancelling the consumer
+        closes the upstream stream at once (the `finally` below).
+        """
+        start = time.perf_counter()
+        r = self.validate(request)
+        language = detect_language(r.question)
+        relevant = tuple(p for p in r.passages if p.score >= r.min_relevance)
+        below = tuple(p.id for p in r.passages if p.score < r.min_relevance)
+        if not relevant:
+            message = pick_message(self.settings.abstention_messages, language)
+            yield AnswerDelta(message)
+            elapsed = (time.perf_counter() - start) * 1000
+            yield FinalAnswer(
+                answer=message,
+                citations=(),
+                invalid_citation_numbers=(),
+                grounded=False,
+                abstained=True,
+                finish_reason=FinishReason.ABSTAINED,
+                usage=Usage(),
+                timings=Timings(first_token_ms=elapsed, total_ms=elapsed, llm_ms=0.0),
+                used_passage_ids=(),
+                dropped_passage_ids=below,
+                model="",
+                language=language,
+            )
+            return
+
+        budget_s = self.settings.llm_timeout_s
+        if time_remaining_s is not None:
+            budget_s = min(budget_s, time_remaining_s - DEADLINE_RESERVE_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+
+        def timed_out() -> DeadlineExceeded:
+            return DeadlineExceeded(
+                f"the LLM did not finish the answer within {budget_s:.2f}s (the caller's "
+                f"deadline or RAGMESH_GENERATION_LLM_TIMEOUT_S)",
+                reason="LLM_TIMEOUT",
+                metadata={"timeout_s": round(budget_s, 3)},
+            )
+
+        if budget_s <= 0:
+            raise timed_out()
+        window_budget = (
+            self.settings.context_window_tokens
+            - r.max_tokens
+            - self.settings.prompt_overhead_tokens
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                packed = await pack(
+                    self.template,
+                    r.question,
+                    relevant,
+                    budget_tokens=window_budget,
+                    counter=self.counter,
+                )
+                llm_start = time.perf_counter()
+                stream = await self.llm.open_chat_stream(
+                    packed.messages,
+                    max_tokens=r.max_tokens,
+                    temperature=r.temperature,
+                    timeout_s=max(budget_s, 0.001),
+                )
+        except TimeoutError as exc:
+            raise timed_out() from exc
+
+        citations = CitationFilter(len(packed.used))
+        first_token_ms = 0.0
+        finish: str | None = None
+        usage: Usage | None = None
+        chunks = 0  # chunks carrying text
+        received = 0  # chunks of any kind
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(stream, None)
+                except TimeoutError as exc:
+                    raise timed_out() from exc
+                if chunk is None:
+                    break
+                received += 1
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.finish_reason is not None:
+                    finish = chunk.finish_reason
+                if chunk.text:
+                    chunks += 1
+                    text = citations.feed(chunk.text)
+                    if text:
+                        if not first_token_ms:
+                            first_token_ms = (time.perf_counter() - start) * 1000
+                        yield AnswerDelta(text)
+        finally:
+            # Runs on success, on error and when the caller cancels (CancelledError or
+            # GeneratorExit here): the LLM server sees the connection close and stops.
+            await stream.aclose()
+        llm_ms = (time.perf_counter() - llm_start) * 1000
+        if finish is None:
+            if received == 0:
+                raise Internal(
+                    "the LLM server ended the stream without any output; it probably failed "
+                    "on the prompt (llama.cpp does this when the prompt exceeds its context "
+                    "window: check RAGMESH_GENERATION_CONTEXT_WINDOW_TOKENS against the "
+                    "server's)",
+                    reason="LLM_EMPTY_STREAM",
+                )
+            raise Unavailable(
+                "the LLM server ended the answer early, without a finish_reason (a "
+                "llama-cpp-python server does this to a stream when another request "
+                "arrives, unless started with --interrupt_requests False)",
+                reason="LLM_STREAM_INTERRUPTED",
+            )
+        tail = citations.finish()
+        if tail:
+            if not first_token_ms:
+                first_token_ms = (time.perf_counter() - start) * 1000
+            yield AnswerDelta(tail)
+        yield self._final(
+            packed,
+            citations,
+            below,
+            finish,
+            usage,
+            chunks=chunks,
+            language=language,
+            start=start,
+            first_token_ms=first_token_ms,
+            llm_ms=llm_ms,
+        )
+
+    def _final(
+        self,
+        packed: PackedPrompt,
+        citations: CitationFilter,
+        below: tuple[str, ...],
+        finish: str,
+        usage: Usage | None,
+        *,
+        chunks: int,
+        language: str,
+        start: float,
+        first_token_ms: float,
+        llm_ms: float,
+    ) -> FinalAnswer:
+        cited = tuple(Citation(n, packed.used[n - 1].id) for n in citations.cited)
+        if usage is None:
+            # The server did not stream usage (llama-cpp-python does not): the packer's
+            # figure for the prompt (a count, or an estimate when the prompt fitted by
+            # its byte bound), and one token per streamed chunk (llama.cpp streams one
+            # token per chunk).
+            usage = Usage(packed.prompt_tokens, chunks)
+        return FinalAnswer(
+            answer=citations.answer,
+            citations=cited,
+            invalid_citation_numbers=tuple(citations.invalid),
+            grounded=bool(cited),
+            abstained=False,
+            finish_reason=_FINISH_REASONS.get(finish, FinishReason.UNSPECIFIED),
+            usage=usage,
+            timings=Timings(
+                first_token_ms=first_token_ms,
+                total_ms=(time.perf_counter() - start) * 1000,
+                llm_ms=llm_ms,
+            ),
+            used_passage_ids=tuple(p.id for p in packed.used),
+            dropped_passage_ids=below + packed.dropped,
+            model=self.llm.model,
+            language=language,
+        )
