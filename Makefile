@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # here), so build a portable AVX2 binary; pip's wheel cache keeps it for later.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: help setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
+.PHONY: config-table help setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,10 +71,13 @@ bench: ## run the benchmarks and write docs/benchmarks.md
 
 run: ## start the whole stack on this machine (Ctrl-C stops it)
 	@if [ ! -x $(PY) ] || ! $(PY) -c 'import ragmesh.gateway.v1' 2>/dev/null; then $(MAKE) setup; fi
-	$(PY) -m deploy.launcher
+	$(PY) -m services.launcher
 
 helm-lint: ## helm lint and template every value set, validate the manifests
 	$(BIN)/pytest -ra tests/helm $(PYTEST_ARGS)
+
+config-table: ## regenerate the README's configuration table from the settings classes
+	$(PY) -m scripts.readme_config
 
 clean: ## remove generated stubs and caches (keeps .venv)
 	find ragmesh -path '*/v1/*' \( -name '*_pb2*.py' -o -name '*_pb2*.pyi' \) -delete

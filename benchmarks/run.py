@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ["chunking", "embedding", "retrieval", "quality", "generation", "pipeline"]
+ORDER = ["chunking", "embedding", "retrieval", "quality", "generation", "pipeline", "eval"]
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
@@ -58,9 +58,7 @@ def main(argv: list[str]) -> int:
         print(body, flush=True)
     ordered = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
-        HEADER + "".join(f"\n{MARK.format(name=n)}\n{sections[n]}" for n in ordered)
-    )
+    OUT.write_text(HEADER + "".join(f"\n{MARK.format(name=n)}\n{sections[n]}" for n in ordered))
     print(f"wrote {OUT}")
     return 1 if failed else 0
 

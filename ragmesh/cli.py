@@ -6,15 +6,33 @@ import importlib
 
 import typer
 
+from ragmesh.cli_common import examples
+from ragmesh.cli_eval import EVAL_EXAMPLES, eval_command
+from ragmesh.cli_ingest import INGEST_EXAMPLES, ingest
+from ragmesh.cli_manage import docs_app, jobs_app, kb_app, status
+from ragmesh.cli_query import ASK_EXAMPLES, SEARCH_EXAMPLES, ask, search
 from services.common.config import DEFAULT_PORTS
 
 app = typer.Typer(
-    help="ragmesh: grounded, cited answers from your documents.",
+    help="ragmesh: grounded, cited answers from your documents.\n\n"
+    "After `make run` every command finds the local stack and its development key by itself "
+    "(config in .ragmesh/config.json); elsewhere pass --addr/--api-key or set "
+    "RAGMESH_GATEWAY_ADDR and RAGMESH_API_KEY. Exit codes: 0 ok, 1 something failed, 2 bad "
+    "arguments, 3 not found, 4 already exists, 5 bad API key, 6 stack unreachable or timed "
+    "out, 7 a server limit, 10 other server errors.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="rich",
 )
 
 SERVICES = tuple(DEFAULT_PORTS)
+
+
+@app.callback()
+def _root() -> None:
+    """ragmesh: grounded, cited answers from your documents."""
+    # With a single command typer would make it the whole app (`ragmesh chunking`);
+    # a callback keeps `serve` a subcommand: `ragmesh serve chunking`.
 
 
 @app.command(
@@ -36,6 +54,19 @@ def serve(
     module = importlib.import_module(f"services.{service}.server")
     svc, default_port = module.create_service()
     server.run(svc, port if port is not None else default_port, metrics_port)
+
+
+app.add_typer(kb_app, name="kb")
+app.add_typer(docs_app, name="docs")
+app.add_typer(jobs_app, name="jobs")
+app.command("ingest", epilog=INGEST_EXAMPLES)(ingest)
+app.command("search", epilog=SEARCH_EXAMPLES)(search)
+app.command("ask", epilog=ASK_EXAMPLES)(ask)
+app.command("eval", epilog=EVAL_EXAMPLES)(eval_command)
+app.command(
+    "status",
+    epilog=examples("ragmesh status", "ragmesh status --json", "ragmesh status --addr gw:50051"),
+)(status)
 
 
 def main() -> None:

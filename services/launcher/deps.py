@@ -22,54 +22,94 @@ def redis_process(port: int, data_dir: Path, log_dir: Path | None = None) -> Man
         raise FileNotFoundError("redis-server is not on the PATH (apt-get install redis-server)")
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--protected-mode", "yes", "--daemonize", "no",
+        exe,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
     ]
     return ManagedProcess("redis", argv, log_dir=log_dir)
 
 
-def start_redis(data_dir: Path, port: int | None = None, log_dir: Path | None = None,
-                timeout: float = 20) -> tuple[ManagedProcess, str]:
+def start_redis(
+    data_dir: Path, port: int | None = None, log_dir: Path | None = None, timeout: float = 20
+) -> tuple[ManagedProcess, str]:
     port = port or free_port()
     proc = redis_process(port, data_dir, log_dir).start()
     proc.wait_until(lambda: port_open("127.0.0.1", port), timeout, "Redis port")
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def llm_process(port: int, *, threads: int = 2, ctx: int = 2048,
-                log_dir: Path | None = None, model: Path | None = None) -> ManagedProcess:
+def llm_process(
+    port: int,
+    *,
+    threads: int = 2,
+    ctx: int = 2048,
+    log_dir: Path | None = None,
+    model: Path | None = None,
+) -> ManagedProcess:
     """python -m llama_cpp.server with SmolLM2-135M-Instruct (OpenAI-compatible)."""
     model = model or smollm2_gguf_path()
     argv = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-        "--model_alias", "smollm2-135m-instruct",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
-        "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--model_alias",
+        "smollm2-135m-instruct",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(ctx),
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        # By default llama-cpp-python cuts the running stream short (a bare [DONE], no
+        # finish_reason) whenever another request arrives, even GET /v1/models; queue
+        # requests instead.
+        "--interrupt_requests",
+        "False",
     ]
     return ManagedProcess("llm", argv, log_dir=log_dir)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether a GET of a loopback URL answers 200."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
 
 
-def start_llm(port: int | None = None, log_dir: Path | None = None,
-              timeout: float = 120) -> tuple[ManagedProcess, str]:
+def start_llm(
+    port: int | None = None, log_dir: Path | None = None, timeout: float = 120
+) -> tuple[ManagedProcess, str]:
     """Returns the process and the OpenAI base URL (…/v1)."""
     port = port or free_port()
     proc = llm_process(port, log_dir=log_dir).start()
     base = f"http://127.0.0.1:{port}/v1"
-    proc.wait_until(lambda: _http_ok(f"{base}/models"), timeout, "LLM /v1/models")
+    proc.wait_until(lambda: http_ok(f"{base}/models"), timeout, "LLM /v1/models")
     return proc, base
 
 
-def milvus_server_process(data_dir: Path, port: int, log_dir: Path | None = None
-                          ) -> ManagedProcess:
+def milvus_server_process(data_dir: Path, port: int, log_dir: Path | None = None) -> ManagedProcess:
     """The Milvus 2.3 standalone server of the PyPI package `milvus`.
 
     It is stopped with SIGINT: SIGTERM to the wrapper orphans its child.
@@ -82,8 +122,9 @@ def milvus_server_process(data_dir: Path, port: int, log_dir: Path | None = None
     return ManagedProcess("milvus", argv, log_dir=log_dir, stop_signal=signal.SIGINT)
 
 
-def start_milvus_server(data_dir: Path, port: int | None = None, log_dir: Path | None = None,
-                        timeout: float = 180) -> tuple[ManagedProcess, str]:
+def start_milvus_server(
+    data_dir: Path, port: int | None = None, log_dir: Path | None = None, timeout: float = 180
+) -> tuple[ManagedProcess, str]:
     port = port or free_port()
     proc = milvus_server_process(data_dir, port, log_dir).start()
     proc.wait_until(lambda: port_open("127.0.0.1", port), timeout, "Milvus proxy port")

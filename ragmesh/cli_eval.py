@@ -1,0 +1,372 @@
+"""`ragmesh eval`: ingest a data set into a fresh knowledge base and score it."""
+
+from __future__ import annotations
+
+# Typer commands receive every option as a parameter.
+# ruff: noqa: PLR0917
+import json
+import random
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragmesh.cli_common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_USAGE,
+    AddrOption,
+    ApiKeyOption,
+    Cli,
+    examples,
+)
+from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
+from ragmesh.eval_data import Dataset, DatasetError, Question, document_id_of, load_dataset
+from ragmesh.eval_metrics import Scoreboard, answer_contains, ranked_documents
+from ragmesh.gateway.v1 import gateway_pb2
+
+EVAL_EXAMPLES = examples(
+    "ragmesh eval ../shared/data/cmrc2018-trial",
+    "ragmesh eval ../shared/data/squad2-sample-a --limit 50 --json squad.json",
+    "ragmesh eval ../shared/data/cranfield --retrieval-only --mode sparse",
+    "ragmesh eval data/cmrc --limit 5 --max-docs 20 --retrieval-only   # a quick smoke run",
+)
+# A gateway refuses a top_k above its limit (RAGMESH_GATEWAY_MAX_TOP_K, 50 by default).
+FALLBACK_TOP_K = 50
+
+
+def _progress(cli: Cli) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=cli.err,
+        transient=True,
+    )
+
+
+def _ingest(
+    cli: Cli, rag: RagmeshClient, kb: str, data: Dataset, concurrency: int
+) -> dict[str, Any]:
+    start = time.monotonic()
+    failures: list[dict[str, str]] = []
+    job_ids: list[str] = []
+    with _progress(cli) as progress:
+        upload_task = progress.add_task("uploading passages", total=len(data.passages))
+
+        def upload(passage: Any) -> str | None:
+            doc_id = document_id_of(passage.doc_id)
+            try:
+                resp = rag.upload_document(
+                    kb,
+                    passage.as_document().encode(),
+                    file_name=f"{doc_id}.txt",
+                    document_id=doc_id,
+                    media_type="text/plain",
+                    metadata={"corpus_id": passage.doc_id},
+                )
+                return str(resp.job.job_id)
+            except RagmeshError as err:
+                failures.append(
+                    {"document": passage.doc_id, "reason": err.reason, "message": err.message}
+                )
+                return None
+            finally:
+                progress.advance(upload_task)
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            job_ids = [j for j in pool.map(upload, data.passages) if j]
+        wait_task = progress.add_task("ingesting", total=len(job_ids))
+
+        def wait(job_id: str) -> gateway_pb2.IngestionJob:
+            job = rag.wait_for_job(job_id, timeout=7200)
+            progress.advance(wait_task)
+            return job
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            jobs = list(pool.map(wait, job_ids))
+    for job in jobs:
+        if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
+            failures.append(
+                {
+                    "document": job.document_id,
+                    "reason": job.error.reason,
+                    "message": job.error.message,
+                }
+            )
+    seconds = time.monotonic() - start
+    return {
+        "documents": len(data.passages),
+        "failed": len(failures),
+        "failures": failures[:20],
+        "chunks": sum(j.chunks_total for j in jobs),
+        "seconds": round(seconds, 2),
+        "documents_per_s": round(len(data.passages) / seconds, 2) if seconds else None,
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _run_questions(
+    cli: Cli,
+    rag: RagmeshClient,
+    kb: str,
+    data: Dataset,
+    top_k: int,
+    mode: str | None,
+    retrieval_only: bool,
+    concurrency: int,
+    answer_limit: int | None = None,
+    seed: int = 0,
+) -> tuple[Scoreboard, dict[str, Any], list[dict[str, Any]]]:
+    board = Scoreboard(graded=data.graded)
+    back = {document_id_of(p.doc_id): p.doc_id for p in data.passages}
+    search_ms: list[float] = []
+    ask_ms: list[float] = []
+    details: list[dict[str, Any]] = []
+    state = {"top_k": top_k}
+
+    def search(question: Question) -> list[str]:
+        t0 = time.monotonic()
+        try:
+            resp = rag.search(kb, question.text, top_k=state["top_k"], mode=mode)
+        except InvalidArgumentError:
+            if state["top_k"] <= FALLBACK_TOP_K:
+                raise
+            state["top_k"] = FALLBACK_TOP_K
+            resp = rag.search(kb, question.text, top_k=state["top_k"], mode=mode)
+        search_ms.append((time.monotonic() - t0) * 1000)
+        return ranked_documents(back.get(h.document_id, h.document_id) for h in resp.hits)
+
+    answer_errors: list[str] = []
+
+    def answer(question: Question) -> str | None:
+        t0 = time.monotonic()
+        try:
+            result = rag.ask_collect(kb, question.text, mode=mode)
+        except RagmeshError as err:
+            # One slow or failed answer must not void the whole evaluation: it counts as
+            # an answer without the gold text, and the report says how many failed.
+            answer_errors.append(f"{question.question_id}: {err}")
+            return None
+        ask_ms.append((time.monotonic() - t0) * 1000)
+        return result.answer
+
+    with _progress(cli) as progress:
+        task = progress.add_task("searching", total=len(data.questions))
+        # One search first: it settles the top_k the gateway accepts.
+        first = search(data.questions[0]) if data.questions else []
+
+        def run_search(q: Question) -> list[str]:
+            try:
+                return search(q)
+            finally:
+                progress.advance(task)
+
+        progress.advance(task)
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            rankings = [first, *pool.map(run_search, data.questions[1:])]
+        for question, ranked in zip(data.questions, rankings, strict=True):
+            board.add_retrieval(question.question_id, ranked, question.grades)
+            details.append({"id": question.question_id, "top_documents": ranked[:10]})
+        if not retrieval_only:
+            positions = list(range(len(data.questions)))
+            if answer_limit is not None and answer_limit < len(positions):
+                positions = sorted(random.Random(seed).sample(positions, answer_limit))
+            ask_task = progress.add_task("answering", total=len(positions))
+
+            def run_ask(i: int) -> str | None:
+                try:
+                    return answer(data.questions[i])
+                finally:
+                    progress.advance(ask_task)
+
+            # One answer at a time: the local llama.cpp server serves one request at a time,
+            # and a second one waiting behind it only times out.
+            answers = [run_ask(i) for i in positions]
+            for i, text in zip(positions, answers, strict=True):
+                question, score = data.questions[i], board.scores[i]
+                if question.answers:
+                    score.answer_hit = text is not None and answer_contains(text, question.answers)
+                details[i]["answer"] = text
+                details[i]["answer_contains_gold"] = score.answer_hit
+    timings = {
+        "top_k": state["top_k"],
+        "search_ms_p50": _pct(search_ms, 0.5),
+        "search_ms_p99": _pct(search_ms, 0.99),
+        "search_ms_mean": statistics.fmean(search_ms) if search_ms else None,
+        "ask_ms_p50": _pct(ask_ms, 0.5),
+        "ask_ms_p99": _pct(ask_ms, 0.99),
+        "answer_errors": len(answer_errors),
+        "answer_error_examples": answer_errors[:5],
+    }
+    return board, timings, details
+
+
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="Data set folder (QA or BEIR layout).")],
+    kb: Annotated[
+        str | None,
+        typer.Option("--kb", "-k", help="Knowledge base to create (default eval-NAME-TIME)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Sample this many questions (seeded).")] = None,
+    max_docs: Annotated[
+        int | None,
+        typer.Option(
+            help="Cut the corpus to the sampled questions' gold documents plus random "
+            "others up to this many (faster; easier than the full corpus)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --limit and --max-docs sampling.")] = 0,
+    retrieval_only: Annotated[
+        bool, typer.Option("--retrieval-only", help="Skip the answers (no LLM).")
+    ] = False,
+    mode: Annotated[
+        str | None, typer.Option(help="dense, sparse or hybrid (default: the server's).")
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            help="Chunks retrieved per question (10; 100 for BEIR data "
+            "sets, capped by the gateway's limit).",
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the knowledge base afterwards.")
+    ] = False,
+    answer_limit: Annotated[
+        int | None,
+        typer.Option(help="Ask only this many of the questions (seeded sample); all are searched."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Parallel uploads and searches.")] = 4,
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Score retrieval and answers on a data set (recall, MRR, nDCG).
+
+    Reports recall@1/5/10 and MRR@10 of the gold documents (plus nDCG@10 and recall@100 for BEIR data sets) and the share of answers containing a gold answer.
+
+    DATASET is a folder with corpus.jsonl + qa.jsonl ({question, answers, doc_id}), or BEIR's corpus.jsonl + queries.jsonl + qrels.tsv (or qrels/test.tsv). Every passage becomes one document of a fresh knowledge base, deleted at the end unless --keep.
+    """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
+    cli = Cli.create(addr, api_key)
+    try:
+        full = load_dataset(dataset)
+    except DatasetError as exc:
+        cli.fail(str(exc), EXIT_USAGE)
+        return
+    data = full.sample(limit, max_docs, seed)
+    if not data.questions:
+        cli.fail("the data set has no questions")
+    language = data.language()
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    kb_id = kb or f"eval-{''.join(c if c.isalnum() else '-' for c in data.name.lower())}-{stamp}"
+    kb_id = kb_id[:63]
+    k = top_k or (100 if data.graded else 10)
+    cli.err.print(
+        f"{data.name}: {len(data.passages)} passages, {len(data.questions)} questions "
+        f"({data.layout}, {language}) → knowledge base {kb_id}"
+    )
+    if full.skipped_questions:
+        cli.err.print(
+            f"left out {len(full.skipped_questions)} questions with empty text: "
+            f"{', '.join(full.skipped_questions[:5])}"
+        )
+    report: dict[str, Any] = {
+        "dataset": str(dataset),
+        "layout": data.layout,
+        "knowledge_base_id": kb_id,
+        "language": language,
+        "mode": mode or "default",
+        "questions": len(data.questions),
+        "questions_skipped_empty": full.skipped_questions,
+        "limit": limit,
+        "max_docs": max_docs,
+        "seed": seed,
+        "retrieval_only": retrieval_only,
+    }
+    created = False
+    with cli.errors(), cli.client(timeout=120) as rag:
+        try:
+            rag.create_knowledge_base(
+                kb_id, language=language, description=f"ragmesh eval of {data.name}"
+            )
+            created = True
+            report["ingest"] = _ingest(cli, rag, kb_id, data, concurrency)
+            board, timings, details = _run_questions(
+                cli, rag, kb_id, data, k, mode, retrieval_only, concurrency, answer_limit, seed
+            )
+        finally:
+            if created and not keep:
+                try:
+                    rag.delete_knowledge_base(kb_id)
+                except RagmeshError as err:
+                    cli.err.print(f"[yellow]could not delete {kb_id}: {err}[/]")
+    report["metrics"] = board.summary()
+    report["timings"] = timings
+    report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if json_file is not None:
+        json_file.write_text(
+            json.dumps({**report, "per_question": details}, indent=2, ensure_ascii=False) + "\n"
+        )
+    _print_report(cli, report, json_file)
+    ingest_failed = report["ingest"]["failed"]
+    raise typer.Exit(EXIT_FAILURES if ingest_failed else EXIT_OK)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> None:
+    ingest = report["ingest"]
+    cli.out.print(
+        f"ingested {ingest['documents'] - ingest['failed']}/{ingest['documents']} documents "
+        f"({ingest['chunks']} chunks) in {ingest['seconds']:.1f} s"
+    )
+    for failure in ingest["failures"][:5]:
+        cli.out.print(
+            f"  [red]failed[/] {failure['document']}: {failure['reason']} {failure['message']}"
+        )
+    table = Table("metric", "value", title=f"ragmesh eval: {Path(report['dataset']).name}")
+    for name, value in report["metrics"].items():
+        table.add_row(name, _fmt(value))
+    timings = report["timings"]
+    table.add_row("top_k", _fmt(timings["top_k"]))
+    table.add_row(
+        "search p50 / p99 (ms)",
+        f"{_fmt(timings['search_ms_p50'])} / {_fmt(timings['search_ms_p99'])}",
+    )
+    if timings["answer_errors"]:
+        table.add_row("answers failed", str(timings["answer_errors"]))
+    if timings["ask_ms_p50"] is not None:
+        table.add_row(
+            "ask p50 / p99 (ms)", f"{_fmt(timings['ask_ms_p50'])} / {_fmt(timings['ask_ms_p99'])}"
+        )
+    cli.out.print(table)
+    if timings["top_k"] < 100 and report["layout"] == "beir":
+        cli.out.print(
+            f"[dim]recall@100 counts the documents of the top {timings['top_k']} "
+            "chunks (the gateway's top_k limit)[/]"
+        )
+    if json_file is not None:
+        cli.out.print(f"figures written to {json_file}")

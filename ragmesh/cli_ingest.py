@@ -1,0 +1,297 @@
+"""`ragmesh ingest`: upload files and folders, follow their jobs with progress bars."""
+
+from __future__ import annotations
+
+# Typer commands receive every option as a parameter.
+# ruff: noqa: PLR0917
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ragmesh.cli_common import (
+    EXIT_FAILURES,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    AddrOption,
+    ApiKeyOption,
+    Cli,
+    JsonOption,
+    examples,
+)
+from ragmesh.client import NotFoundError, RagmeshClient, RagmeshError
+from ragmesh.client.builders import short_name
+from ragmesh.client.media import is_supported_file
+from ragmesh.gateway.v1 import gateway_pb2
+
+
+@dataclass
+class IngestItem:
+    path: Path
+    file_name: str
+    document_id: str  # empty: the gateway derives it from the file name
+    display: str = ""  # how the summary names it: the path relative to its folder
+
+
+@dataclass
+class IngestResult:
+    path: str
+    document_id: str
+    file: str = ""
+    job_id: str = ""
+    state: str = "upload_failed"
+    chunks: int = 0
+    deduplicated: bool = False
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in {"succeeded", "queued", "running"}
+
+
+def _doc_id_from(rel: str) -> str:
+    """The gateway's derivation rule, applied to a relative path (keeps folders apart)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", rel).strip("-._")[:128]
+
+
+def collect_files(paths: list[Path]) -> tuple[list[IngestItem], list[Path]]:
+    """Files to upload and files skipped.
+
+    A file named on the command line is always uploaded; inside a folder
+    (walked recursively, hidden entries skipped) only files with a supported
+    extension are. Files in subfolders get a document id from their path
+    relative to the folder, so `a/intro.md` and `b/intro.md` stay two documents.
+    """
+    items: list[IngestItem] = []
+    skipped: list[Path] = []
+    seen: set[Path] = set()
+    for root in paths:
+        if root.is_file():
+            if root.resolve() not in seen:
+                seen.add(root.resolve())
+                items.append(IngestItem(root, root.name, "", str(root)))
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such file or folder: {root}")
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                continue
+            if not is_supported_file(path.name):
+                skipped.append(path)
+                continue
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            doc_id = "" if len(rel.parts) == 1 else _doc_id_from("-".join(rel.parts))
+            items.append(IngestItem(path, path.name, doc_id, rel.as_posix()))
+    # A file skipped in a folder walk but also named on its own is not skipped.
+    return items, [p for p in skipped if p.resolve() not in seen]
+
+
+def _result_from_job(result: IngestResult, job: gateway_pb2.IngestionJob) -> None:
+    result.state = short_name(gateway_pb2.JobState, job.state)
+    result.chunks = job.chunks_total
+    result.deduplicated = job.deduplicated
+    result.reason = job.error.reason
+    result.message = job.error.message
+
+
+def _upload_all(
+    cli: Cli, rag: RagmeshClient, kb: str, items: list[IngestItem], progress: Progress | None
+) -> list[IngestResult]:
+    results = []
+    task = progress.add_task("uploading", total=len(items)) if progress else None
+    for item in items:
+        result = IngestResult(str(item.path), item.document_id, item.display or item.file_name)
+        try:
+            resp = rag.upload_document(
+                kb, item.path, file_name=item.file_name, document_id=item.document_id
+            )
+            result.document_id = resp.document.document_id or resp.job.document_id
+            result.job_id = resp.job.job_id
+            _result_from_job(result, resp.job)
+        except RagmeshError as err:
+            result.reason = err.reason or err.code.name
+            result.message = err.message
+        except OSError as err:
+            result.reason = "UNREADABLE_FILE"
+            result.message = str(err)
+        results.append(result)
+        if progress is not None and task is not None:
+            progress.advance(task)
+    if progress is not None and task is not None:
+        progress.remove_task(task)
+    return results
+
+
+def _watch_all(
+    rag: RagmeshClient, results: list[IngestResult], progress: Progress | None, timeout: float
+) -> None:
+    pending = [r for r in results if r.job_id]
+    overall = progress.add_task("[bold]all files", total=len(pending)) if progress else None
+    lock = threading.Lock()
+
+    def follow(result: IngestResult) -> None:
+        name = Path(result.path).name
+        task: TaskID | None = None
+        if progress is not None:
+            task = progress.add_task(f"{name} • queued", total=None)
+
+        def on_update(job: gateway_pb2.IngestionJob) -> None:
+            if progress is None or task is None:
+                return
+            stage = short_name(gateway_pb2.JobStage, job.stage) if job.stage else ""
+            state = short_name(gateway_pb2.JobState, job.state)
+            progress.update(
+                task,
+                description=f"{name} • {stage or state}",
+                total=job.chunks_total or None,
+                completed=job.chunks_done,
+            )
+
+        try:
+            job = rag.wait_for_job(result.job_id, timeout=timeout, on_update=on_update)
+            _result_from_job(result, job)
+        except RagmeshError as err:
+            result.state = "unknown"
+            result.reason = err.reason or err.code.name
+            result.message = err.message
+        if progress is not None and task is not None:
+            with lock:
+                progress.remove_task(task)
+                if overall is not None:
+                    progress.advance(overall)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(pending)))) as pool:
+        list(pool.map(follow, pending))
+
+
+def _progress(cli: Cli) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=cli.err,
+        transient=True,
+    )
+
+
+INGEST_EXAMPLES = examples(
+    "ragmesh ingest README.md --kb notes --create",
+    "ragmesh ingest ~/Documents/manuals report.pdf --kb manuals --wait",
+    "ragmesh ingest docs/ --kb manuals --wait --json > ingest.json",
+)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).")],
+    kb: Annotated[str, typer.Option("--kb", "-k", help="Knowledge base to ingest into.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Follow every job until it ends (progress bars).")
+    ] = False,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the knowledge base if it does not exist.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait in all.")] = 3600,
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload documents (Markdown, HTML, PDF, text) into a knowledge base.
+
+    The media type comes from the content and the extension. Without --wait the command returns once every file is stored and queued; `ragmesh jobs` shows how the ingestion goes. Exit code 1 when any file failed.
+    """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
+    cli = Cli.create(addr, api_key, as_json)
+    try:
+        items, skipped = collect_files(paths)
+    except FileNotFoundError as exc:
+        cli.fail(str(exc), EXIT_NOT_FOUND)
+        return
+    if not items:
+        cli.fail("no supported files (.md, .markdown, .html, .htm, .pdf, .txt) found")
+    with cli.errors(), cli.client(timeout=60) as rag:
+        try:
+            rag.get_knowledge_base(kb)
+        except NotFoundError:
+            if not create:
+                cli.fail(
+                    f"knowledge base {kb!r} does not exist: add --create, or run "
+                    f"`ragmesh kb create {kb}`",
+                    EXIT_NOT_FOUND,
+                )
+            rag.create_knowledge_base(kb)
+            if not as_json:
+                cli.err.print(f"created knowledge base [bold]{kb}[/]")
+        show = not as_json
+        progress = _progress(cli) if show else None
+        if progress is not None:
+            progress.start()
+        try:
+            results = _upload_all(cli, rag, kb, items, progress)
+            if wait:
+                _watch_all(rag, results, progress, timeout)
+        finally:
+            if progress is not None:
+                progress.stop()
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        cli.print_json(
+            {
+                "knowledge_base_id": kb,
+                "results": [asdict(r) for r in results],
+                "skipped": [str(p) for p in skipped],
+                "failed": len(failed),
+            }
+        )
+    else:
+        _print_summary(cli, kb, results, skipped, wait)
+    raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
+
+
+def _print_summary(
+    cli: Cli, kb: str, results: list[IngestResult], skipped: list[Path], waited: bool
+) -> None:
+    table = Table(title=f"ingest into {kb}")
+    for name in ("file", "document", "state", "chunks", "reason"):
+        table.add_column(name)
+    table.add_column("job", no_wrap=True)  # copied into `ragmesh jobs retry`: never cut
+    for r in results:
+        color = {"succeeded": "green", "queued": "yellow", "running": "cyan"}.get(r.state, "red")
+        detail = f"{r.reason}: {r.message}" if r.reason else ""
+        if r.deduplicated:
+            detail = detail or "unchanged"
+        table.add_row(
+            r.file,
+            r.document_id,
+            f"[{color}]{r.state}[/]",
+            str(r.chunks) if waited else "",
+            detail,
+            r.job_id,
+        )
+    cli.out.print(table)
+    ok = sum(1 for r in results if r.ok)
+    failed = len(results) - ok
+    summary = f"{ok} of {len(results)} files " + ("indexed" if waited else "queued")
+    if failed:
+        summary += f", [red]{failed} failed[/]"
+    if skipped:
+        summary += f"; {len(skipped)} skipped (unsupported extension)"
+    cli.out.print(summary)
+    if not waited and ok:
+        cli.out.print("follow them with: ragmesh jobs --kb " + kb)

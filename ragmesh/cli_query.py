@@ -1,0 +1,213 @@
+"""`ragmesh search` and `ragmesh ask`."""
+
+from __future__ import annotations
+
+# Typer commands receive every option as a parameter.
+# ruff: noqa: PLR0917
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ragmesh.cli_common import (
+    EXIT_USAGE,
+    AddrOption,
+    ApiKeyOption,
+    Cli,
+    JsonOption,
+    KbOption,
+    examples,
+    message_dict,
+    snippet,
+)
+from ragmesh.client.builders import FilterSpec, short_name
+from ragmesh.client.results import AskResult
+from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2
+
+ModeOption = Annotated[
+    str | None,
+    typer.Option(help="dense, sparse (BM25) or hybrid (default: hybrid where supported)."),
+]
+TopKOption = Annotated[
+    int, typer.Option("--top-k", "-n", help="How many passages (0 = server default).")
+]
+FilterOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        "-f",
+        help="FIELD=VALUE (document_id, language, media_type, "
+        "source, title or metadata.KEY); repeat to AND several.",
+    ),
+]
+
+
+def parse_filters(specs: list[str] | None) -> list[FilterSpec]:
+    filters: list[FilterSpec] = []
+    for spec in specs or []:
+        field, sep, value = spec.partition("=")
+        if not sep or not field.strip():
+            raise ValueError(f"--filter {spec!r}: expected FIELD=VALUE")
+        filters.append((field.strip(), "eq", value))
+    return filters
+
+
+def location(hit: gateway_pb2.SearchHit) -> str:
+    return f"chars {hit.start_offset}–{hit.end_offset}"
+
+
+SEARCH_EXAMPLES = examples(
+    'ragmesh search "hybrid search"',
+    'ragmesh search "reset a password" --kb manuals -n 10 --mode sparse',
+    'ragmesh search "pricing" --kb manuals --filter media_type=application/pdf --json',
+)
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    kb: KbOption = None,
+    top_k: TopKOption = 5,
+    mode: ModeOption = None,
+    filters: FilterOption = None,
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrieval only: the passages that match best, with scores and documents."""
+    cli = Cli.create(addr, api_key, as_json)
+    kb_id = cli.kb(kb)
+    with cli.errors(), cli.client() as rag:
+        try:
+            resp = rag.search(kb_id, query, top_k=top_k, mode=mode, filters=parse_filters(filters))
+        except ValueError as exc:
+            cli.fail(str(exc), EXIT_USAGE)
+            return
+    if as_json:
+        cli.print_json(message_dict(resp))
+        return
+    mode_name = short_name(common_pb2.SearchMode, resp.mode) if resp.mode else "?"
+    table = Table(
+        "#",
+        "score",
+        "document",
+        "where",
+        "text",
+        title=f"{len(resp.hits)} hits in {kb_id} ({mode_name})",
+    )
+    for rank, hit in enumerate(resp.hits, start=1):
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.file_name or hit.document_id,
+            f"{location(hit)}\nchunk {hit.chunk_index}",
+            snippet(hit.text, 160),
+        )
+    cli.out.print(table if resp.hits else f"no hits in {kb_id}")
+
+
+ASK_EXAMPLES = examples(
+    'ragmesh ask "What is ragmesh?"',
+    'ragmesh ask "How does hybrid search fuse results?" --kb demo --mode hybrid',
+    'ragmesh ask "什么是向量检索？" --json | jq .answer',
+)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    kb: KbOption = None,
+    top_k: TopKOption = 0,
+    mode: ModeOption = None,
+    filters: FilterOption = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer length limit (0 = default).")] = 0,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default: the server's).")
+    ] = None,
+    show_sources: Annotated[
+        str, typer.Option("--sources", help="cited (the passages the answer cites), all, none.")
+    ] = "all",
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the knowledge base, streamed, with numbered sources."""
+    cli = Cli.create(addr, api_key, as_json)
+    kb_id = cli.kb(kb)
+    if show_sources not in {"cited", "all", "none"}:
+        cli.fail("--sources must be cited, all or none", EXIT_USAGE)
+    result = AskResult()
+    streamed = False
+    with cli.errors(), cli.client() as rag:
+        try:
+            events = rag.ask(
+                kb_id,
+                question,
+                top_k=top_k,
+                mode=mode,
+                filters=parse_filters(filters),
+                max_tokens=max_tokens,
+                temperature=temperature,
+            )
+        except ValueError as exc:
+            cli.fail(str(exc), EXIT_USAGE)
+            return
+        for event in events:
+            result.add(event)
+            if not as_json and event.WhichOneof("event") == "delta":
+                sys.stdout.write(event.delta.text)
+                sys.stdout.flush()
+                streamed = True
+    if as_json:
+        cli.print_json(ask_json(result))
+        return
+    final = result.final
+    if not streamed and result.answer:
+        sys.stdout.write(result.answer)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if final is not None and final.abstained:
+        cli.out.print("[yellow](the knowledge base does not contain an answer to this)[/]")
+    print_sources(cli, result, show_sources)
+
+
+def print_sources(cli: Cli, result: AskResult, which: str) -> None:
+    if which == "none" or not result.sources:
+        return
+    cited = {c.number for c in result.citations}
+    cli.out.print("\n[bold]Sources[/]")
+    for number, hit in enumerate(result.sources, start=1):
+        if which == "cited" and number not in cited:
+            continue
+        mark = "[green]✓ cited[/]" if number in cited else "[dim]not cited[/]"
+        cli.out.print(
+            f"[bold][{number}][/] {hit.file_name or hit.document_id}  "
+            f"[dim]{location(hit)}, score {hit.score:.3f}[/]  {mark}",
+            highlight=False,
+        )
+        cli.out.print(f"    {snippet(hit.text, 200)}", highlight=False, markup=False)
+    final = result.final
+    if final is not None and final.usage.total_tokens:
+        cli.out.print(
+            f"\n[dim]{final.usage.prompt_tokens} prompt + {final.usage.completion_tokens} "
+            f"answer tokens; retrieval {final.retrieval_ms:.0f} ms, first token "
+            f"{final.first_token_ms:.0f} ms, total {final.total_ms:.0f} ms[/]"
+        )
+
+
+def ask_json(result: AskResult) -> dict[str, Any]:
+    final = result.final
+    return {
+        "answer": result.answer,
+        "abstained": result.abstained,
+        "grounded": bool(final and final.grounded),
+        "finish_reason": final.finish_reason if final else "",
+        "citations": [message_dict(c) for c in result.citations],
+        "sources": [message_dict(s) for s in result.sources],
+        "usage": message_dict(final.usage) if final else {},
+        "timings_ms": {
+            "retrieval": final.retrieval_ms if final else None,
+            "first_token": final.first_token_ms if final else None,
+            "total": final.total_ms if final else None,
+        },
+    }

@@ -1,0 +1,392 @@
+"""The asyncio ragmesh client (grpc.aio); the same methods as RagmeshClient, awaited."""
+
+# `timeout` here is the gRPC call deadline sent to the server (as in grpc.aio itself),
+# not a local wait: asyncio.timeout could not propagate it to the gateway.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ragmesh.client import builders
+from ragmesh.client._channel import (
+    DEFAULT_ASK_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_UPLOAD_TIMEOUT_S,
+    DEFAULT_WATCH_TIMEOUT_S,
+    auth_metadata,
+    channel_options,
+)
+from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.config import ClientSettings
+from ragmesh.client.errors import DeadlineExceededError, from_rpc_error
+from ragmesh.client.results import AskResult
+from ragmesh.client.sync import raise_for_job
+from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+
+class AsyncRagmeshClient:
+    """Asyncio client of the ragmesh gateway.
+
+    >>> async with AsyncRagmeshClient("127.0.0.1:50051", api_key="...") as rag:
+    ...     resp = await rag.upload_document("docs", "notes.md")
+    ...     await rag.wait_for_job(resp.job.job_id, check=True)
+    ...     async for event in rag.ask("docs", "What changed in v2?"):
+    ...         ...
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        if target is None or api_key is None:
+            settings = ClientSettings.resolve(target, api_key)
+            target, api_key = settings.gateway_addr, settings.api_key
+        self.target = target
+        self.timeout = timeout
+        self._metadata = auth_metadata(api_key)
+        if tls:
+            creds = grpc.ssl_channel_credentials(root_certificates)
+            self._channel = grpc.aio.secure_channel(target, creds, options=channel_options())
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=channel_options())
+        self._stub = gateway_pb2_grpc.RagServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncRagmeshClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+
+    async def _stream(
+        self, method: Callable[..., Any], request: Any, timeout: float
+    ) -> AsyncIterator[Any]:
+        call = method(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()
+
+    # -- knowledge bases --------------------------------------------------------------------
+
+    async def create_knowledge_base(
+        self,
+        knowledge_base_id: str,
+        *,
+        description: str = "",
+        language: int | str | None = None,
+        metric: int | str | None = None,
+        index_type: int | str | None = None,
+        index_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.KnowledgeBase:
+        req = builders.create_knowledge_base_request(
+            knowledge_base_id,
+            description=description,
+            language=language,
+            metric_=metric,
+            index_type_=index_type,
+            index_params=index_params,
+        )
+        resp = await self._call(self._stub.CreateKnowledgeBase, req, timeout)
+        return resp.knowledge_base  # type: ignore[no-any-return]
+
+    async def get_knowledge_base(
+        self, knowledge_base_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.KnowledgeBase:
+        req = gateway_pb2.GetKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
+        resp = await self._call(self._stub.GetKnowledgeBase, req, timeout)
+        return resp.knowledge_base  # type: ignore[no-any-return]
+
+    async def list_knowledge_bases(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> gateway_pb2.ListKnowledgeBasesResponse:
+        req = gateway_pb2.ListKnowledgeBasesRequest(page_size=page_size, page_token=page_token)
+        return await self._call(self._stub.ListKnowledgeBases, req, timeout)  # type: ignore[no-any-return]
+
+    async def iter_knowledge_bases(
+        self, *, page_size: int = 0
+    ) -> AsyncIterator[gateway_pb2.KnowledgeBase]:
+        token = ""
+        while True:
+            page = await self.list_knowledge_bases(page_size=page_size, page_token=token)
+            for kb in page.knowledge_bases:
+                yield kb
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def delete_knowledge_base(
+        self, knowledge_base_id: str, *, timeout: float | None = None
+    ) -> None:
+        req = gateway_pb2.DeleteKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
+        await self._call(self._stub.DeleteKnowledgeBase, req, timeout)
+
+    # -- upload and jobs --------------------------------------------------------------------
+
+    async def upload_document(
+        self,
+        knowledge_base_id: str,
+        source: UploadSource,
+        *,
+        file_name: str = "",
+        document_id: str = "",
+        media_type: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        chunk_bytes: int = builders.UPLOAD_CHUNK_BYTES,
+        timeout: float | None = None,
+    ) -> gateway_pb2.UploadDocumentResponse:
+        """Upload a file (path), bytes (with `file_name`) or a binary file object."""
+        opened = builders.open_source(source, file_name, media_type)
+        try:
+            header = builders.upload_header(
+                knowledge_base_id, opened, document_id=document_id, metadata=metadata
+            )
+            requests = builders.upload_requests(header, opened, chunk_bytes)
+            return await self._call(  # type: ignore[no-any-return]
+                self._stub.UploadDocument,
+                requests,
+                DEFAULT_UPLOAD_TIMEOUT_S if timeout is None else timeout,
+            )
+        finally:
+            opened.close()
+
+    async def get_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.GetIngestionJobRequest(job_id=job_id)
+        return (await self._call(self._stub.GetIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+
+    async def list_ingestion_jobs(
+        self,
+        *,
+        knowledge_base_id: str = "",
+        state: int | str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.ListIngestionJobsResponse:
+        req = gateway_pb2.ListIngestionJobsRequest(
+            knowledge_base_id=knowledge_base_id,
+            state=builders.job_state(state),  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._call(self._stub.ListIngestionJobs, req, timeout)  # type: ignore[no-any-return]
+
+    async def iter_ingestion_jobs(
+        self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
+    ) -> AsyncIterator[gateway_pb2.IngestionJob]:
+        token = ""
+        while True:
+            page = await self.list_ingestion_jobs(
+                knowledge_base_id=knowledge_base_id,
+                state=state,
+                page_size=page_size,
+                page_token=token,
+            )
+            for job in page.jobs:
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch_ingestion_job(
+        self, job_id: str, *, timeout: float = DEFAULT_WATCH_TIMEOUT_S
+    ) -> AsyncIterator[gateway_pb2.IngestionJob]:
+        """The job on every change, until it ends (the last one is terminal)."""
+        req = gateway_pb2.WatchIngestionJobRequest(job_id=job_id)
+        async for resp in self._stream(self._stub.WatchIngestionJob, req, timeout):
+            yield resp.job
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float = DEFAULT_WATCH_TIMEOUT_S,
+        check: bool = False,
+        on_update: Callable[[gateway_pb2.IngestionJob], None] | None = None,
+    ) -> gateway_pb2.IngestionJob:
+        """Wait until the job ends and return it; with `check`, raise JobFailedError
+        unless it SUCCEEDED."""
+        deadline = time.monotonic() + timeout
+        job = await self.get_ingestion_job(job_id)
+        while not builders.job_is_done(job):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    f"job {job_id} still {builders.short_name(gateway_pb2.JobState, job.state)} "
+                    f"after {timeout:.0f}s",
+                    reason="JOB_WAIT_TIMEOUT",
+                )
+            stream = self.watch_ingestion_job(job_id, timeout=left)
+            try:
+                async for job in stream:
+                    if on_update is not None:
+                        on_update(job)
+                    if builders.job_is_done(job):
+                        break
+            except DeadlineExceededError:
+                continue
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if not builders.job_is_done(job):
+                job = await self.get_ingestion_job(job_id)
+        if check:
+            raise_for_job(job)
+        return job
+
+    async def cancel_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.CancelIngestionJobRequest(job_id=job_id)
+        return (await self._call(self._stub.CancelIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+
+    async def retry_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.RetryIngestionJobRequest(job_id=job_id)
+        return (await self._call(self._stub.RetryIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+
+    # -- documents --------------------------------------------------------------------------
+
+    async def get_document(
+        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.Document:
+        req = gateway_pb2.GetDocumentRequest(
+            knowledge_base_id=knowledge_base_id, document_id=document_id
+        )
+        return (await self._call(self._stub.GetDocument, req, timeout)).document  # type: ignore[no-any-return]
+
+    async def list_documents(
+        self,
+        knowledge_base_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.ListDocumentsResponse:
+        req = gateway_pb2.ListDocumentsRequest(
+            knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
+        )
+        return await self._call(self._stub.ListDocuments, req, timeout)  # type: ignore[no-any-return]
+
+    async def iter_documents(
+        self, knowledge_base_id: str, *, page_size: int = 0
+    ) -> AsyncIterator[gateway_pb2.Document]:
+        token = ""
+        while True:
+            page = await self.list_documents(
+                knowledge_base_id, page_size=page_size, page_token=token
+            )
+            for doc in page.documents:
+                yield doc
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def delete_document(
+        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
+    ) -> None:
+        req = gateway_pb2.DeleteDocumentRequest(
+            knowledge_base_id=knowledge_base_id, document_id=document_id
+        )
+        await self._call(self._stub.DeleteDocument, req, timeout)
+
+    # -- search and ask ---------------------------------------------------------------------
+
+    async def search(
+        self,
+        knowledge_base_id: str,
+        query: str,
+        *,
+        top_k: int = 0,
+        mode: int | str | None = None,
+        fusion: common_pb2.Fusion | str | None = None,
+        min_score: float | None = None,
+        filters: Sequence[FilterSpec] | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.SearchResponse:
+        req = builders.search_request(
+            knowledge_base_id,
+            query,
+            top_k=top_k,
+            mode=mode,
+            fusion=fusion,
+            min_score=min_score,
+            filters=filters,
+        )
+        return await self._call(self._stub.Search, req, timeout)  # type: ignore[no-any-return]
+
+    def ask(
+        self,
+        knowledge_base_id: str,
+        question: str,
+        *,
+        top_k: int = 0,
+        mode: int | str | None = None,
+        filters: Sequence[FilterSpec] | None = None,
+        max_tokens: int = 0,
+        temperature: float | None = None,
+        timeout: float = DEFAULT_ASK_TIMEOUT_S,
+    ) -> AsyncIterator[gateway_pb2.AskResponse]:
+        """The Ask stream (`async for`): one `sources` event, `delta` events, then `final`."""
+        req = builders.ask_request(
+            knowledge_base_id,
+            question,
+            top_k=top_k,
+            mode=mode,
+            filters=filters,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        return self._stream(self._stub.Ask, req, timeout)
+
+    async def ask_collect(self, knowledge_base_id: str, question: str, **kwargs: Any) -> AskResult:
+        """Ask and wait for the whole answer (same arguments as `ask`)."""
+        result = AskResult()
+        async for event in self.ask(knowledge_base_id, question, **kwargs):
+            result.add(event)
+        return result
+
+    # -- health -----------------------------------------------------------------------------
+
+    async def health(self, service: str = "", *, timeout: float = 5.0) -> str:
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+__all__ = ["AsyncRagmeshClient"]

@@ -1,0 +1,293 @@
+"""Building gateway requests from plain Python values (shared by both clients).
+
+Enum arguments accept the protobuf value or a short name, case-insensitive:
+`"hybrid"` or `SearchMode.SEARCH_MODE_HYBRID`, `"cosine"`, `"hnsw"`, `"chinese"`,
+`"failed"`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from google.protobuf import struct_pb2
+
+from ragmesh.client.media import SNIFF_BYTES, guess_media_type
+from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2
+
+# 64 KiB pieces: far below any message limit, few enough messages to be cheap.
+UPLOAD_CHUNK_BYTES = 64 * 1024
+
+UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+FilterSpec = common_pb2.FilterCondition | tuple[str, str, Any]
+
+_OPERATORS = {
+    "eq": common_pb2.FILTER_OPERATOR_EQ,
+    "==": common_pb2.FILTER_OPERATOR_EQ,
+    "=": common_pb2.FILTER_OPERATOR_EQ,
+    "ne": common_pb2.FILTER_OPERATOR_NE,
+    "!=": common_pb2.FILTER_OPERATOR_NE,
+    "in": common_pb2.FILTER_OPERATOR_IN,
+    "lt": common_pb2.FILTER_OPERATOR_LT,
+    "<": common_pb2.FILTER_OPERATOR_LT,
+    "le": common_pb2.FILTER_OPERATOR_LE,
+    "<=": common_pb2.FILTER_OPERATOR_LE,
+    "gt": common_pb2.FILTER_OPERATOR_GT,
+    ">": common_pb2.FILTER_OPERATOR_GT,
+    "ge": common_pb2.FILTER_OPERATOR_GE,
+    ">=": common_pb2.FILTER_OPERATOR_GE,
+}
+
+
+def _enum(enum_type: Any, prefix: str, value: int | str | None, what: str) -> int:
+    """A protobuf enum value from itself, its full name or its short name."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int):
+        return int(value)
+    name = str(value).strip().upper().replace("-", "_")
+    full = name if name.startswith(prefix) else f"{prefix}{name}"
+    try:
+        return int(enum_type.Value(full))
+    except ValueError:
+        names = enum_type.DESCRIPTOR.values_by_name
+        choices = [n[len(prefix) :].lower() for n in names if not n.endswith("UNSPECIFIED")]
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}") from None
+
+
+def search_mode(value: int | str | None) -> int:
+    return _enum(common_pb2.SearchMode, "SEARCH_MODE_", value, "search mode")
+
+
+def fusion_method(value: int | str | None) -> int:
+    return _enum(common_pb2.FusionMethod, "FUSION_METHOD_", value, "fusion method")
+
+
+def metric(value: int | str | None) -> int:
+    return _enum(common_pb2.Metric, "METRIC_", value, "metric")
+
+
+def index_type(value: int | str | None) -> int:
+    return _enum(common_pb2.IndexType, "INDEX_TYPE_", value, "index type")
+
+
+def text_language(value: int | str | None) -> int:
+    return _enum(common_pb2.TextLanguage, "TEXT_LANGUAGE_", value, "language")
+
+
+def job_state(value: int | str | None) -> int:
+    return _enum(gateway_pb2.JobState, "JOB_STATE_", value, "job state")
+
+
+def short_name(enum_type: Any, value: int) -> str:
+    """`JOB_STATE_SUCCEEDED` → `succeeded` (for display)."""
+    full: str = enum_type.Name(value)
+    parts = full.split("_")
+    # Drop the enum's prefix: the words the enum name contributes (JOB_STATE_, SEARCH_MODE_).
+    prefix_words = 2 if parts[0] in {"JOB", "SEARCH", "DOCUMENT", "FUSION", "INDEX", "TEXT"} else 1
+    return "_".join(parts[prefix_words:]).lower()
+
+
+def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    if values is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
+
+
+def filter_condition(field: str, operator: str, value: Any) -> common_pb2.FilterCondition:
+    """`filter_condition("language", "==", "en")`, `("chunk_index", "in", [0, 1])`."""
+    op = _OPERATORS.get(operator.strip().lower())
+    if op is None:
+        raise ValueError(f"unknown filter operator {operator!r}; use one of {sorted(_OPERATORS)}")
+    cond = common_pb2.FilterCondition(field=field, operator=op)
+    if isinstance(value, (list, tuple)):
+        cond.value.list_value.extend(list(value))
+    elif isinstance(value, bool):
+        cond.value.bool_value = value
+    elif isinstance(value, (int, float)):
+        cond.value.number_value = float(value)
+    else:
+        cond.value.string_value = str(value)
+    return cond
+
+
+def filters_of(filters: Sequence[FilterSpec] | None) -> list[common_pb2.FilterCondition]:
+    out: list[common_pb2.FilterCondition] = []
+    for spec in filters or ():
+        if isinstance(spec, common_pb2.FilterCondition):
+            out.append(spec)
+        else:
+            out.append(filter_condition(*spec))
+    return out
+
+
+def fusion_of(
+    fusion: common_pb2.Fusion | str | None,
+) -> common_pb2.Fusion | None:
+    if fusion is None or isinstance(fusion, common_pb2.Fusion):
+        return fusion
+    return common_pb2.Fusion(method=fusion_method(fusion))  # type: ignore[arg-type]
+
+
+def search_request(
+    knowledge_base_id: str,
+    query: str,
+    *,
+    top_k: int = 0,
+    mode: int | str | None = None,
+    fusion: common_pb2.Fusion | str | None = None,
+    min_score: float | None = None,
+    filters: Sequence[FilterSpec] | None = None,
+) -> gateway_pb2.SearchRequest:
+    req = gateway_pb2.SearchRequest(
+        knowledge_base_id=knowledge_base_id,
+        query=query,
+        top_k=top_k,
+        mode=search_mode(mode),  # type: ignore[arg-type]
+        filters=filters_of(filters),
+    )
+    fusion_msg = fusion_of(fusion)
+    if fusion_msg is not None:
+        req.fusion.CopyFrom(fusion_msg)
+    if min_score is not None:
+        req.min_score = min_score
+    return req
+
+
+def ask_request(
+    knowledge_base_id: str,
+    question: str,
+    *,
+    top_k: int = 0,
+    mode: int | str | None = None,
+    filters: Sequence[FilterSpec] | None = None,
+    max_tokens: int = 0,
+    temperature: float | None = None,
+) -> gateway_pb2.AskRequest:
+    req = gateway_pb2.AskRequest(
+        knowledge_base_id=knowledge_base_id,
+        question=question,
+        top_k=top_k,
+        mode=search_mode(mode),  # type: ignore[arg-type]
+        filters=filters_of(filters),
+        max_tokens=max_tokens,
+    )
+    if temperature is not None:
+        req.temperature = temperature
+    return req
+
+
+def create_knowledge_base_request(
+    knowledge_base_id: str,
+    *,
+    description: str = "",
+    language: int | str | None = None,
+    metric_: int | str | None = None,
+    index_type_: int | str | None = None,
+    index_params: Mapping[str, Any] | None = None,
+) -> gateway_pb2.CreateKnowledgeBaseRequest:
+    return gateway_pb2.CreateKnowledgeBaseRequest(
+        knowledge_base_id=knowledge_base_id,
+        description=description,
+        language=text_language(language),  # type: ignore[arg-type]
+        metric=metric(metric_),  # type: ignore[arg-type]
+        index_type=index_type(index_type_),  # type: ignore[arg-type]
+        index_params=to_struct(index_params),
+    )
+
+
+@dataclass
+class OpenedSource:
+    """An upload source opened for streaming: its name, media type and a reader."""
+
+    file_name: str
+    media_type: str
+    head: bytes
+    stream: BinaryIO
+    owned: bool  # close `stream` when done
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
+
+
+def open_source(source: UploadSource, file_name: str = "", media_type: str = "") -> OpenedSource:
+    """Open a path, bytes or a binary file object for upload; sniff its media type."""
+    owned = False
+    stream: BinaryIO
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not file_name:
+            raise ValueError("uploading bytes needs a file_name (it names the document)")
+        stream = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        stream = path.open("rb")
+        owned = True
+        file_name = file_name or path.name
+    else:
+        stream = source
+        file_name = file_name or Path(str(getattr(source, "name", "") or "")).name
+        if not file_name:
+            raise ValueError("uploading a file object without a name needs a file_name")
+    head = stream.read(SNIFF_BYTES)
+    return OpenedSource(
+        file_name=file_name,
+        media_type=media_type or guess_media_type(file_name, head),
+        head=head,
+        stream=stream,
+        owned=owned,
+    )
+
+
+def upload_requests(
+    header: gateway_pb2.UploadHeader,
+    opened: OpenedSource,
+    chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+) -> Iterator[gateway_pb2.UploadDocumentRequest]:
+    """The client stream of an upload: the header, then the bytes in pieces."""
+    yield gateway_pb2.UploadDocumentRequest(header=header)
+    pending = opened.head
+    while True:
+        while len(pending) < chunk_bytes:
+            more = opened.stream.read(chunk_bytes - len(pending))
+            if not more:
+                break
+            pending += more
+        if not pending:
+            return
+        yield gateway_pb2.UploadDocumentRequest(data=pending[:chunk_bytes])
+        pending = pending[chunk_bytes:]
+
+
+def upload_header(
+    knowledge_base_id: str,
+    opened: OpenedSource,
+    *,
+    document_id: str = "",
+    metadata: Mapping[str, Any] | None = None,
+) -> gateway_pb2.UploadHeader:
+    return gateway_pb2.UploadHeader(
+        knowledge_base_id=knowledge_base_id,
+        document_id=document_id,
+        file_name=opened.file_name,
+        media_type=opened.media_type,
+        metadata=to_struct(metadata),
+    )
+
+
+TERMINAL_JOB_STATES = frozenset(
+    {gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED}
+)
+
+
+def job_is_done(job: gateway_pb2.IngestionJob) -> bool:
+    return job.state in TERMINAL_JOB_STATES

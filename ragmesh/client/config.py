@@ -1,0 +1,110 @@
+"""Where the SDK and the CLI find the gateway and the API key.
+
+Precedence: explicit arguments, then RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY,
+then the client config file the local launcher (`make run`) writes, then the
+default address 127.0.0.1:50051.
+
+The config file is the first that exists of: $RAGMESH_CONFIG,
+`.ragmesh/config.json` in the working directory or a parent, and
+`~/.config/ragmesh/config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_GATEWAY_ADDR = "127.0.0.1:50051"
+PROJECT_CONFIG = Path(".ragmesh") / "config.json"
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ragmesh" / "config.json"
+
+
+def config_candidates(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
+    env = os.environ if env is None else env
+    explicit = env.get("RAGMESH_CONFIG")
+    if explicit:
+        return [Path(explicit)]
+    here = (cwd or Path.cwd()).resolve()
+    found = [parent / PROJECT_CONFIG for parent in (here, *here.parents)]
+    return [*found, user_config_path()]
+
+
+def find_config_file(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    for path in config_candidates(cwd, env):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read ragmesh config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"ragmesh config {path} must hold a JSON object")
+    return data
+
+
+def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
+    """Write atomically, readable by the owner only (it holds an API key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dict(data), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class ClientSettings:
+    gateway_addr: str = DEFAULT_GATEWAY_ADDR
+    api_key: str = ""
+    knowledge_base: str = ""
+    # Internal services' addresses (for `ragmesh status`), by service name.
+    services: dict[str, str] = field(default_factory=dict)
+    source: str = "defaults"  # where gateway_addr came from, for error messages
+
+    @classmethod
+    def resolve(
+        cls,
+        gateway_addr: str | None = None,
+        api_key: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> ClientSettings:
+        env = os.environ if env is None else env
+        file_data: dict[str, Any] = {}
+        path = find_config_file(cwd, env)
+        if path is not None:
+            file_data = read_config_file(path)
+        settings = cls()
+        if file_data:
+            settings.gateway_addr = str(file_data.get("gateway_addr") or settings.gateway_addr)
+            settings.api_key = str(file_data.get("api_key") or "")
+            settings.knowledge_base = str(file_data.get("knowledge_base") or "")
+            services = file_data.get("services") or {}
+            if isinstance(services, dict):
+                settings.services = {str(k): str(v) for k, v in services.items()}
+            settings.source = str(path)
+        if env.get("RAGMESH_GATEWAY_ADDR"):
+            settings.gateway_addr = env["RAGMESH_GATEWAY_ADDR"]
+            settings.source = "RAGMESH_GATEWAY_ADDR"
+        if env.get("RAGMESH_API_KEY"):
+            settings.api_key = env["RAGMESH_API_KEY"]
+        if gateway_addr:
+            settings.gateway_addr = gateway_addr
+            settings.source = "--addr"
+        if api_key:
+            settings.api_key = api_key
+        return settings

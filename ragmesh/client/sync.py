@@ -1,0 +1,408 @@
+"""The synchronous ragmesh client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ragmesh.client import builders
+from ragmesh.client._channel import (
+    DEFAULT_ASK_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_UPLOAD_TIMEOUT_S,
+    DEFAULT_WATCH_TIMEOUT_S,
+    auth_metadata,
+    channel_options,
+)
+from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.config import ClientSettings
+from ragmesh.client.errors import DeadlineExceededError, JobFailedError, from_rpc_error
+from ragmesh.client.results import AskResult
+from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+T = TypeVar("T")
+
+
+class RagmeshClient:
+    """Blocking client of the ragmesh gateway.
+
+    >>> with RagmeshClient("127.0.0.1:50051", api_key="...") as rag:
+    ...     rag.create_knowledge_base("docs")
+    ...     job = rag.upload_document("docs", "handbook.pdf").job
+    ...     rag.wait_for_job(job.job_id, check=True)
+    ...     for event in rag.ask("docs", "How do I reset my password?"):
+    ...         ...
+
+    Every method raises a `RagmeshError` subclass on failure. `timeout` is the
+    per-call deadline in seconds for unary calls; streams have their own.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        if target is None or api_key is None:
+            settings = ClientSettings.resolve(target, api_key)
+            target, api_key = settings.gateway_addr, settings.api_key
+        self.target = target
+        self.timeout = timeout
+        self._metadata = auth_metadata(api_key)
+        if tls:
+            creds = grpc.ssl_channel_credentials(root_certificates)
+            self._channel = grpc.secure_channel(target, creds, options=channel_options())
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._stub = gateway_pb2_grpc.RagServiceStub(self._channel)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> RagmeshClient:
+        """Address and key from RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY or the config file."""
+        settings = ClientSettings.resolve()
+        return cls(settings.gateway_addr, settings.api_key, **kwargs)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RagmeshClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
+        try:
+            return method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+
+    def _stream(
+        self, method: Callable[..., Any], request: Any, timeout: float
+    ) -> Generator[Any, None, None]:
+        call = method(request, timeout=timeout, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            # The caller stopped early (break, exception): end the server's stream too.
+            call.cancel()
+
+    # -- knowledge bases --------------------------------------------------------------------
+
+    def create_knowledge_base(
+        self,
+        knowledge_base_id: str,
+        *,
+        description: str = "",
+        language: int | str | None = None,
+        metric: int | str | None = None,
+        index_type: int | str | None = None,
+        index_params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.KnowledgeBase:
+        req = builders.create_knowledge_base_request(
+            knowledge_base_id,
+            description=description,
+            language=language,
+            metric_=metric,
+            index_type_=index_type,
+            index_params=index_params,
+        )
+        resp = self._call(self._stub.CreateKnowledgeBase, req, timeout)
+        return resp.knowledge_base
+
+    def get_knowledge_base(
+        self, knowledge_base_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.KnowledgeBase:
+        req = gateway_pb2.GetKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
+        return self._call(self._stub.GetKnowledgeBase, req, timeout).knowledge_base
+
+    def list_knowledge_bases(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> gateway_pb2.ListKnowledgeBasesResponse:
+        req = gateway_pb2.ListKnowledgeBasesRequest(page_size=page_size, page_token=page_token)
+        return self._call(self._stub.ListKnowledgeBases, req, timeout)
+
+    def iter_knowledge_bases(self, *, page_size: int = 0) -> Iterator[gateway_pb2.KnowledgeBase]:
+        token = ""
+        while True:
+            page = self.list_knowledge_bases(page_size=page_size, page_token=token)
+            yield from page.knowledge_bases
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_knowledge_base(
+        self, knowledge_base_id: str, *, timeout: float | None = None
+    ) -> None:
+        req = gateway_pb2.DeleteKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
+        self._call(self._stub.DeleteKnowledgeBase, req, timeout)
+
+    # -- upload and jobs --------------------------------------------------------------------
+
+    def upload_document(
+        self,
+        knowledge_base_id: str,
+        source: UploadSource,
+        *,
+        file_name: str = "",
+        document_id: str = "",
+        media_type: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        chunk_bytes: int = builders.UPLOAD_CHUNK_BYTES,
+        timeout: float | None = None,
+    ) -> gateway_pb2.UploadDocumentResponse:
+        """Upload a file (path), bytes (with `file_name`) or a binary file object.
+
+        Returns as soon as the gateway stored the bytes and queued the job;
+        follow it with `watch_ingestion_job` or `wait_for_job`.
+        """
+        opened = builders.open_source(source, file_name, media_type)
+        try:
+            header = builders.upload_header(
+                knowledge_base_id, opened, document_id=document_id, metadata=metadata
+            )
+            requests = builders.upload_requests(header, opened, chunk_bytes)
+            return self._call(
+                self._stub.UploadDocument,
+                requests,
+                DEFAULT_UPLOAD_TIMEOUT_S if timeout is None else timeout,
+            )
+        finally:
+            opened.close()
+
+    def get_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.GetIngestionJobRequest(job_id=job_id)
+        return self._call(self._stub.GetIngestionJob, req, timeout).job
+
+    def list_ingestion_jobs(
+        self,
+        *,
+        knowledge_base_id: str = "",
+        state: int | str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.ListIngestionJobsResponse:
+        req = gateway_pb2.ListIngestionJobsRequest(
+            knowledge_base_id=knowledge_base_id,
+            state=builders.job_state(state),  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._call(self._stub.ListIngestionJobs, req, timeout)
+
+    def iter_ingestion_jobs(
+        self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
+    ) -> Iterator[gateway_pb2.IngestionJob]:
+        token = ""
+        while True:
+            page = self.list_ingestion_jobs(
+                knowledge_base_id=knowledge_base_id,
+                state=state,
+                page_size=page_size,
+                page_token=token,
+            )
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def watch_ingestion_job(
+        self, job_id: str, *, timeout: float = DEFAULT_WATCH_TIMEOUT_S
+    ) -> Generator[gateway_pb2.IngestionJob, None, None]:
+        """The job on every change, until it ends (the last one is terminal)."""
+        req = gateway_pb2.WatchIngestionJobRequest(job_id=job_id)
+        for resp in self._stream(self._stub.WatchIngestionJob, req, timeout):
+            yield resp.job
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float = DEFAULT_WATCH_TIMEOUT_S,
+        check: bool = False,
+        on_update: Callable[[gateway_pb2.IngestionJob], None] | None = None,
+    ) -> gateway_pb2.IngestionJob:
+        """Block until the job ends and return it; with `check`, raise JobFailedError
+        unless it SUCCEEDED. `on_update` sees every state the watch stream reports."""
+        deadline = time.monotonic() + timeout
+        job = self.get_ingestion_job(job_id)
+        while not builders.job_is_done(job):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError(
+                    f"job {job_id} still {builders.short_name(gateway_pb2.JobState, job.state)} "
+                    f"after {timeout:.0f}s",
+                    reason="JOB_WAIT_TIMEOUT",
+                )
+            try:
+                with contextlib.closing(self.watch_ingestion_job(job_id, timeout=left)) as jobs:
+                    for job in jobs:
+                        if on_update is not None:
+                            on_update(job)
+                        if builders.job_is_done(job):
+                            break
+            except DeadlineExceededError:
+                continue
+            if not builders.job_is_done(job):
+                # The stream ended early (gateway restart): look again, then re-watch.
+                job = self.get_ingestion_job(job_id)
+        if check:
+            raise_for_job(job)
+        return job
+
+    def cancel_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.CancelIngestionJobRequest(job_id=job_id)
+        return self._call(self._stub.CancelIngestionJob, req, timeout).job
+
+    def retry_ingestion_job(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.IngestionJob:
+        req = gateway_pb2.RetryIngestionJobRequest(job_id=job_id)
+        return self._call(self._stub.RetryIngestionJob, req, timeout).job
+
+    # -- documents --------------------------------------------------------------------------
+
+    def get_document(
+        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.Document:
+        req = gateway_pb2.GetDocumentRequest(
+            knowledge_base_id=knowledge_base_id, document_id=document_id
+        )
+        return self._call(self._stub.GetDocument, req, timeout).document
+
+    def list_documents(
+        self,
+        knowledge_base_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.ListDocumentsResponse:
+        req = gateway_pb2.ListDocumentsRequest(
+            knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._stub.ListDocuments, req, timeout)
+
+    def iter_documents(
+        self, knowledge_base_id: str, *, page_size: int = 0
+    ) -> Iterator[gateway_pb2.Document]:
+        token = ""
+        while True:
+            page = self.list_documents(knowledge_base_id, page_size=page_size, page_token=token)
+            yield from page.documents
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_document(
+        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
+    ) -> None:
+        req = gateway_pb2.DeleteDocumentRequest(
+            knowledge_base_id=knowledge_base_id, document_id=document_id
+        )
+        self._call(self._stub.DeleteDocument, req, timeout)
+
+    # -- search and ask ---------------------------------------------------------------------
+
+    def search(
+        self,
+        knowledge_base_id: str,
+        query: str,
+        *,
+        top_k: int = 0,
+        mode: int | str | None = None,
+        fusion: common_pb2.Fusion | str | None = None,
+        min_score: float | None = None,
+        filters: Sequence[FilterSpec] | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.SearchResponse:
+        req = builders.search_request(
+            knowledge_base_id,
+            query,
+            top_k=top_k,
+            mode=mode,
+            fusion=fusion,
+            min_score=min_score,
+            filters=filters,
+        )
+        return self._call(self._stub.Search, req, timeout)
+
+    def ask(
+        self,
+        knowledge_base_id: str,
+        question: str,
+        *,
+        top_k: int = 0,
+        mode: int | str | None = None,
+        filters: Sequence[FilterSpec] | None = None,
+        max_tokens: int = 0,
+        temperature: float | None = None,
+        timeout: float = DEFAULT_ASK_TIMEOUT_S,
+    ) -> Iterator[gateway_pb2.AskResponse]:
+        """The Ask stream: one `sources` event, `delta` events, then `final`."""
+        req = builders.ask_request(
+            knowledge_base_id,
+            question,
+            top_k=top_k,
+            mode=mode,
+            filters=filters,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        return self._stream(self._stub.Ask, req, timeout)
+
+    def ask_collect(self, knowledge_base_id: str, question: str, **kwargs: Any) -> AskResult:
+        """Ask and wait for the whole answer (same arguments as `ask`)."""
+        result = AskResult()
+        for event in self.ask(knowledge_base_id, question, **kwargs):
+            result.add(event)
+        return result
+
+    # -- health -----------------------------------------------------------------------------
+
+    def health(self, service: str = "", *, timeout: float = 5.0) -> str:
+        """SERVING, NOT_SERVING or SERVICE_UNKNOWN (grpc.health.v1 of the gateway)."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def raise_for_job(job: gateway_pb2.IngestionJob) -> None:
+    """JobFailedError unless the job SUCCEEDED; it carries the job's ErrorDetail."""
+    if job.state == gateway_pb2.JOB_STATE_SUCCEEDED:
+        return
+    state = builders.short_name(gateway_pb2.JobState, job.state)
+    detail = job.error
+    message = detail.message or f"job {job.job_id} ended {state}"
+    raise JobFailedError(
+        f"job {job.job_id} ({job.file_name}) {state}: {message}",
+        reason=detail.reason or f"JOB_{state.upper()}",
+        domain=detail.domain,
+        metadata={**dict(detail.metadata), "job_id": job.job_id, "code": detail.code},
+    )

@@ -1,0 +1,134 @@
+"""Retrieval and answer metrics for `ragmesh eval` (pure functions, no I/O).
+
+Retrieval is scored at the document level: the chunks a search returns are
+mapped to their documents, keeping each document at its best (first) rank.
+
+- recall@k: the share of relevant documents found in the first k documents
+  (with one gold document per question: 1 if it is there, else 0);
+- MRR@k: 1 / rank of the first relevant document within k, else 0;
+- nDCG@k: graded relevance with linear gains, as trec_eval's `ndcg_cut` (which
+  BEIR reports): DCG = Σ grade_i / log2(i + 1) over the first k documents,
+  divided by the DCG of the ideal ordering of every judged document.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+def ranked_documents(chunk_document_ids: Iterable[str]) -> list[str]:
+    """Document ids in order of their first chunk, without repeats."""
+    seen: set[str] = set()
+    ranked: list[str] = []
+    for doc in chunk_document_ids:
+        if doc not in seen:
+            seen.add(doc)
+            ranked.append(doc)
+    return ranked
+
+
+def recall_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    gold = set(relevant)
+    if not gold:
+        return 0.0
+    return len(gold.intersection(ranked[:k])) / len(gold)
+
+
+def mrr_at_k(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    gold = set(relevant)
+    for rank, doc in enumerate(ranked[:k], start=1):
+        if doc in gold:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at_k(ranked: Sequence[str], grades: Mapping[str, float], k: int) -> float:
+    """nDCG@k with linear gains; documents without a grade count 0."""
+    dcg = sum(
+        grades.get(doc, 0.0) / math.log2(rank + 1) for rank, doc in enumerate(ranked[:k], start=1)
+    )
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(rank + 1) for rank, g in enumerate(ideal, start=1))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+_PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    """NFKC, case-folded, without whitespace or punctuation (works for Chinese too,
+    where a gold span is compared with an answer that may add spaces or quotes)."""
+    return _PUNCT_OR_SPACE.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+def answer_contains(answer: str, gold_answers: Iterable[str]) -> bool:
+    """Whether the answer contains one of the gold answers (normalised)."""
+    norm = normalize_answer(answer)
+    if not norm:
+        return False
+    for gold in gold_answers:
+        g = normalize_answer(gold)
+        if g and g in norm:
+            return True
+    return False
+
+
+RECALL_KS = (1, 5, 10)
+
+
+@dataclass
+class QuestionScore:
+    question_id: str
+    recall: dict[int, float]
+    mrr10: float
+    ndcg10: float | None = None
+    recall100: float | None = None
+    answer_hit: bool | None = None  # None: answers not asked or no gold answer
+
+
+@dataclass
+class Scoreboard:
+    """Per-question scores and their means."""
+
+    graded: bool = False  # nDCG@10 and recall@100 (BEIR layout)
+    scores: list[QuestionScore] = field(default_factory=list)
+
+    def add_retrieval(
+        self,
+        question_id: str,
+        ranked: Sequence[str],
+        grades: Mapping[str, float],
+    ) -> QuestionScore:
+        relevant = [doc for doc, grade in grades.items() if grade > 0]
+        score = QuestionScore(
+            question_id=question_id,
+            recall={k: recall_at_k(ranked, relevant, k) for k in RECALL_KS},
+            mrr10=mrr_at_k(ranked, relevant, 10),
+        )
+        if self.graded:
+            score.ndcg10 = ndcg_at_k(ranked, grades, 10)
+            score.recall100 = recall_at_k(ranked, relevant, 100)
+        self.scores.append(score)
+        return score
+
+    def summary(self) -> dict[str, float | int | None]:
+        n = len(self.scores)
+        out: dict[str, float | int | None] = {"questions": n}
+        if n == 0:
+            return out
+        for k in RECALL_KS:
+            out[f"recall@{k}"] = sum(s.recall[k] for s in self.scores) / n
+        out["mrr@10"] = sum(s.mrr10 for s in self.scores) / n
+        if self.graded:
+            out["ndcg@10"] = sum(s.ndcg10 or 0.0 for s in self.scores) / n
+            out["recall@100"] = sum(s.recall100 or 0.0 for s in self.scores) / n
+        answered = [s.answer_hit for s in self.scores if s.answer_hit is not None]
+        out["answers_scored"] = len(answered)
+        out["answer_contains_gold"] = (
+            sum(1 for hit in answered if hit) / len(answered) if answered else None
+        )
+        return out

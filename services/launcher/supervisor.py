@@ -1,0 +1,184 @@
+"""Child processes with prefixed logs, health checks and restart with backoff.
+
+Each child runs in its own session (process group): Ctrl-C in the terminal
+reaches only the launcher, which then stops the children in order, and a
+stop signals the whole group so grandchildren (Celery's pool, the Milvus
+server's `milvus run`) go too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+_COLORS = ("36", "32", "33", "35", "34", "96", "92", "93", "95", "94")
+_print_lock = threading.Lock()
+
+
+def say(message: str, out: IO[str] | None = None) -> None:
+    """A launcher line on the terminal (and no interleaving with child output)."""
+    stream = out or sys.stdout
+    with _print_lock:
+        stream.write(f"{'launcher':<10} | {message}\n")
+        stream.flush()
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: returns True once the process is healthy (None: healthy when `ready_line` is seen)
+    health: Callable[[], bool] | None = None
+    #: a regular expression: the process is healthy once a log line matches it
+    ready_line: str | None = None
+    stop_signal: int = signal.SIGTERM
+    stop_timeout_s: float = 20.0
+    cwd: Path | None = None
+
+
+class Supervised:
+    """One child: started, watched, restarted with exponential backoff, stopped."""
+
+    #: a run this long without dying resets the backoff
+    STABLE_AFTER_S = 60.0
+
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        index: int,
+        log_dir: Path,
+        backoff_max_s: float = 30.0,
+        out: IO[str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.color = _COLORS[index % len(_COLORS)]
+        self.log_path = log_dir / f"{spec.name}.log"
+        self.backoff_max_s = backoff_max_s
+        self.out = out or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self.failures_in_row = 0
+        self.restart_at: float | None = None
+        self.ready_seen = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._ready_re = re.compile(spec.ready_line) if spec.ready_line else None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.ready_seen.clear()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            list(self.spec.argv),
+            env=env,
+            cwd=self.spec.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        self._reader = threading.Thread(
+            target=self._pump, args=(self.proc,), name=f"log-{self.name}", daemon=True
+        )
+        self._reader.start()
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        """Copy the child's output to the terminal (prefixed) and to its log file."""
+        assert proc.stdout is not None
+        prefix = f"{self.name:<10} | "
+        if self.tty:
+            prefix = f"\033[{self.color}m{self.name:<10}\033[0m | "
+        with open(self.log_path, "ab") as log:
+            for raw in iter(proc.stdout.readline, b""):
+                log.write(raw)
+                log.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                if self._ready_re is not None and self._ready_re.search(line):
+                    self.ready_seen.set()
+                with _print_lock:
+                    self.out.write(prefix + line + "\n")
+                    self.out.flush()
+
+    def healthy(self) -> bool:
+        if not self.alive():
+            return False
+        if self.spec.health is not None:
+            try:
+                return bool(self.spec.health())
+            except Exception:  # a probe failing is "not healthy yet", never a crash
+                return False
+        return self.ready_seen.is_set()
+
+    def check(self, now: float | None = None) -> None:
+        """Called periodically while running: schedule or perform a restart."""
+        now = time.monotonic() if now is None else now
+        if self.proc is None:
+            return
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                say(f"restarting {self.name} (restart #{self.restarts})", self.out)
+                self.start()
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        if now - self.started_at >= self.STABLE_AFTER_S:
+            self.failures_in_row = 0
+        delay = min(self.backoff_max_s, 2.0**self.failures_in_row)
+        self.failures_in_row += 1
+        self._kill_group(signal.SIGKILL)  # leftovers of the dead child's group
+        say(f"{self.name} exited with code {code}; restarting in {delay:.0f}s", self.out)
+        self.restart_at = now + delay
+
+    def _kill_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> int | None:
+        """Signal the group, wait, SIGKILL what is left; returns the exit code."""
+        self.restart_at = None
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self._kill_group(self.spec.stop_signal)
+            try:
+                self.proc.wait(self.spec.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                say(
+                    f"{self.name} did not stop in {self.spec.stop_timeout_s:.0f}s: killing it",
+                    self.out,
+                )
+        self._kill_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return self.proc.returncode
