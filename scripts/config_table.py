@@ -75,8 +75,12 @@ def settings() -> list[Setting]:
                 env = (alias or f"{prefix}{name}").upper()
                 if not env.startswith("RAGMESH_") or env in found:
                     continue
-                found[env] = Setting(env, _default(field), (field.description or "").strip(),
-                                     module_name.split(".")[1])
+                found[env] = Setting(
+                    env,
+                    _default(field),
+                    (field.description or "").strip(),
+                    module_name.split(".")[1],
+                )
     return sorted(found.values(), key=lambda s: (s.owner != "common", s.owner, s.env))
 
 

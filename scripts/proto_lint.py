@@ -61,8 +61,11 @@ def lint(path: Path) -> list[str]:
         prefix = _upper_snake(enum)
         if not values or values[0] != (f"{prefix}_UNSPECIFIED", "0"):
             problems.append(f"enum {enum} must start with {prefix}_UNSPECIFIED = 0")
-        problems += [f"{enum}.{v} must start with {prefix}_" for v, _ in values
-                     if not v.startswith(prefix + "_")]
+        problems += [
+            f"{enum}.{v} must start with {prefix}_"
+            for v, _ in values
+            if not v.startswith(prefix + "_")
+        ]
     return [f"{path}: {p}" for p in problems]
 
 

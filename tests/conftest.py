@@ -64,8 +64,9 @@ def start_ragmesh_service(log_dir: Path) -> Iterator[ServiceStarter]:
     """Start `ragmesh serve <name>` processes; all stopped when the module ends."""
     started: list[ManagedProcess] = []
 
-    def _start(name: str, env: Mapping[str, str] | None = None,
-               timeout: float = 180.0) -> tuple[ManagedProcess, str]:
+    def _start(
+        name: str, env: Mapping[str, str] | None = None, timeout: float = 180.0
+    ) -> tuple[ManagedProcess, str]:
         proc, addr = start_service(name, env=env, log_dir=log_dir, timeout=timeout)
         started.append(proc)
         return proc, addr

@@ -52,7 +52,10 @@ class _RequestIdClientInterceptor(
         if REQUEST_ID_KEY not in metadata:
             metadata.add(REQUEST_ID_KEY, request_id)
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials,
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
             details.wait_for_ready,
         )
 
@@ -95,7 +98,8 @@ def create_channel(
 
 
 def remaining_timeout(
-    context: grpc.aio.ServicerContext | None, default: float = DEFAULT_TIMEOUT_S,
+    context: grpc.aio.ServicerContext | None,
+    default: float = DEFAULT_TIMEOUT_S,
     reserve: float = 0.0,
 ) -> float:
     """Timeout for a downstream call: what is left of the caller's deadline

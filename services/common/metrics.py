@@ -8,7 +8,8 @@ REQUESTS = Counter(
     "ragmesh_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"]
 )
 ERRORS = Counter(
-    "ragmesh_grpc_errors_total", "gRPC calls that ended with a non-OK status",
+    "ragmesh_grpc_errors_total",
+    "gRPC calls that ended with a non-OK status",
     ["service", "method", "code"],
 )
 LATENCY = Histogram(

@@ -17,9 +17,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed (run `make setup`)"
-        )
+        raise FileNotFoundError(f"package {package!r} is not installed (run `make setup`)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -28,12 +28,8 @@ _BY_CODE: dict[str, type[errors.ServiceError]] = {
 
 def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
     """A grpc.Status whose trailing metadata carries google.rpc.Status + ErrorInfo."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=domain, metadata=error.metadata
-    )
-    status = status_pb2.Status(
-        code=getattr(code_pb2, error.code), message=error.message
-    )
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
+    status = status_pb2.Status(code=getattr(code_pb2, error.code), message=error.message)
     status.details.add().Pack(info)
     return rpc_status.to_status(status)
 

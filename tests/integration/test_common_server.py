@@ -96,8 +96,11 @@ async def test_reflection_lists_the_services(
             return set(ProtoReflectionDescriptorDatabase(channel).get_services())
 
     names = await asyncio.to_thread(list_services)
-    assert {"ragmesh.chunking.v1.ChunkingService", "ragmesh.generation.v1.GenerationService",
-            "grpc.health.v1.Health"} <= names
+    assert {
+        "ragmesh.chunking.v1.ChunkingService",
+        "ragmesh.generation.v1.GenerationService",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 async def test_domain_error_becomes_status_with_error_info(
@@ -112,16 +115,23 @@ async def test_domain_error_becomes_status_with_error_info(
     info = error_info_of(exc.value)
     assert info is not None
     assert (info.reason, info.domain, dict(info.metadata)) == (
-        "TOY_INVALID", "toy.ragmesh", {"field": "text"})
+        "TOY_INVALID",
+        "toy.ragmesh",
+        {"field": "text"},
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "code", "reason"),
-    [("crash", grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
-     ("timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")],
+    [
+        ("crash", grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
+        ("timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    ],
 )
 async def test_unexpected_errors_never_become_unknown(
-    toy: tuple[RunningServer, grpc.aio.Channel, int], text: str, code: grpc.StatusCode,
+    toy: tuple[RunningServer, grpc.aio.Channel, int],
+    text: str,
+    code: grpc.StatusCode,
     reason: str,
 ) -> None:
     _, channel, _ = toy
@@ -176,15 +186,17 @@ async def test_metrics_count_requests_and_errors(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     )
     assert 'ragmesh_grpc_requests_total{code="OK",method="ChunkDocument",service="toy"}' in body
-    assert ('ragmesh_grpc_errors_total{code="INVALID_ARGUMENT",method="ChunkDocument",'
-            'service="toy"}') in body
+    assert (
+        'ragmesh_grpc_errors_total{code="INVALID_ARGUMENT",method="ChunkDocument",service="toy"}'
+    ) in body
     assert 'ragmesh_grpc_latency_seconds_count{method="ChunkDocument",service="toy"}' in body
 
 
 def test_sigterm_drains_in_flight_calls_then_exits() -> None:
     port = free_port()
     proc = ManagedProcess(
-        "toy", [sys.executable, "-m", "tests.support.toy_service", str(port)],
+        "toy",
+        [sys.executable, "-m", "tests.support.toy_service", str(port)],
         env={"RAGMESH_METRICS_ENABLED": "false", "RAGMESH_SHUTDOWN_GRACE_S": "5"},
     ).start()
     addr = f"127.0.0.1:{port}"

@@ -21,13 +21,14 @@ from services.common.logs import request_id_var
 
 
 class _Chunking(chunking_pb2_grpc.ChunkingServiceServicer):
-    async def ChunkDocument(  # noqa: N802 - gRPC method name
+    async def ChunkDocument(
         self, request: chunking_pb2.ChunkDocumentRequest, context: grpc.aio.ServicerContext
     ) -> chunking_pb2.ChunkDocumentResponse:
         match request.text:
             case "invalid":
-                raise errors.InvalidArgument("text is invalid", reason="TOY_INVALID",
-                                             metadata={"field": "text"})
+                raise errors.InvalidArgument(
+                    "text is invalid", reason="TOY_INVALID", metadata={"field": "text"}
+                )
             case "crash":
                 raise ZeroDivisionError("division by zero")
             case "timeout":
@@ -39,7 +40,7 @@ class _Chunking(chunking_pb2_grpc.ChunkingServiceServicer):
 
 
 class _Generation(generation_pb2_grpc.GenerationServiceServicer):
-    async def GenerateAnswer(  # noqa: N802
+    async def GenerateAnswer(
         self, request: generation_pb2.GenerateAnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerateAnswerResponse]:
         yield generation_pb2.GenerateAnswerResponse(delta=generation_pb2.AnswerDelta(text="a"))
@@ -77,5 +78,6 @@ class ToyService:
 if __name__ == "__main__":
     from services.common import server
 
-    server.run(ToyService(start_delay=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0),
-               int(sys.argv[1]))
+    server.run(
+        ToyService(start_delay=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0), int(sys.argv[1])
+    )

@@ -25,7 +25,10 @@ def test_to_status_carries_code_message_and_error_info() -> None:
     info = error_details_pb2.ErrorInfo()
     assert decoded.details[0].Unpack(info)
     assert (info.reason, info.domain, dict(info.metadata)) == (
-        "KNOWLEDGE_BASE_NOT_FOUND", "gateway.ragmesh", {"kb": "x"})
+        "KNOWLEDGE_BASE_NOT_FOUND",
+        "gateway.ragmesh",
+        {"kb": "x"},
+    )
 
 
 def test_every_error_class_names_a_real_status_code() -> None:

@@ -33,9 +33,13 @@ def test_violations_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     path.parent.mkdir(parents=True)
     path.write_text(BAD)
     problems = "\n".join(proto_lint.lint(path))
-    for expected in ("package must be 'ragmesh.toy.v1'", "service Toy must end in Service",
-                     "rpc ListThings must use ListThingsRequest/ListThingsResponse",
-                     "lacks page_token", "lacks next_page_token",
-                     "enum Color must start with COLOR_UNSPECIFIED = 0",
-                     "Color.RED must start with COLOR_"):
+    for expected in (
+        "package must be 'ragmesh.toy.v1'",
+        "service Toy must end in Service",
+        "rpc ListThings must use ListThingsRequest/ListThingsResponse",
+        "lacks page_token",
+        "lacks next_page_token",
+        "enum Color must start with COLOR_UNSPECIFIED = 0",
+        "Color.RED must start with COLOR_",
+    ):
         assert expected in problems
