@@ -1,0 +1,655 @@
+"""The vector store behind the retrieval logic: a Protocol and its Milvus
+implementation on pymilvus `MilvusClient` (Milvus Lite 3 or a Milvus server).
+
+Methods are blocking (pymilvus is); the logic runs them in worker threads with
+a timeout taken from the caller's deadline. Milvus errors become the service's
+domain errors here: connection failures and timeouts → Unavailable, a missing
+collection → NotFound, anything else → Internal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from services.common.errors import (
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+from services.retrieval.config import MILVUS_VARCHAR_MAX, RetrievalSettings
+from services.retrieval.filters import string_literal
+from services.retrieval.schema import (
+    BM25_FUNCTION,
+    DEFAULT_INDEX_PARAMS,
+    F_CHUNK_INDEX,
+    F_DENSE,
+    F_DOCUMENT_ID,
+    F_DOCUMENT_VERSION,
+    F_END_OFFSET,
+    F_HEADING_PATH,
+    F_ID,
+    F_LANGUAGE,
+    F_MEDIA_TYPE,
+    F_METADATA,
+    F_SOURCE,
+    F_SPARSE,
+    F_START_OFFSET,
+    F_TEXT,
+    F_TITLE,
+    F_TOKEN_COUNT,
+    OUTPUT_FIELDS,
+    VARCHAR_LIMITS,
+    Capabilities,
+    ChunkRecord,
+    CollectionInfo,
+    CollectionSpec,
+    IndexType,
+    Language,
+    Metric,
+    ScoredId,
+    analyzer_params,
+)
+
+log = logging.getLogger("ragmesh.retrieval.store")
+
+# Marks collections made by this service; the rest of the spec rides along.
+SCHEMA_TAG = "ragmesh.retrieval/v1"
+# The spec is kept in a collection property (Milvus Lite drops descriptions).
+SPEC_PROPERTY = "ragmesh.spec"
+BACKEND_LITE = "milvus-lite"
+BACKEND_SERVER = "milvus-server"
+QUERY_LIMIT = 16_384  # Milvus's cap on offset + limit of one query
+_CONNECTION_HINTS = re.compile(
+    r"unavailable|connect|retry timeout|deadline|timed out|timeout|closed channel|"
+    r"socket|unreachable|server is not ready|no route",
+    re.IGNORECASE,
+)
+_NOT_LOADED_HINTS = re.compile(r"released|not loaded|load\(\)|collection not loaded", re.IGNORECASE)
+_NOT_FOUND_HINTS = re.compile(
+    r"collection not (found|exist)|can't find collection|"
+    r"collection .* not exist",
+    re.IGNORECASE,
+)
+
+
+class VectorStore(Protocol):
+    """What the retrieval logic needs from a vector database.
+
+    Every method takes `timeout` (seconds) as its last argument.
+    """
+
+    capabilities: Capabilities | None
+
+    def connect(self, timeout: float) -> Capabilities: ...
+    def ping(self, timeout: float) -> None: ...
+    def close(self) -> None: ...
+    def create_collection(self, spec: CollectionSpec, timeout: float) -> CollectionInfo: ...
+    def describe_collection(self, name: str, timeout: float) -> CollectionInfo: ...
+    def list_collections(self, timeout: float) -> list[str]: ...
+    def drop_collection(self, name: str, timeout: float) -> None: ...
+    def count(self, name: str, filter_expr: str, timeout: float) -> int: ...
+    def query(
+        self,
+        name: str,
+        filter_expr: str,
+        fields: Sequence[str],
+        limit: int,
+        timeout: float,
+    ) -> list[dict[str, Any]]: ...
+    def iter_query(
+        self, name: str, filter_expr: str, fields: Sequence[str], timeout: float
+    ) -> Iterator[dict[str, Any]]: ...
+    def upsert(self, name: str, chunks: Sequence[ChunkRecord], timeout: float) -> None: ...
+    def delete_ids(self, name: str, ids: Sequence[str], timeout: float) -> None: ...
+    def flush(self, name: str, timeout: float) -> None: ...
+    def search_dense(
+        self,
+        info: CollectionInfo,
+        vector: Sequence[float],
+        limit: int,
+        filter_expr: str,
+        timeout: float,
+    ) -> list[tuple[ScoredId, ChunkRecord]]: ...
+    def search_sparse(
+        self, info: CollectionInfo, text: str, limit: int, filter_expr: str, timeout: float
+    ) -> list[tuple[ScoredId, ChunkRecord]]: ...
+    def is_lite(self) -> bool: ...
+    def cached_info(self, name: str) -> CollectionInfo | None: ...
+    def forget_all(self) -> None: ...
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    return tuple(int(p) for p in match.groups(default="0")) if match else (0, 0, 0)
+
+
+def translate_error(exc: BaseException, what: str) -> ServiceError:
+    """A pymilvus/gRPC failure as a domain error."""
+    if isinstance(exc, ServiceError):
+        return exc
+    message = getattr(exc, "message", None) or str(exc)
+    code = getattr(exc, "code", None)
+    if callable(code):  # a grpc.RpcError
+        code = code()
+    if isinstance(code, grpc.StatusCode) or isinstance(exc, (grpc.RpcError, TimeoutError)):
+        return Unavailable(
+            f"Milvus is unavailable ({what}): {message}", reason="MILVUS_UNAVAILABLE"
+        )
+    if _NOT_FOUND_HINTS.search(message) or code == 100:
+        return NotFound(f"{what}: {message}", reason="COLLECTION_NOT_FOUND")
+    if _CONNECTION_HINTS.search(message):
+        return Unavailable(
+            f"Milvus is unavailable ({what}): {message}", reason="MILVUS_UNAVAILABLE"
+        )
+    return Internal(f"Milvus failed ({what}): {message}", reason="MILVUS_ERROR")
+
+
+def _hybrid_ts_now() -> int:
+    """A Milvus hybrid timestamp for the current wall-clock time (logical part 0)."""
+    return int(time.time() * 1000) << 18
+
+
+def record_from_row(row: dict[str, Any]) -> ChunkRecord:
+    heading = row.get(F_HEADING_PATH) or "[]"
+    try:
+        heading_path = [str(h) for h in json.loads(heading)]
+    except (TypeError, ValueError):
+        heading_path = []
+    metadata = row.get(F_METADATA) or {}
+    if isinstance(metadata, str):  # some servers hand JSON fields back as text
+        metadata = json.loads(metadata or "{}")
+    return ChunkRecord(
+        document_id=str(row.get(F_DOCUMENT_ID, "")),
+        chunk_index=int(row.get(F_CHUNK_INDEX, 0)),
+        text=str(row.get(F_TEXT, "") or ""),
+        document_version=str(row.get(F_DOCUMENT_VERSION, "") or ""),
+        title=str(row.get(F_TITLE, "") or ""),
+        heading_path=heading_path,
+        start_offset=int(row.get(F_START_OFFSET, 0) or 0),
+        end_offset=int(row.get(F_END_OFFSET, 0) or 0),
+        token_count=int(row.get(F_TOKEN_COUNT, 0) or 0),
+        source=str(row.get(F_SOURCE, "") or ""),
+        language=str(row.get(F_LANGUAGE, "") or ""),
+        media_type=str(row.get(F_MEDIA_TYPE, "") or ""),
+        metadata=dict(metadata),
+    )
+
+
+def row_from_record(chunk: ChunkRecord) -> dict[str, Any]:
+    return {
+        F_ID: chunk.id,
+        F_DOCUMENT_ID: chunk.document_id,
+        F_CHUNK_INDEX: chunk.chunk_index,
+        F_DOCUMENT_VERSION: chunk.document_version,
+        F_TEXT: chunk.text,
+        F_TITLE: chunk.title,
+        F_HEADING_PATH: json.dumps(chunk.heading_path, ensure_ascii=False),
+        F_START_OFFSET: chunk.start_offset,
+        F_END_OFFSET: chunk.end_offset,
+        F_TOKEN_COUNT: chunk.token_count,
+        F_SOURCE: chunk.source,
+        F_LANGUAGE: chunk.language,
+        F_MEDIA_TYPE: chunk.media_type,
+        F_METADATA: chunk.metadata,
+        F_DENSE: chunk.vector,
+    }
+
+
+def dense_score(metric: Metric, distance: float) -> float:
+    """Higher is better whatever the metric: L2 distances are negated."""
+    return -distance if metric is Metric.L2 else distance
+
+
+class MilvusStore:
+    """VectorStore on pymilvus `MilvusClient`."""
+
+    def __init__(self, settings: RetrievalSettings) -> None:
+        self.settings = settings
+        self.capabilities: Capabilities | None = None
+        self._client: MilvusClient | None = None
+        self._lock = threading.Lock()
+        # Session consistency: hybrid timestamp of this instance's last write per
+        # collection. pymilvus's own session tracking misses deletes on Milvus 2.3
+        # (its Delete response carries no timestamp), so reads after a delete
+        # would not see it.
+        self._write_ts: dict[str, int] = {}
+        self._info_cache: dict[str, CollectionInfo] = {}
+
+    # -- connection ---------------------------------------------------------
+    def is_lite(self) -> bool:
+        return self.capabilities is not None and self.capabilities.backend == BACKEND_LITE
+
+    def _require_client(self) -> MilvusClient:
+        client = self._client
+        if client is None:
+            raise Unavailable("not connected to Milvus yet", reason="MILVUS_UNAVAILABLE")
+        return client
+
+    def connect(self, timeout: float) -> Capabilities:
+        with self._lock:
+            if self._client is None:
+                uri = self.settings.milvus_uri
+                if self.settings.is_lite_file:
+                    Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    uri = str(Path(uri).expanduser())
+                try:
+                    self._client = MilvusClient(
+                        uri=uri,
+                        token=self.settings.milvus_token,
+                        db_name=self.settings.milvus_db_name,
+                        timeout=timeout,
+                    )
+                except Exception as exc:
+                    raise translate_error(exc, "connect") from exc
+            client = self._client
+        try:
+            version = str(client.get_server_version(timeout=timeout))
+        except Exception as exc:
+            raise translate_error(exc, "server version") from exc
+        self.capabilities = self._detect(version)
+        log.info(
+            "connected to %s %s (BM25: %s)",
+            self.capabilities.backend,
+            version,
+            self.capabilities.sparse_supported,
+        )
+        return self.capabilities
+
+    @staticmethod
+    def _detect(version: str) -> Capabilities:
+        """What the server can do, from its version.
+
+        Milvus Lite 3 reports `milvus_lite-3.x` and has BM25 (jieba when the
+        `jieba` package is installed); Milvus servers have BM25 and sparse
+        vectors from 2.5 on. The 2.3 standalone server of the `milvus` package
+        reports `v2.3.5-lite` — it is a server, not Milvus Lite.
+        """
+        all_indexes = (IndexType.FLAT, IndexType.IVF_FLAT, IndexType.HNSW, IndexType.AUTOINDEX)
+        if version.startswith("milvus_lite"):
+            jieba = importlib.util.find_spec("jieba") is not None
+            return Capabilities(
+                backend=BACKEND_LITE,
+                server_version=version,
+                sparse_supported=True,
+                hybrid_supported=True,
+                index_types=all_indexes,
+                analyzers=("standard", "jieba") if jieba else ("standard",),
+            )
+        bm25 = _version_tuple(version) >= (2, 5)
+        return Capabilities(
+            backend=BACKEND_SERVER,
+            server_version=version,
+            sparse_supported=bm25,
+            hybrid_supported=bm25,
+            index_types=all_indexes,
+            analyzers=("standard", "jieba") if bm25 else (),
+        )
+
+    def ping(self, timeout: float) -> None:
+        client = self._require_client()
+        try:
+            client.list_collections(timeout=timeout)
+        except Exception as exc:
+            raise translate_error(exc, "ping") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # closing a dead connection is not an error
+                log.debug("closing the Milvus client: %s", exc)
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[MilvusClient]:
+        client = self._require_client()
+        try:
+            yield client
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, what) from exc
+
+    def _read(self, name: str, what: str, timeout: float, read: Any) -> Any:
+        """Run a read; a collection that a Milvus restart left released is
+        loaded once and the read retried."""
+        with self._call(what) as client:
+            try:
+                return read(client)
+            except MilvusException as exc:
+                if not _NOT_LOADED_HINTS.search(str(getattr(exc, "message", exc))):
+                    raise
+                log.info("loading collection %s (released, e.g. by a Milvus restart)", name)
+                client.load_collection(name, timeout=timeout)
+                return read(client)
+
+    # -- consistency ----------------------------------------------------------
+    def _note_write(self, name: str) -> None:
+        self._write_ts[name] = _hybrid_ts_now()
+
+    def _read_kwargs(self, name: str) -> dict[str, Any]:
+        level = self.settings.consistency
+        if self.is_lite():
+            return {}  # Milvus Lite reads its own writes at once
+        if level != "Session":
+            return {"consistency_level": level}
+        ts = self._write_ts.get(name)
+        if ts is None:  # nothing written by this instance: no write to wait for
+            return {"consistency_level": "Eventually"}
+        return {"consistency_level": "Customized", "guarantee_timestamp": ts}
+
+    # -- collections ----------------------------------------------------------
+    def create_collection(self, spec: CollectionSpec, timeout: float) -> CollectionInfo:
+        caps = self.capabilities
+        sparse = bool(caps and caps.sparse_supported)
+        if sparse and spec.language is Language.CHINESE and caps and "jieba" not in caps.analyzers:
+            raise FailedPrecondition(
+                "the Chinese analyzer (jieba) is not available on this Milvus; install "
+                "milvus-lite[chinese]",
+                reason="ANALYZER_UNAVAILABLE",
+            )
+        params = spec.index_params or DEFAULT_INDEX_PARAMS[spec.index_type]
+        description = json.dumps(
+            {
+                "schema": SCHEMA_TAG,
+                "metric": spec.metric.value,
+                "index_type": spec.index_type.value,
+                "index_params": params,
+                "language": spec.language.value,
+                "sparse": sparse,
+            },
+            separators=(",", ":"),
+        )
+        with self._call("create collection") as client:
+            schema = client.create_schema(
+                auto_id=False, enable_dynamic_field=False, description=description
+            )
+            schema.add_field(
+                F_ID, DataType.VARCHAR, is_primary=True, max_length=VARCHAR_LIMITS[F_ID]
+            )
+            schema.add_field(
+                F_DOCUMENT_ID, DataType.VARCHAR, max_length=VARCHAR_LIMITS[F_DOCUMENT_ID]
+            )
+            schema.add_field(F_CHUNK_INDEX, DataType.INT64)
+            schema.add_field(
+                F_DOCUMENT_VERSION, DataType.VARCHAR, max_length=VARCHAR_LIMITS[F_DOCUMENT_VERSION]
+            )
+            text_params: dict[str, Any] = {"max_length": MILVUS_VARCHAR_MAX}
+            if sparse:
+                text_params.update(
+                    enable_analyzer=True, analyzer_params=analyzer_params(spec.language)
+                )
+            schema.add_field(F_TEXT, DataType.VARCHAR, **text_params)
+            for name in (F_TITLE, F_HEADING_PATH, F_SOURCE, F_LANGUAGE, F_MEDIA_TYPE):
+                schema.add_field(name, DataType.VARCHAR, max_length=VARCHAR_LIMITS[name])
+            for name in (F_START_OFFSET, F_END_OFFSET, F_TOKEN_COUNT):
+                schema.add_field(name, DataType.INT64)
+            schema.add_field(F_METADATA, DataType.JSON)
+            schema.add_field(F_DENSE, DataType.FLOAT_VECTOR, dim=spec.dimension)
+            index_params = client.prepare_index_params()
+            index_params.add_index(
+                F_DENSE,
+                index_type=spec.index_type.value,
+                metric_type=spec.metric.value,
+                params=dict(params),
+            )
+            if sparse:
+                schema.add_field(F_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+                schema.add_function(
+                    Function(
+                        name=BM25_FUNCTION,
+                        function_type=FunctionType.BM25,
+                        input_field_names=[F_TEXT],
+                        output_field_names=[F_SPARSE],
+                    )
+                )
+                index_params.add_index(
+                    F_SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
+                )
+            client.create_collection(
+                spec.name,
+                schema=schema,
+                index_params=index_params,
+                consistency_level=self.settings.consistency,
+                properties={SPEC_PROPERTY: description},
+                timeout=timeout,
+            )
+        spec = dataclasses.replace(spec, index_params=dict(params))
+        info = CollectionInfo(spec=spec, sparse_enabled=sparse)
+        self._info_cache[spec.name] = info
+        return info
+
+    def describe_collection(self, name: str, timeout: float) -> CollectionInfo:
+        with self._call("describe collection") as client:
+            if not client.has_collection(name, timeout=timeout):
+                self._info_cache.pop(name, None)
+                raise NotFound(
+                    f"knowledge base collection {name!r} does not exist",
+                    reason="COLLECTION_NOT_FOUND",
+                    metadata={"collection": name},
+                )
+            desc = client.describe_collection(name, timeout=timeout)
+        properties = desc.get("properties") or {}
+        try:
+            meta = json.loads(properties.get(SPEC_PROPERTY) or desc.get("description") or "{}")
+        except ValueError:
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_TAG:
+            raise FailedPrecondition(
+                f"collection {name!r} was not created by the retrieval service",
+                reason="FOREIGN_COLLECTION",
+                metadata={"collection": name},
+            )
+        dim = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == F_DENSE)
+        spec = CollectionSpec(
+            name=name,
+            dimension=dim,
+            metric=Metric(meta["metric"]),
+            index_type=IndexType(meta["index_type"]),
+            index_params={k: int(v) for k, v in (meta.get("index_params") or {}).items()},
+            language=Language(meta["language"]),
+        )
+        info = CollectionInfo(spec=spec, sparse_enabled=bool(meta.get("sparse")))
+        self._info_cache[name] = info
+        return info
+
+    def cached_info(self, name: str) -> CollectionInfo | None:
+        return self._info_cache.get(name)
+
+    def forget_all(self) -> None:
+        self._info_cache.clear()
+
+    def list_collections(self, timeout: float) -> list[str]:
+        with self._call("list collections") as client:
+            return sorted(str(n) for n in client.list_collections(timeout=timeout))
+
+    def drop_collection(self, name: str, timeout: float) -> None:
+        with self._call("drop collection") as client:
+            client.drop_collection(name, timeout=timeout)
+        self._info_cache.pop(name, None)
+        self._write_ts.pop(name, None)
+
+    # -- rows -----------------------------------------------------------------
+    def count(self, name: str, filter_expr: str, timeout: float) -> int:
+        rows = self._read(
+            name,
+            "count",
+            timeout,
+            lambda client: client.query(
+                name,
+                filter=filter_expr,
+                output_fields=["count(*)"],
+                timeout=timeout,
+                **self._read_kwargs(name),
+            ),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def query(
+        self,
+        name: str,
+        filter_expr: str,
+        fields: Sequence[str],
+        limit: int,
+        timeout: float,
+    ) -> list[dict[str, Any]]:
+        rows = self._read(
+            name,
+            "query",
+            timeout,
+            lambda client: client.query(
+                name,
+                filter=filter_expr,
+                output_fields=list(fields),
+                limit=limit,
+                timeout=timeout,
+                **self._read_kwargs(name),
+            ),
+        )
+        return [dict(r) for r in rows]
+
+    def iter_query(
+        self, name: str, filter_expr: str, fields: Sequence[str], timeout: float
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching row, in batches (for collections beyond one query's cap)."""
+        deadline = time.monotonic() + timeout
+        with self._call("query iterator") as client:
+            kwargs = self._read_kwargs(name)
+            it = client.query_iterator(
+                name,
+                batch_size=4_096,
+                filter=filter_expr,
+                output_fields=list(fields),
+                timeout=timeout,
+                **kwargs,
+            )
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Unavailable(
+                            "Milvus did not answer within the deadline", reason="MILVUS_UNAVAILABLE"
+                        )
+                    batch = it.next()
+                    if not batch:
+                        return
+                    for row in batch:
+                        yield dict(row)
+            finally:
+                it.close()
+
+    def upsert(self, name: str, chunks: Sequence[ChunkRecord], timeout: float) -> None:
+        rows = [row_from_record(c) for c in chunks]
+        try:
+            with self._call("upsert") as client:
+                client.upsert(name, rows, timeout=timeout)
+        finally:
+            self._note_write(name)
+
+    def delete_ids(self, name: str, ids: Sequence[str], timeout: float) -> None:
+        if not ids:
+            return
+        try:
+            with self._call("delete") as client:
+                # Not `ids=`: pymilvus pastes those into the expression unescaped.
+                expr = f"{F_ID} in [{', '.join(string_literal(i) for i in ids)}]"
+                client.delete(name, filter=expr, timeout=timeout)
+        finally:
+            self._note_write(name)
+
+    def flush(self, name: str, timeout: float) -> None:
+        with self._call("flush") as client:
+            client.flush(name, timeout=timeout)
+
+    # -- search ---------------------------------------------------------------
+    def _search_params(self, info: CollectionInfo, limit: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"metric_type": info.spec.metric.value}
+        if info.spec.index_type is IndexType.HNSW:
+            params["params"] = {"ef": max(self.settings.hnsw_ef, limit)}
+        elif info.spec.index_type is IndexType.IVF_FLAT:
+            nlist = info.spec.index_params.get(
+                "nlist", DEFAULT_INDEX_PARAMS[IndexType.IVF_FLAT]["nlist"]
+            )
+            params["params"] = {"nprobe": min(self.settings.ivf_nprobe, nlist)}
+        return params
+
+    def _hits(self, result: Any, score: Any) -> list[tuple[ScoredId, ChunkRecord]]:
+        hits: list[tuple[ScoredId, ChunkRecord]] = []
+        for hit in result[0] if result else []:
+            entity = dict(hit.get("entity") or {})
+            entity.setdefault(F_ID, hit.get("id"))
+            hits.append(
+                (
+                    ScoredId(str(hit.get("id")), score(float(hit["distance"]))),
+                    record_from_row(entity),
+                )
+            )
+        return hits
+
+    def search_dense(
+        self,
+        info: CollectionInfo,
+        vector: Sequence[float],
+        limit: int,
+        filter_expr: str,
+        timeout: float,
+    ) -> list[tuple[ScoredId, ChunkRecord]]:
+        name = info.spec.name
+        result = self._read(
+            name,
+            "dense search",
+            timeout,
+            lambda client: client.search(
+                name,
+                data=[list(vector)],
+                anns_field=F_DENSE,
+                limit=limit,
+                filter=filter_expr,
+                output_fields=OUTPUT_FIELDS,
+                search_params=self._search_params(info, limit),
+                timeout=timeout,
+                **self._read_kwargs(name),
+            ),
+        )
+        metric = info.spec.metric
+        return self._hits(result, lambda d: dense_score(metric, d))
+
+    def search_sparse(
+        self, info: CollectionInfo, text: str, limit: int, filter_expr: str, timeout: float
+    ) -> list[tuple[ScoredId, ChunkRecord]]:
+        name = info.spec.name
+        result = self._read(
+            name,
+            "BM25 search",
+            timeout,
+            lambda client: client.search(
+                name,
+                data=[text],
+                anns_field=F_SPARSE,
+                limit=limit,
+                filter=filter_expr,
+                output_fields=OUTPUT_FIELDS,
+                search_params={"metric_type": "BM25"},
+                timeout=timeout,
+                **self._read_kwargs(name),
+            ),
+        )
+        # Milvus Lite hands BM25 scores back negated; Milvus servers positive.
+        return self._hits(result, abs)
