@@ -14,6 +14,7 @@ import pkgutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
@@ -48,7 +49,8 @@ def _default(field: object) -> str:
         return ""
     if isinstance(default, bool):
         return str(default).lower()
-    return str(default)
+    # Defaults under the home directory are machine-specific: show them as ~.
+    return str(default).replace(str(Path.home()), "~")
 
 
 def _alias(alias: object) -> str | None:
