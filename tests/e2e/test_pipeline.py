@@ -7,29 +7,21 @@ replacement, concurrency, failures, tenants, and a worker killed mid-job.
 from __future__ import annotations
 
 import concurrent.futures
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from benchmarks.chunking_data import english_text, make_pdf
-from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.gateway.v1 import gateway_pb2 as pb
-from ragmesh.gateway.v1 import gateway_pb2_grpc
-from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from ragmesh.retrieval.v1 import retrieval_pb2
 from services.common.procs import ManagedProcess
 from services.common.status import error_info_of
 from services.gateway.validation import collection_name
+from tests.e2e.conftest import ALPHA_KEY, BETA_KEY, MAX_UPLOAD, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
-ALPHA_KEY, BETA_KEY = "alpha-key-0001", "beta-key-0002"
-MAX_UPLOAD = 300_000
-FINAL_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 
 MARKDOWN = b"""# Aurora station
 
@@ -56,188 +48,6 @@ PDF = make_pdf(
     title="Saturn facts",
 )
 FILES = {"aurora.md": MARKDOWN, "violin.html": HTML, "saturn.pdf": PDF, "quince.txt": TEXT}
-
-
-class Stack:
-    def __init__(
-        self, gateway: str, chunking: str, retrieval: str, worker_env: dict[str, str], log_dir: Path
-    ) -> None:
-        self.channel = grpc.insecure_channel(gateway)
-        self.rag = gateway_pb2_grpc.RagServiceStub(self.channel)
-        self.chunking = chunking_pb2_grpc.ChunkingServiceStub(grpc.insecure_channel(chunking))
-        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(grpc.insecure_channel(retrieval))
-        self.worker_env = worker_env
-        self.log_dir = log_dir
-        self.workers: list[ManagedProcess] = []
-
-    def start_worker(self) -> ManagedProcess:
-        proc = ManagedProcess(
-            f"worker{len(self.workers)}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "services.worker.app",
-                "worker",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "-l",
-                "info",
-                "-n",
-                f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            env=self.worker_env,
-            log_dir=self.log_dir,
-        ).start()
-        self.workers.append(proc)
-        return proc
-
-    # calls
-
-    def call(self, method: str, request: Any, key: str | None = ALPHA_KEY) -> Any:
-        metadata = [("authorization", f"Bearer {key}")] if key else []
-        return getattr(self.rag, method)(request, metadata=metadata, timeout=60)
-
-    def upload(
-        self,
-        kb: str,
-        name: str,
-        data: bytes,
-        *,
-        key: str = ALPHA_KEY,
-        document_id: str = "",
-        media_type: str = "",
-        piece: int = 64 * 1024,
-    ) -> pb.UploadDocumentResponse:
-        def messages() -> Iterator[pb.UploadDocumentRequest]:
-            yield pb.UploadDocumentRequest(
-                header=pb.UploadHeader(
-                    knowledge_base_id=kb,
-                    file_name=name,
-                    document_id=document_id,
-                    media_type=media_type,
-                )
-            )
-            for i in range(0, len(data), piece):
-                yield pb.UploadDocumentRequest(data=data[i : i + piece])
-
-        return self.rag.UploadDocument(
-            messages(), metadata=[("authorization", f"Bearer {key}")], timeout=60
-        )
-
-    def wait(self, job_id: str, key: str = ALPHA_KEY, timeout: float = 240) -> pb.IngestionJob:
-        """Watches the job until it ends; returns its final state."""
-        stream = self.rag.WatchIngestionJob(
-            pb.WatchIngestionJobRequest(job_id=job_id),
-            metadata=[("authorization", f"Bearer {key}")],
-            timeout=timeout,
-        )
-        last = None
-        for event in stream:
-            last = event.job
-        assert last is not None and last.state in FINAL_STATES, last
-        return last
-
-    def search(
-        self, kb: str, query: str, top_k: int = 3, key: str = ALPHA_KEY
-    ) -> list[pb.SearchHit]:
-        return list(
-            self.call(
-                "Search", pb.SearchRequest(knowledge_base_id=kb, query=query, top_k=top_k), key
-            ).hits
-        )
-
-    def stored_chunks(self, tenant: str, kb: str, document_id: str) -> list[int]:
-        indexes: list[int] = []
-        token = ""
-        while True:
-            resp = self.retrieval.ListChunks(
-                retrieval_pb2.ListChunksRequest(
-                    collection=collection_name(tenant, kb),
-                    document_id=document_id,
-                    page_size=500,
-                    page_token=token,
-                    omit_text=True,
-                ),
-                timeout=30,
-            )
-            indexes += [c.chunk_index for c in resp.chunks]
-            token = resp.next_page_token
-            if not token:
-                return sorted(indexes)
-
-    def chunk_count(self, data: bytes, name: str) -> int:
-        resp = self.chunking.ChunkDocument(
-            chunking_pb2.ChunkDocumentRequest(content=data, file_name=name, document_id="x"),
-            timeout=60,
-        )
-        return len(resp.chunks)
-
-    def normalized_text(self, data: bytes, name: str) -> str:
-        resp = self.chunking.ChunkDocument(
-            chunking_pb2.ChunkDocumentRequest(
-                content=data,
-                file_name=name,
-                document_id="x",
-                options=chunking_pb2.ChunkingOptions(include_normalized_text=True),
-            ),
-            timeout=60,
-        )
-        return str(resp.normalized_text)
-
-
-@pytest.fixture(scope="module")
-def stack(
-    redis_url: str,
-    llm_base_url: str,
-    start_ragmesh_service: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    log_dir: Path,
-) -> Iterator[Stack]:
-    _, retrieval = start_ragmesh_service(
-        "retrieval",
-        env={"RAGMESH_RETRIEVAL_MILVUS_URI": str(tmp_path_factory.mktemp("milvus") / "e2e.db")},
-    )
-    _, chunking = start_ragmesh_service("chunking")
-    _, embedding = start_ragmesh_service("embedding")
-    _, generation = start_ragmesh_service(
-        "generation", env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url}
-    )
-    shared = {
-        "RAGMESH_REDIS_URL": redis_url,
-        "RAGMESH_CHUNKING_ADDR": chunking,
-        "RAGMESH_EMBEDDING_ADDR": embedding,
-        "RAGMESH_RETRIEVAL_ADDR": retrieval,
-        "RAGMESH_GENERATION_ADDR": generation,
-        # A queue of this module's own, so no other test's worker takes its tasks.
-        "RAGMESH_WORKER_QUEUE": f"ragmesh-e2e-{uuid.uuid4().hex[:8]}",
-        "RAGMESH_JOB_HEARTBEAT_TIMEOUT_S": "5",
-    }
-    _, gateway = start_ragmesh_service(
-        "gateway",
-        env={
-            **shared,
-            "RAGMESH_GATEWAY_API_KEYS": f"{ALPHA_KEY}:alpha,{BETA_KEY}:beta",
-            "RAGMESH_GATEWAY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-            "RAGMESH_GATEWAY_REAPER_INTERVAL_S": "1",
-        },
-    )
-    worker_env = {
-        **shared,
-        "RAGMESH_WORKER_HEARTBEAT_INTERVAL_S": "0.5",
-        "RAGMESH_WORKER_EMBED_BATCH_SIZE": "4",
-        "RAGMESH_WORKER_RETRY_BACKOFF_MAX_S": "2",
-    }
-    s = Stack(gateway, chunking, retrieval, worker_env, log_dir)
-    s.start_worker()
-    try:
-        yield s
-    finally:
-        for proc in s.workers:
-            proc.stop()
 
 
 def code_and_reason(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
