@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings
 
 import services
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -49,8 +51,10 @@ def _default(field: object) -> str:
         return ""
     if isinstance(default, bool):
         return str(default).lower()
-    # Defaults under the home directory are machine-specific: show them as ~.
-    return str(default).replace(str(Path.home()), "~")
+    # Paths inside the checkout or the home directory are machine-specific: show
+    # them relative to the repository, or under ~.
+    text = str(default).replace(f"{REPO}/", "")
+    return text.replace(str(Path.home()), "~")
 
 
 def _alias(alias: object) -> str | None:
