@@ -60,6 +60,9 @@ def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        # Clients keep idle channels alive with pings (30 s); never answer a long,
+        # quiet call's pings with GOAWAY "too_many_pings".
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 
