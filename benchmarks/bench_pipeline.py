@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.common.procs import ManagedProcess, start_service
+from services.common.procs import ManagedProcess, start_service, worker_process
 from services.gateway.validation import collection_name
 from services.launcher.deps import start_llm, start_redis
 
@@ -155,24 +154,9 @@ class Stack:
     def start_workers(self, count: int) -> list[ManagedProcess]:
         workers = []
         for i in range(count):
-            proc = ManagedProcess(
+            proc = worker_process(
                 f"bench-worker{i}",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "services.worker.app",
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--pool",
-                    "prefork",
-                    "-l",
-                    "info",
-                    "-n",
-                    f"bench{i}-{time.monotonic_ns()}@%h",
-                ],
+                f"bench{i}-{time.monotonic_ns()}@%h",
                 env=self.env,
                 log_dir=self.tmp / "logs",
             ).start()

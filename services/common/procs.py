@@ -148,6 +148,38 @@ def service_process(
     return ManagedProcess(service, argv, env=env, log_dir=log_dir)
 
 
+def worker_argv(node: str, concurrency: int = 1) -> list[str]:
+    """`celery worker` for the ingestion app, prefork, `-n node` (unique per worker)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "services.worker.app",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "-n",
+        node,
+    ]
+
+
+def worker_process(
+    name: str,
+    node: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
+    concurrency: int = 1,
+) -> ManagedProcess:
+    """A Celery ingestion worker as a child process (not started)."""
+    return ManagedProcess(name, worker_argv(node, concurrency), env=env, log_dir=log_dir)
+
+
 def start_service(
     service: str,
     *,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
-from services.common.procs import health_status, port_open
+from services.common.procs import health_status, port_open, worker_argv
 from services.launcher import deps
 from services.launcher.settings import SERVICE_ORDER, LauncherSettings
 from services.launcher.supervisor import ProcessSpec, Supervised, say
@@ -235,27 +235,14 @@ class Stack:
                     health=lambda addr=addr: health_status(addr) == "SERVING",  # type: ignore[misc]
                 )
             )
-        worker_argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "services.worker.app",
-            "worker",
-            "--concurrency",
-            str(self.settings.worker_concurrency),
-            "--pool",
-            "prefork",
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"ragmesh-worker-{os.getpid()}@%h",
-        ]
+        argv_worker = worker_argv(
+            f"ragmesh-worker-{os.getpid()}@%h", self.settings.worker_concurrency
+        )
         # Celery prints "celery@host ready." once it consumes from the broker.
         self._add(
             ProcessSpec(
                 "worker",
-                worker_argv,
+                argv_worker,
                 env=env,
                 cwd=REPO,
                 ready_line=r"@\S+ ready\.",

@@ -6,7 +6,6 @@ five services and one Celery worker) once per test module, with two tenants' API
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.common.procs import ManagedProcess
+from services.common.procs import ManagedProcess, worker_process
 from services.gateway.validation import collection_name
 
 ALPHA_KEY, BETA_KEY = "alpha-key-0001", "beta-key-0002"
@@ -40,24 +39,9 @@ class Stack:
         self.workers: list[ManagedProcess] = []
 
     def start_worker(self) -> ManagedProcess:
-        proc = ManagedProcess(
+        proc = worker_process(
             f"worker{len(self.workers)}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "services.worker.app",
-                "worker",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "-l",
-                "info",
-                "-n",
-                f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}@%h",
-            ],
+            f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}@%h",
             env=self.worker_env,
             log_dir=self.log_dir,
         ).start()
