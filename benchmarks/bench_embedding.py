@@ -30,9 +30,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from devstack.procs import start_service
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.models import minilm_model_dir
-from services.common.procs import start_service
 from services.embedding.config import EmbeddingSettings
 from services.embedding.local import Encoder, OnnxEncoder, TorchEncoder
 from services.embedding.tokens import TokenCounter
@@ -194,7 +194,7 @@ def _quantize_int8(fp32: Path) -> Path:
     return target
 
 
-def run() -> str:
+def run() -> str:  # noqa: PLR0915 - one benchmark's steps in order, read top to bottom
     settings = EmbeddingSettings()
     model_dir = minilm_model_dir()
     counter = TokenCounter(model_dir / "tokenizer.json")

@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from devstack.launched import REPO, LaunchedStack
 from ragmesh.eval_data import Dataset, load_dataset
 from ragmesh.eval_metrics import Scoreboard
-from tests.support.launched_stack import REPO, LaunchedStack
 
 DATA = Path(os.environ.get("RAGMESH_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import openai
 
+from devstack.deps import start_llm
+from devstack.procs import start_service
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from services.common.channels import create_channel
-from services.common.procs import start_service
 from services.generation.config import DEFAULT_PROMPT_TEMPLATE
 from services.generation.prompt import PromptTemplate
 from services.generation.types import Passage
-from services.launcher.deps import start_llm
 
 PASSAGES = [
     Passage(

@@ -22,21 +22,24 @@ import concurrent.futures
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from benchmarks.chunking_data import english_text
+from devstack.deps import start_llm, start_redis
+from devstack.procs import ManagedProcess, start_service, worker_process
+from ragmesh.client import RagmeshClient
+from ragmesh.client.bulk import Upload
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from ragmesh.eval_metrics import percentile
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.common.procs import ManagedProcess, start_service, worker_process
 from services.gateway.validation import collection_name
-from services.launcher.deps import start_llm, start_redis
 
 KEY = "bench-key-0001"
 TENANT = "bench"
@@ -47,11 +50,6 @@ ASK_TOP_K = 3
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(f"RAGMESH_BENCH_PIPELINE_{name}", default))
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # --------------------------------------------------------------------- baseline
@@ -140,6 +138,7 @@ class Stack:
         )
         self.procs.append(gateway)
         self.addrs = addrs
+        self.gateway_addr = addrs["gateway"]
         self.rag = gateway_pb2_grpc.RagServiceStub(grpc.insecure_channel(addrs["gateway"]))
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(
             grpc.insecure_channel(addrs["embedding"])
@@ -174,24 +173,6 @@ class Stack:
             proc.stop()
 
 
-def _upload(rag: Any, kb: str, name: str, data: bytes) -> pb.UploadDocumentResponse:
-    def messages() -> Iterator[pb.UploadDocumentRequest]:
-        yield pb.UploadDocumentRequest(header=pb.UploadHeader(knowledge_base_id=kb, file_name=name))
-        yield pb.UploadDocumentRequest(data=data)
-
-    return rag.UploadDocument(messages(), metadata=AUTH, timeout=60)
-
-
-def _wait(rag: Any, job_id: str) -> pb.IngestionJob:
-    last = None
-    for event in rag.WatchIngestionJob(
-        pb.WatchIngestionJobRequest(job_id=job_id), metadata=AUTH, timeout=3600
-    ):
-        last = event.job
-    assert last is not None
-    return last
-
-
 def _pipeline(stack: Stack, kb: str, docs: list[bytes], workers: int) -> tuple[float, int]:
     """Seconds from the first upload to the last job SUCCEEDED."""
     stack.rag.CreateKnowledgeBase(
@@ -199,23 +180,18 @@ def _pipeline(stack: Stack, kb: str, docs: list[bytes], workers: int) -> tuple[f
     )
     procs = stack.start_workers(workers)
     try:
-        start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            uploads = list(
-                pool.map(
-                    lambda item: _upload(stack.rag, kb, *item),
-                    [(f"d{i}.txt", d) for i, d in enumerate(docs)],
-                )
-            )
-            finals = list(pool.map(lambda u: _wait(stack.rag, u.job.job_id), uploads))
-        elapsed = time.perf_counter() - start
+        uploads = [Upload(d, file_name=f"d{i}.txt") for i, d in enumerate(docs)]
+        with RagmeshClient(stack.gateway_addr, KEY) as client:
+            start = time.perf_counter()
+            outcomes = client.ingest_many(kb, uploads, concurrency=16)
+            elapsed = time.perf_counter() - start
     finally:
         for proc in procs:
             proc.stop()
-    failed = [j for j in finals if j.state != pb.JOB_STATE_SUCCEEDED]
+    failed = [o for o in outcomes if not o.succeeded]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs did not succeed: {failed[0]}")
-    return elapsed, sum(j.chunks_total for j in finals)
+    return elapsed, sum(o.job.chunks_total for o in outcomes if o.job is not None)
 
 
 # ---------------------------------------------------------------------- latency
@@ -316,7 +292,12 @@ def _row(
     (g, g_err), (d, d_err) = via, direct
     if not g or not d:
         return f"| {what} | {clients} | failed ({g_err} errors) | failed ({d_err} errors) | – | – |"
-    g50, g99, d50, d99 = _pct(g, 0.5), _pct(g, 0.99), _pct(d, 0.5), _pct(d, 0.99)
+    g50, g99, d50, d99 = (
+        percentile(g, 0.5),
+        percentile(g, 0.99),
+        percentile(d, 0.5),
+        percentile(d, 0.99),
+    )
     errors = f" ({g_err}/{d_err} errors)" if g_err or d_err else ""
     return (
         f"| {what} | {clients} | {g50:.0f} / {g99:.0f} | {d50:.0f} / {d99:.0f} | "

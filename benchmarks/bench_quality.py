@@ -25,12 +25,12 @@ from pathlib import Path
 
 import grpc
 
+from devstack.procs import start_service
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.common.v1 import common_pb2 as c
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2_grpc
-from services.common.procs import start_service
 
 DATA = Path(
     os.environ.get("RAGMESH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

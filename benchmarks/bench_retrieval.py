@@ -29,11 +29,12 @@ from typing import Any
 import grpc
 import numpy as np
 
+from devstack.deps import start_milvus_server
+from devstack.procs import ManagedProcess, start_service
 from ragmesh.common.v1 import common_pb2 as c
+from ragmesh.eval_metrics import percentile
 from ragmesh.retrieval.v1 import retrieval_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2_grpc
-from services.common.procs import ManagedProcess, start_service
-from services.launcher.deps import start_milvus_server
 from services.retrieval.schema import F_DENSE, OUTPUT_FIELDS
 
 DIM = 384
@@ -80,11 +81,6 @@ class Row:
     direct_p99: float
     recall: float
     after_write_ms: float
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # Sentence embeddings occupy a low-dimensional part of their space; uniformly random
@@ -244,7 +240,7 @@ def _write_then_search(
     return took
 
 
-def bench_backend(backend: str, sizes: Sequence[int], n_queries: int, tmp: Path) -> list[Row]:
+def bench_backend(backend: str, sizes: Sequence[int], n_queries: int, tmp: Path) -> list[Row]:  # noqa: C901, PLR0912, PLR0915 - one benchmark's steps in order, read top to bottom
     from pymilvus import MilvusClient
 
     rows: list[Row] = []
@@ -336,10 +332,10 @@ def bench_backend(backend: str, sizes: Sequence[int], n_queries: int, tmp: Path)
                     size,
                     rate,
                     direct_rate,
-                    _percentile(grpc_ms, 0.5),
-                    _percentile(grpc_ms, 0.99),
-                    _percentile(direct_ms, 0.5),
-                    _percentile(direct_ms, 0.99),
+                    percentile(grpc_ms, 0.5),
+                    percentile(grpc_ms, 0.99),
+                    percentile(direct_ms, 0.5),
+                    percentile(direct_ms, 0.99),
                     recall,
                     statistics.median(after_write),
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
 
@@ -11,7 +12,7 @@ from ragmesh.cli_eval import EVAL_EXAMPLES, eval_command
 from ragmesh.cli_ingest import INGEST_EXAMPLES, ingest
 from ragmesh.cli_manage import docs_app, jobs_app, kb_app, status
 from ragmesh.cli_query import ASK_EXAMPLES, SEARCH_EXAMPLES, ask, search
-from services.common.config import DEFAULT_PORTS
+from ragmesh.ports import DEFAULT_PORTS
 
 app = typer.Typer(
     help="ragmesh: grounded, cited answers from your documents.\n\n"
@@ -49,11 +50,25 @@ def serve(
     if service not in SERVICES:
         typer.echo(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
-    from services.common import server
-
-    module = importlib.import_module(f"services.{service}.server")
+    server, module = _server_modules(service)
     svc, default_port = module.create_service()
     server.run(svc, port if port is not None else default_port, metrics_port)
+
+
+def _server_modules(service: str) -> tuple[Any, Any]:
+    """The server bootstrap and the service's module, imported only here: the SDK
+    and the other commands install without the servers' dependencies."""
+    try:
+        from services.common import server
+
+        return server, importlib.import_module(f"services.{service}.server")
+    except ImportError as exc:
+        typer.echo(
+            f"`ragmesh serve` needs the server dependencies ({exc.name or exc} is missing): "
+            "pip install 'ragmesh[server]'",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
 
 app.add_typer(kb_app, name="kb")

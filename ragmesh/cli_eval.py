@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Typer commands receive every option as a parameter.
-# ruff: noqa: PLR0917
 import json
 import random
 import statistics
@@ -27,9 +26,9 @@ from ragmesh.cli_common import (
     examples,
 )
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
+from ragmesh.client.bulk import IngestOutcome, Upload
 from ragmesh.eval_data import Dataset, DatasetError, Question, document_id_of, load_dataset
-from ragmesh.eval_metrics import Scoreboard, answer_contains, ranked_documents
-from ragmesh.gateway.v1 import gateway_pb2
+from ragmesh.eval_metrics import Scoreboard, answer_contains, percentile, ranked_documents
 
 EVAL_EXAMPLES = examples(
     "ragmesh eval ../shared/data/cmrc2018-trial",
@@ -56,51 +55,45 @@ def _ingest(
     cli: Cli, rag: RagmeshClient, kb: str, data: Dataset, concurrency: int
 ) -> dict[str, Any]:
     start = time.monotonic()
-    failures: list[dict[str, str]] = []
-    job_ids: list[str] = []
-    with _progress(cli) as progress:
-        upload_task = progress.add_task("uploading passages", total=len(data.passages))
-
-        def upload(passage: Any) -> str | None:
-            doc_id = document_id_of(passage.doc_id)
-            try:
-                resp = rag.upload_document(
-                    kb,
-                    passage.as_document().encode(),
-                    file_name=f"{doc_id}.txt",
-                    document_id=doc_id,
-                    media_type="text/plain",
-                    metadata={"corpus_id": passage.doc_id},
-                )
-                return str(resp.job.job_id)
-            except RagmeshError as err:
-                failures.append(
-                    {"document": passage.doc_id, "reason": err.reason, "message": err.message}
-                )
-                return None
-            finally:
-                progress.advance(upload_task)
-
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            job_ids = [j for j in pool.map(upload, data.passages) if j]
-        wait_task = progress.add_task("ingesting", total=len(job_ids))
-
-        def wait(job_id: str) -> gateway_pb2.IngestionJob:
-            job = rag.wait_for_job(job_id, timeout=7200)
-            progress.advance(wait_task)
-            return job
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            jobs = list(pool.map(wait, job_ids))
-    for job in jobs:
-        if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
-            failures.append(
-                {
-                    "document": job.document_id,
-                    "reason": job.error.reason,
-                    "message": job.error.message,
-                }
+    uploads = []
+    for passage in data.passages:
+        doc_id = document_id_of(passage.doc_id)
+        uploads.append(
+            Upload(
+                passage.as_document().encode(),
+                file_name=f"{doc_id}.txt",
+                document_id=doc_id,
+                media_type="text/plain",
+                metadata={"corpus_id": passage.doc_id},
             )
+        )
+    with _progress(cli) as progress:
+        upload_task = progress.add_task("uploading passages", total=len(uploads))
+        wait_task = progress.add_task("ingesting", total=len(uploads))
+        counted: set[int] = set()
+
+        def on_update(outcome: IngestOutcome) -> None:
+            key = id(outcome)
+            if key not in counted:
+                counted.add(key)
+                progress.advance(upload_task)
+            if outcome.done and -key not in counted:
+                counted.add(-key)
+                progress.advance(wait_task)
+
+        outcomes = rag.ingest_many(
+            kb, uploads, concurrency=concurrency, timeout=7200, on_update=on_update
+        )
+    failures = [
+        {
+            "document": str((o.upload.metadata or {}).get("corpus_id", o.document_id)),
+            "reason": o.error.reason if o.error else (o.job.error.reason if o.job else ""),
+            "message": o.error.message if o.error else (o.job.error.message if o.job else ""),
+        }
+        for o in outcomes
+        if not o.succeeded or o.error is not None
+    ]
+    jobs = [o.job for o in outcomes if o.job is not None]
     seconds = time.monotonic() - start
     return {
         "documents": len(data.passages),
@@ -112,14 +105,7 @@ def _ingest(
     }
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _run_questions(
+def _run_questions(  # noqa: C901 - one loop over questions with its timing and scoring
     cli: Cli,
     rag: RagmeshClient,
     kb: str,
@@ -204,11 +190,11 @@ def _run_questions(
                 details[i]["answer_contains_gold"] = score.answer_hit
     timings = {
         "top_k": state["top_k"],
-        "search_ms_p50": _pct(search_ms, 0.5),
-        "search_ms_p99": _pct(search_ms, 0.99),
+        "search_ms_p50": (percentile(search_ms, 0.5) if search_ms else None),
+        "search_ms_p99": (percentile(search_ms, 0.99) if search_ms else None),
         "search_ms_mean": statistics.fmean(search_ms) if search_ms else None,
-        "ask_ms_p50": _pct(ask_ms, 0.5),
-        "ask_ms_p99": _pct(ask_ms, 0.99),
+        "ask_ms_p50": (percentile(ask_ms, 0.5) if ask_ms else None),
+        "ask_ms_p99": (percentile(ask_ms, 0.99) if ask_ms else None),
         "answer_errors": len(answer_errors),
         "answer_error_examples": answer_errors[:5],
     }

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 # Typer commands receive every option as a parameter.
-# ruff: noqa: PLR0917
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -32,8 +30,9 @@ from ragmesh.cli_common import (
     JsonOption,
     examples,
 )
-from ragmesh.client import NotFoundError, RagmeshClient, RagmeshError
+from ragmesh.client import NotFoundError, RagmeshClient
 from ragmesh.client.builders import short_name
+from ragmesh.client.bulk import IngestOutcome, Upload
 from ragmesh.client.media import is_supported_file
 from ragmesh.gateway.v1 import gateway_pb2
 
@@ -103,82 +102,69 @@ def collect_files(paths: list[Path]) -> tuple[list[IngestItem], list[Path]]:
     return items, [p for p in skipped if p.resolve() not in seen]
 
 
-def _result_from_job(result: IngestResult, job: gateway_pb2.IngestionJob) -> None:
-    result.state = short_name(gateway_pb2.JobState, job.state)
-    result.chunks = job.chunks_total
-    result.deduplicated = job.deduplicated
-    result.reason = job.error.reason
-    result.message = job.error.message
+def _result(item: IngestItem, outcome: IngestOutcome) -> IngestResult:
+    result = IngestResult(str(item.path), outcome.document_id or item.document_id, item.display)
+    job = outcome.job
+    if job is not None:
+        result.job_id = job.job_id
+        result.state = short_name(gateway_pb2.JobState, job.state)
+        result.chunks = job.chunks_total
+        result.deduplicated = job.deduplicated
+        result.reason, result.message = job.error.reason, job.error.message
+    if outcome.error is not None:
+        # Not uploaded at all, or uploaded but its end not seen.
+        result.state = "upload_failed" if job is None else "unknown"
+        result.reason = outcome.error.reason or outcome.error.code.name
+        result.message = outcome.error.message
+    return result
 
 
-def _upload_all(
-    cli: Cli, rag: RagmeshClient, kb: str, items: list[IngestItem], progress: Progress | None
+def _ingest_all(
+    rag: RagmeshClient,
+    kb: str,
+    items: list[IngestItem],
+    progress: Progress | None,
+    wait: bool,
+    timeout: float,
 ) -> list[IngestResult]:
-    results = []
-    task = progress.add_task("uploading", total=len(items)) if progress else None
-    for item in items:
-        result = IngestResult(str(item.path), item.document_id, item.display or item.file_name)
-        try:
-            resp = rag.upload_document(
-                kb, item.path, file_name=item.file_name, document_id=item.document_id
-            )
-            result.document_id = resp.document.document_id or resp.job.document_id
-            result.job_id = resp.job.job_id
-            _result_from_job(result, resp.job)
-        except RagmeshError as err:
-            result.reason = err.reason or err.code.name
-            result.message = err.message
-        except OSError as err:
-            result.reason = "UNREADABLE_FILE"
-            result.message = str(err)
-        results.append(result)
-        if progress is not None and task is not None:
-            progress.advance(task)
-    if progress is not None and task is not None:
-        progress.remove_task(task)
-    return results
-
-
-def _watch_all(
-    rag: RagmeshClient, results: list[IngestResult], progress: Progress | None, timeout: float
-) -> None:
-    pending = [r for r in results if r.job_id]
-    overall = progress.add_task("[bold]all files", total=len(pending)) if progress else None
+    """Uploads every file (4 at a time) and, with `wait`, follows every job,
+    with a progress bar per file being ingested."""
+    uploads = [Upload(i.path, file_name=i.file_name, document_id=i.document_id) for i in items]
+    names = {id(u): i.path.name for u, i in zip(uploads, items, strict=True)}
+    overall = progress.add_task("uploading", total=len(items)) if progress else None
+    bars: dict[int, TaskID] = {}
+    ended: set[int] = set()
     lock = threading.Lock()
 
-    def follow(result: IngestResult) -> None:
-        name = Path(result.path).name
-        task: TaskID | None = None
-        if progress is not None:
-            task = progress.add_task(f"{name} • queued", total=None)
-
-        def on_update(job: gateway_pb2.IngestionJob) -> None:
-            if progress is None or task is None:
+    def on_update(outcome: IngestOutcome) -> None:
+        if progress is None or overall is None:
+            return
+        key, name = id(outcome), names[id(outcome.upload)]
+        with lock:
+            if key in ended:
                 return
-            stage = short_name(gateway_pb2.JobStage, job.stage) if job.stage else ""
-            state = short_name(gateway_pb2.JobState, job.state)
-            progress.update(
-                task,
-                description=f"{name} • {stage or state}",
-                total=job.chunks_total or None,
-                completed=job.chunks_done,
-            )
+            if key not in bars:  # the upload just ended
+                progress.advance(overall)
+                bars[key] = progress.add_task(f"{name} • queued", total=None)
+            job = outcome.job
+            if job is not None:
+                stage = short_name(gateway_pb2.JobStage, job.stage) if job.stage else ""
+                progress.update(
+                    bars[key],
+                    description=f"{name} • {stage or short_name(gateway_pb2.JobState, job.state)}",
+                    total=job.chunks_total or None,
+                    completed=job.chunks_done,
+                )
+            if outcome.done or not wait:
+                progress.remove_task(bars[key])
+                ended.add(key)
 
-        try:
-            job = rag.wait_for_job(result.job_id, timeout=timeout, on_update=on_update)
-            _result_from_job(result, job)
-        except RagmeshError as err:
-            result.state = "unknown"
-            result.reason = err.reason or err.code.name
-            result.message = err.message
-        if progress is not None and task is not None:
-            with lock:
-                progress.remove_task(task)
-                if overall is not None:
-                    progress.advance(overall)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(pending)))) as pool:
-        list(pool.map(follow, pending))
+    outcomes = rag.ingest_many(
+        kb, uploads, concurrency=4, wait=wait, timeout=timeout, on_update=on_update
+    )
+    if progress is not None and overall is not None:
+        progress.remove_task(overall)
+    return [_result(item, outcome) for item, outcome in zip(items, outcomes, strict=True)]
 
 
 def _progress(cli: Cli) -> Progress:
@@ -243,9 +229,7 @@ def ingest(
         if progress is not None:
             progress.start()
         try:
-            results = _upload_all(cli, rag, kb, items, progress)
-            if wait:
-                _watch_all(rag, results, progress, timeout)
+            results = _ingest_all(rag, kb, items, progress, wait, timeout)
         finally:
             if progress is not None:
                 progress.stop()

@@ -1,7 +1,6 @@
 """`ragmesh kb`, `ragmesh docs`, `ragmesh jobs` and `ragmesh status`."""
 
 # Typer commands receive every option as a parameter.
-# ruff: noqa: PLR0917
 
 from __future__ import annotations
 
@@ -340,8 +339,8 @@ def status(
 ) -> None:
     """Health of every ragmesh service, and whether the API key is accepted."""
     from ragmesh.client import RagmeshError
-    from services.common.config import DEFAULT_PORTS
-    from services.common.procs import health_status
+    from ragmesh.ports import DEFAULT_PORTS
+    from ragmesh.rpc import health_status
 
     cli = Cli.create(addr, api_key, as_json)
     addrs: dict[str, str] = {}

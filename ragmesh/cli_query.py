@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Typer commands receive every option as a parameter.
-# ruff: noqa: PLR0917
 import sys
 from typing import Annotated, Any
 
@@ -24,7 +23,6 @@ from ragmesh.cli_common import (
 from ragmesh.client.builders import FilterSpec, short_name
 from ragmesh.client.results import AskResult
 from ragmesh.common.v1 import common_pb2
-from ragmesh.gateway.v1 import gateway_pb2
 
 ModeOption = Annotated[
     str | None,
@@ -54,7 +52,7 @@ def parse_filters(specs: list[str] | None) -> list[FilterSpec]:
     return filters
 
 
-def location(hit: gateway_pb2.SearchHit) -> str:
+def location(hit: common_pb2.Citation) -> str:
     return f"chars {hit.start_offset}–{hit.end_offset}"
 
 
@@ -176,7 +174,8 @@ def print_sources(cli: Cli, result: AskResult, which: str) -> None:
         return
     cited = {c.number for c in result.citations}
     cli.out.print("\n[bold]Sources[/]")
-    for number, hit in enumerate(result.sources, start=1):
+    for hit in result.sources:
+        number = hit.number
         if which == "cited" and number not in cited:
             continue
         mark = "[green]✓ cited[/]" if number in cited else "[dim]not cited[/]"

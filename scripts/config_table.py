@@ -1,7 +1,8 @@
 """Print the README's configuration table from the settings classes themselves.
 
 Every RAGMESH_* variable is a field of a pydantic-settings class in
-services/common/config.py or services/<name>/config.py; this walks them so the
+services/common/config.py, services/<name>/config.py (or settings.py) or
+devstack/launcher/settings.py; this walks them so the
 README table cannot drift (tests/unit/test_readme_config.py checks it).
 `python -m scripts.config_table` prints the Markdown rows.
 """
@@ -32,7 +33,8 @@ class Setting:
     owner: str
 
 
-def _config_modules() -> Iterator[str]:
+def config_modules(include_dev: bool = True) -> Iterator[str]:
+    """Modules declaring settings classes: the services' (and `make run`'s own)."""
     yield "services.common.config"
     for info in sorted(pkgutil.iter_modules(services.__path__), key=lambda m: m.name):
         if info.ispkg and info.name != "common":
@@ -40,6 +42,8 @@ def _config_modules() -> Iterator[str]:
                 name = f"services.{info.name}.{sub}"
                 if importlib.util.find_spec(name) is not None:
                     yield name
+    if include_dev:
+        yield "devstack.launcher.settings"  # `make run`'s own settings
 
 
 def _default(field: object) -> str:
@@ -68,7 +72,7 @@ def _alias(alias: object) -> str | None:
 
 def settings() -> list[Setting]:
     found: dict[str, Setting] = {}
-    for module_name in _config_modules():
+    for module_name in config_modules():
         module = importlib.import_module(module_name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if not issubclass(cls, BaseSettings) or cls is BaseSettings:
@@ -90,9 +94,13 @@ def settings() -> list[Setting]:
     return sorted(found.values(), key=lambda s: (s.owner != "common", s.owner, s.env))
 
 
-def markdown() -> str:
+def markdown(owners: set[str] | None = None) -> str:
+    """The table of every setting, or of those of the named owners (the package
+    that declares them: common, chunking, gateway, jobs, launcher, ...)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for s in settings():
+        if owners is not None and s.owner not in owners:
+            continue
         default = f"`{s.default}`" if s.default else "(empty)"
         rows.append(f"| `{s.env}` | {default} | {s.description.replace('|', '/')} |")
     return "\n".join(rows)

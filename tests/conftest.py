@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.procs import ManagedProcess, start_service
-from services.launcher.deps import start_llm, start_milvus_server, start_redis
+from devstack.deps import start_llm, start_milvus_server, start_redis
+from devstack.procs import ManagedProcess, start_service
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAGMESH_SHARED_DATA", REPO.parent / "shared" / "data"))

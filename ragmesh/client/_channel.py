@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.channels import retry_service_config
+from ragmesh.rpc import retry_service_config
 
 SERVICE = "ragmesh.gateway.v1.RagService"
 # Retried on UNAVAILABLE with backoff: reads only. Writes are not retried

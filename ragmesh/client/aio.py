@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ragmesh.client import builders
+from ragmesh.client import builders, bulk
 from ragmesh.client._channel import (
     DEFAULT_ASK_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -23,12 +24,15 @@ from ragmesh.client._channel import (
     channel_options,
 )
 from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
 from ragmesh.client.errors import DeadlineExceededError, from_rpc_error
 from ragmesh.client.results import AskResult
+from ragmesh.client.retry import RetryPolicy
 from ragmesh.client.sync import raise_for_job
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from ragmesh.rpc import health_check_async
 
 
 class AsyncRagmeshClient:
@@ -49,12 +53,14 @@ class AsyncRagmeshClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if target is None or api_key is None:
             settings = ClientSettings.resolve(target, api_key)
             target, api_key = settings.gateway_addr, settings.api_key
         self.target = target
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._metadata = auth_metadata(api_key)
         if tls:
             creds = grpc.ssl_channel_credentials(root_certificates)
@@ -62,6 +68,12 @@ class AsyncRagmeshClient:
         else:
             self._channel = grpc.aio.insecure_channel(target, options=channel_options())
         self._stub = gateway_pb2_grpc.RagServiceStub(self._channel)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncRagmeshClient:
+        """Address and key from RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY or the config file."""
+        settings = ClientSettings.resolve()
+        return cls(settings.gateway_addr, settings.api_key, **kwargs)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -74,27 +86,55 @@ class AsyncRagmeshClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-        try:
-            return await method(
-                request,
-                timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+    async def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        timeout: float | None,
+        again: Callable[[], Any] | None = None,
+    ) -> Any:
+        """One unary (or client-streaming) call, called again while the server's
+        RetryInfo says so. `again` makes the request anew for a streamed request
+        (None from it: the source cannot be read again, so no retry)."""
+        attempt = 1
+        while True:
+            try:
+                return await method(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as err:
+                wait = self.retry.delay(err, attempt)
+                if wait is not None and again is not None:
+                    request = again()
+                    wait = wait if request is not None else None
+                if wait is None:
+                    raise from_rpc_error(err) from err
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def _stream(
         self, method: Callable[..., Any], request: Any, timeout: float
     ) -> AsyncIterator[Any]:
-        call = method(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for item in call:
-                yield item
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            call.cancel()
+        """A server stream; called again (RetryInfo) only while nothing was received."""
+        attempt = 1
+        while True:
+            call = method(request, timeout=timeout, metadata=self._metadata)
+            received = False
+            try:
+                async for item in call:
+                    received = True
+                    yield item
+                return
+            except grpc.RpcError as err:
+                wait = None if received else self.retry.delay(err, attempt)
+                if wait is None:
+                    raise from_rpc_error(err) from err
+            finally:
+                call.cancel()
+            await asyncio.sleep(wait)
+            attempt += 1
 
     # -- knowledge bases --------------------------------------------------------------------
 
@@ -118,20 +158,20 @@ class AsyncRagmeshClient:
             index_params=index_params,
         )
         resp = await self._call(self._stub.CreateKnowledgeBase, req, timeout)
-        return resp.knowledge_base  # type: ignore[no-any-return]
+        return resp.knowledge_base
 
     async def get_knowledge_base(
         self, knowledge_base_id: str, *, timeout: float | None = None
     ) -> gateway_pb2.KnowledgeBase:
         req = gateway_pb2.GetKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
         resp = await self._call(self._stub.GetKnowledgeBase, req, timeout)
-        return resp.knowledge_base  # type: ignore[no-any-return]
+        return resp.knowledge_base
 
     async def list_knowledge_bases(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> gateway_pb2.ListKnowledgeBasesResponse:
         req = gateway_pb2.ListKnowledgeBasesRequest(page_size=page_size, page_token=page_token)
-        return await self._call(self._stub.ListKnowledgeBases, req, timeout)  # type: ignore[no-any-return]
+        return await self._call(self._stub.ListKnowledgeBases, req, timeout)
 
     async def iter_knowledge_bases(
         self, *, page_size: int = 0
@@ -171,11 +211,15 @@ class AsyncRagmeshClient:
             header = builders.upload_header(
                 knowledge_base_id, opened, document_id=document_id, metadata=metadata
             )
-            requests = builders.upload_requests(header, opened, chunk_bytes)
-            return await self._call(  # type: ignore[no-any-return]
+            return await self._call(
                 self._stub.UploadDocument,
-                requests,
+                builders.upload_requests(header, opened, chunk_bytes),
                 DEFAULT_UPLOAD_TIMEOUT_S if timeout is None else timeout,
+                again=lambda: (
+                    builders.upload_requests(header, opened, chunk_bytes)
+                    if opened.rewind()
+                    else None
+                ),
             )
         finally:
             opened.close()
@@ -184,7 +228,7 @@ class AsyncRagmeshClient:
         self, job_id: str, *, timeout: float | None = None
     ) -> gateway_pb2.IngestionJob:
         req = gateway_pb2.GetIngestionJobRequest(job_id=job_id)
-        return (await self._call(self._stub.GetIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+        return (await self._call(self._stub.GetIngestionJob, req, timeout)).job
 
     async def list_ingestion_jobs(
         self,
@@ -201,7 +245,7 @@ class AsyncRagmeshClient:
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(self._stub.ListIngestionJobs, req, timeout)  # type: ignore[no-any-return]
+        return await self._call(self._stub.ListIngestionJobs, req, timeout)
 
     async def iter_ingestion_jobs(
         self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
@@ -265,17 +309,34 @@ class AsyncRagmeshClient:
             raise_for_job(job)
         return job
 
+    async def ingest_many(
+        self,
+        knowledge_base_id: str,
+        items: Iterable[Upload | str | os.PathLike[str]],
+        *,
+        concurrency: int = 4,
+        wait: bool = True,
+        timeout: float = DEFAULT_WATCH_TIMEOUT_S,
+        on_update: OnUpdate | None = None,
+    ) -> list[IngestOutcome]:
+        """Upload documents (`concurrency` at a time) and, with `wait`, follow each
+        job until it ends. Never raises for one document: each outcome carries its
+        job or its error, in the order of `items`."""
+        return await bulk.ingest_many_async(
+            self, knowledge_base_id, items, concurrency, wait, timeout, on_update
+        )
+
     async def cancel_ingestion_job(
         self, job_id: str, *, timeout: float | None = None
     ) -> gateway_pb2.IngestionJob:
         req = gateway_pb2.CancelIngestionJobRequest(job_id=job_id)
-        return (await self._call(self._stub.CancelIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+        return (await self._call(self._stub.CancelIngestionJob, req, timeout)).job
 
     async def retry_ingestion_job(
         self, job_id: str, *, timeout: float | None = None
     ) -> gateway_pb2.IngestionJob:
         req = gateway_pb2.RetryIngestionJobRequest(job_id=job_id)
-        return (await self._call(self._stub.RetryIngestionJob, req, timeout)).job  # type: ignore[no-any-return]
+        return (await self._call(self._stub.RetryIngestionJob, req, timeout)).job
 
     # -- documents --------------------------------------------------------------------------
 
@@ -285,7 +346,7 @@ class AsyncRagmeshClient:
         req = gateway_pb2.GetDocumentRequest(
             knowledge_base_id=knowledge_base_id, document_id=document_id
         )
-        return (await self._call(self._stub.GetDocument, req, timeout)).document  # type: ignore[no-any-return]
+        return (await self._call(self._stub.GetDocument, req, timeout)).document
 
     async def list_documents(
         self,
@@ -298,7 +359,7 @@ class AsyncRagmeshClient:
         req = gateway_pb2.ListDocumentsRequest(
             knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
         )
-        return await self._call(self._stub.ListDocuments, req, timeout)  # type: ignore[no-any-return]
+        return await self._call(self._stub.ListDocuments, req, timeout)
 
     async def iter_documents(
         self, knowledge_base_id: str, *, page_size: int = 0
@@ -345,7 +406,7 @@ class AsyncRagmeshClient:
             min_score=min_score,
             filters=filters,
         )
-        return await self._call(self._stub.Search, req, timeout)  # type: ignore[no-any-return]
+        return await self._call(self._stub.Search, req, timeout)
 
     def ask(
         self,
@@ -381,12 +442,10 @@ class AsyncRagmeshClient:
     # -- health -----------------------------------------------------------------------------
 
     async def health(self, service: str = "", *, timeout: float = 5.0) -> str:
-        stub = health_pb2_grpc.HealthStub(self._channel)
         try:
-            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            return await health_check_async(self._channel, service, timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
 
 __all__ = ["AsyncRagmeshClient"]

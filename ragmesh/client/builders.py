@@ -212,10 +212,19 @@ class OpenedSource:
     head: bytes
     stream: BinaryIO
     owned: bool  # close `stream` when done
+    start: int | None = None  # position of `head` in a seekable stream
 
     def close(self) -> None:
         if self.owned:
             self.stream.close()
+
+    def rewind(self) -> bool:
+        """Back to just after `head`, to stream the bytes again; False when the
+        stream cannot seek."""
+        if self.start is None:
+            return False
+        self.stream.seek(self.start + len(self.head))
+        return True
 
 
 def open_source(source: UploadSource, file_name: str = "", media_type: str = "") -> OpenedSource:
@@ -238,6 +247,10 @@ def open_source(source: UploadSource, file_name: str = "", media_type: str = "")
         file_name = file_name or Path(str(getattr(source, "name", "") or "")).name
         if not file_name:
             raise ValueError("uploading a file object without a name needs a file_name")
+    try:
+        start: int | None = stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError):
+        start = None
     head = stream.read(SNIFF_BYTES)
     return OpenedSource(
         file_name=file_name,
@@ -245,6 +258,7 @@ def open_source(source: UploadSource, file_name: str = "", media_type: str = "")
         head=head,
         stream=stream,
         owned=owned,
+        start=start,
     )
 
 

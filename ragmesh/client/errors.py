@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import grpc
 
-from services.common.status import error_info_of
+from ragmesh.rpc import error_info_of
 
 
 class RagmeshError(Exception):

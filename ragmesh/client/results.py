@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2
 
 
@@ -12,12 +13,13 @@ from ragmesh.gateway.v1 import gateway_pb2
 class AskResult:
     """An Ask stream gathered: the sources, the answer text and the final event."""
 
-    sources: list[gateway_pb2.SearchHit] = field(default_factory=list)
+    sources: list[common_pb2.Citation] = field(default_factory=list)
     answer: str = ""
     final: gateway_pb2.AskFinal | None = None
 
     @property
-    def citations(self) -> list[gateway_pb2.AnswerCitation]:
+    def citations(self) -> list[common_pb2.Citation]:
+        """The sources the answer cites, with their numbers [n]."""
         return list(self.final.citations) if self.final is not None else []
 
     @property

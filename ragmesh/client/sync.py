@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ragmesh.client import builders
+from ragmesh.client import builders, bulk
 from ragmesh.client._channel import (
     DEFAULT_ASK_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
@@ -20,11 +20,18 @@ from ragmesh.client._channel import (
     channel_options,
 )
 from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
-from ragmesh.client.errors import DeadlineExceededError, JobFailedError, from_rpc_error
+from ragmesh.client.errors import (
+    DeadlineExceededError,
+    JobFailedError,
+    from_rpc_error,
+)
 from ragmesh.client.results import AskResult
+from ragmesh.client.retry import RetryPolicy
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from ragmesh.rpc import health_check
 
 T = TypeVar("T")
 
@@ -51,12 +58,14 @@ class RagmeshClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if target is None or api_key is None:
             settings = ClientSettings.resolve(target, api_key)
             target, api_key = settings.gateway_addr, settings.api_key
         self.target = target
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self._metadata = auth_metadata(api_key)
         if tls:
             creds = grpc.ssl_channel_credentials(root_certificates)
@@ -82,27 +91,56 @@ class RagmeshClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
-        try:
-            return method(
-                request,
-                timeout=self.timeout if timeout is None else timeout,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+    def _call(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        timeout: float | None,
+        again: Callable[[], Any] | None = None,
+    ) -> T:
+        """One unary (or client-streaming) call, called again while the server's
+        RetryInfo says so. `again` makes the request anew for a streamed request
+        (None from it: the source cannot be read again, so no retry)."""
+        attempt = 1
+        while True:
+            try:
+                return method(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as err:
+                wait = self.retry.delay(err, attempt)
+                if wait is not None and again is not None:
+                    request = again()
+                    wait = wait if request is not None else None
+                if wait is None:
+                    raise from_rpc_error(err) from err
+            time.sleep(wait)
+            attempt += 1
 
     def _stream(
         self, method: Callable[..., Any], request: Any, timeout: float
     ) -> Generator[Any, None, None]:
-        call = method(request, timeout=timeout, metadata=self._metadata)
-        try:
-            yield from call
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            # The caller stopped early (break, exception): end the server's stream too.
-            call.cancel()
+        """A server stream; called again (RetryInfo) only while nothing was received."""
+        attempt = 1
+        while True:
+            call = method(request, timeout=timeout, metadata=self._metadata)
+            received = False
+            try:
+                for item in call:
+                    received = True
+                    yield item
+                return
+            except grpc.RpcError as err:
+                wait = None if received else self.retry.delay(err, attempt)
+                if wait is None:
+                    raise from_rpc_error(err) from err
+            finally:
+                # The caller stopped early (break, exception): end the server's stream too.
+                call.cancel()
+            time.sleep(wait)
+            attempt += 1
 
     # -- knowledge bases --------------------------------------------------------------------
 
@@ -179,11 +217,15 @@ class RagmeshClient:
             header = builders.upload_header(
                 knowledge_base_id, opened, document_id=document_id, metadata=metadata
             )
-            requests = builders.upload_requests(header, opened, chunk_bytes)
             return self._call(
                 self._stub.UploadDocument,
-                requests,
+                builders.upload_requests(header, opened, chunk_bytes),
                 DEFAULT_UPLOAD_TIMEOUT_S if timeout is None else timeout,
+                again=lambda: (
+                    builders.upload_requests(header, opened, chunk_bytes)
+                    if opened.rewind()
+                    else None
+                ),
             )
         finally:
             opened.close()
@@ -270,6 +312,23 @@ class RagmeshClient:
         if check:
             raise_for_job(job)
         return job
+
+    def ingest_many(
+        self,
+        knowledge_base_id: str,
+        items: Iterable[Upload | str | os.PathLike[str]],
+        *,
+        concurrency: int = 4,
+        wait: bool = True,
+        timeout: float = DEFAULT_WATCH_TIMEOUT_S,
+        on_update: OnUpdate | None = None,
+    ) -> list[IngestOutcome]:
+        """Upload documents (`concurrency` at a time) and, with `wait`, follow each
+        job until it ends. Never raises for one document: each outcome carries its
+        job or its error, in the order of `items`."""
+        return bulk.ingest_many(
+            self, knowledge_base_id, items, concurrency, wait, timeout, on_update
+        )
 
     def cancel_ingestion_job(
         self, job_id: str, *, timeout: float | None = None
@@ -385,12 +444,10 @@ class RagmeshClient:
 
     def health(self, service: str = "", *, timeout: float = 5.0) -> str:
         """SERVING, NOT_SERVING or SERVICE_UNKNOWN (grpc.health.v1 of the gateway)."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
         try:
-            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            return health_check(self._channel, service, timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
 
 def raise_for_job(job: gateway_pb2.IngestionJob) -> None:

@@ -88,14 +88,14 @@ class Chunker:
             raise InvalidArgument(
                 f"max_tokens must be positive (0 for the default {s.default_max_tokens}), "
                 f"got {max_tokens}",
-                reason="INVALID_MAX_TOKENS",
+                reason="MAX_TOKENS_OUT_OF_RANGE",
                 metadata={"max_tokens": max_tokens},
             )
         if max_tokens > s.model_max_tokens:
             raise InvalidArgument(
                 f"max_tokens {max_tokens} exceeds the embedding model's limit of "
                 f"{s.model_max_tokens} tokens ({self.counter.name})",
-                reason="MAX_TOKENS_TOO_LARGE",
+                reason="MAX_TOKENS_OUT_OF_RANGE",
                 metadata={"max_tokens": max_tokens, "limit": s.model_max_tokens},
             )
         max_tokens = max_tokens or min(s.default_max_tokens, s.model_max_tokens)
@@ -103,7 +103,7 @@ class Chunker:
             raise InvalidArgument(
                 f"max_tokens {max_tokens} leaves no room for text: the model adds "
                 f"{special} special tokens to every chunk",
-                reason="MAX_TOKENS_TOO_SMALL",
+                reason="MAX_TOKENS_OUT_OF_RANGE",
                 metadata={"max_tokens": max_tokens, "minimum": special + 1},
             )
         budget = max_tokens - special

@@ -3,37 +3,17 @@ a retry policy for idempotent methods only, and deadline helpers."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
+from ragmesh.rpc import retry_service_config
 from services.common.config import CommonSettings
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.logs import request_id_var
 
 DEFAULT_TIMEOUT_S = 30.0
-
-
-def retry_service_config(service: str, idempotent_methods: Iterable[str]) -> str:
-    """gRPC service config retrying UNAVAILABLE with backoff, for the named methods."""
-    names = [{"service": service, "method": m} for m in idempotent_methods]
-    config: dict[str, Any] = {"methodConfig": []}
-    if names:
-        config["methodConfig"].append(
-            {
-                "name": names,
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        )
-    return json.dumps(config)
 
 
 class _RequestIdClientInterceptor(
@@ -69,18 +49,14 @@ class _RequestIdClientInterceptor(
         return await continuation(self._with_request_id(client_call_details), request_iterator)
 
 
-def create_channel(
-    target: str,
-    *,
+def channel_options(
     service: str = "",
     idempotent_methods: Iterable[str] = (),
     settings: CommonSettings | None = None,
-) -> grpc.aio.Channel:
-    """An insecure aio channel to an internal service.
-
-    `service` is the fully-qualified proto service name; only the methods named in
-    `idempotent_methods` are retried (on UNAVAILABLE, with exponential backoff).
-    """
+) -> list[tuple[str, Any]]:
+    """Options of a channel to an internal service: message limits, keepalive,
+    reconnect backoff, and retries (on UNAVAILABLE, with exponential backoff) of
+    the methods named in `idempotent_methods` of `service` (its full proto name)."""
     settings = settings or CommonSettings()
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -92,8 +68,34 @@ def create_channel(
     ]
     if service:
         options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
+    return options
+
+
+def create_channel(
+    target: str,
+    *,
+    service: str = "",
+    idempotent_methods: Iterable[str] = (),
+    settings: CommonSettings | None = None,
+) -> grpc.aio.Channel:
+    """An insecure aio channel to an internal service (see `channel_options`)."""
     return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[_RequestIdClientInterceptor()]
+        target,
+        options=channel_options(service, idempotent_methods, settings),
+        interceptors=[_RequestIdClientInterceptor()],
+    )
+
+
+def create_sync_channel(
+    target: str,
+    *,
+    service: str = "",
+    idempotent_methods: Iterable[str] = (),
+    settings: CommonSettings | None = None,
+) -> grpc.Channel:
+    """A blocking channel with the same options (the Celery worker's)."""
+    return grpc.insecure_channel(
+        target, options=channel_options(service, idempotent_methods, settings)
     )
 
 

@@ -10,16 +10,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Default ports (ARCHITECTURE.md §2). Metrics listen on 9100 + (port - 50050).
-DEFAULT_PORTS = {
-    "gateway": 50051,
-    "chunking": 50052,
-    "embedding": 50053,
-    "retrieval": 50054,
-    "generation": 50055,
-}
-METRICS_PORT_BASE = 9100
-GRPC_PORT_BASE = 50050
+from ragmesh.ports import DEFAULT_PORTS, default_metrics_port
+
+__all__ = ["DEFAULT_PORTS", "CommonSettings", "ServiceAddresses", "default_metrics_port"]
 
 
 class CommonSettings(BaseSettings):
@@ -42,10 +35,6 @@ class CommonSettings(BaseSettings):
     readiness_interval_s: float = Field(
         2.0, description="How often a server re-checks its dependencies for the health status."
     )
-
-
-def default_metrics_port(grpc_port: int) -> int:
-    return METRICS_PORT_BASE + (grpc_port - GRPC_PORT_BASE)
 
 
 # Addresses of the internal services, used by the gateway, the worker and tests.

@@ -12,10 +12,17 @@ from collections.abc import Mapping
 
 
 class ServiceError(Exception):
-    """Base class: `code` is the name of a grpc.StatusCode member."""
+    """Base class: `code` is the name of a grpc.StatusCode member.
+
+    `retry_after_s`, when set, travels as google.rpc.RetryInfo: the server's
+    word that the same call may succeed after that delay (the SDK waits and
+    retries). Set it only where retrying is safe and may help; a limit the
+    request itself breaks (a document too large) never carries it.
+    """
 
     code = "INTERNAL"
     default_reason = "INTERNAL_ERROR"
+    default_retry_after_s: float | None = None
 
     def __init__(
         self,
@@ -23,11 +30,15 @@ class ServiceError(Exception):
         *,
         reason: str | None = None,
         metadata: Mapping[str, object] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.retry_after_s = (
+            retry_after_s if retry_after_s is not None else (self.default_retry_after_s)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason}: {self.message})"
@@ -69,8 +80,11 @@ class PermissionDenied(ServiceError):
 
 
 class Unavailable(ServiceError):
+    """A dependency is down or unreachable: by definition worth retrying later."""
+
     code = "UNAVAILABLE"
     default_reason = "DEPENDENCY_UNAVAILABLE"
+    default_retry_after_s = 1.0
 
 
 class DeadlineExceeded(ServiceError):

@@ -44,7 +44,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or method.startswith(_HEALTH_AND_REFLECTION):
             return handler
         call = _Call(self.service, method, _request_id(handler_call_details))

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.common.config import CommonSettings, default_metrics_port
@@ -71,7 +71,7 @@ class RunningServer:
     """A started server; `stop()` drains it gracefully."""
 
     server: grpc.aio.Server
-    health: HealthServicer
+    health: health_aio.HealthServicer
     service: GrpcService
     port: int
     settings: CommonSettings
@@ -119,8 +119,8 @@ async def start_server(
         interceptors=[ServerInterceptor(service.name)], options=server_options(settings)
     )
     service.register(server)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_health_aio.HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             *service.service_names,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from ragmesh.rpc import error_info_of, retry_delay_of
 from services.common import errors
+
+__all__ = ["error_info_of", "from_rpc_error", "retry_delay_of", "to_status"]
 
 _BY_CODE: dict[str, type[errors.ServiceError]] = {
     cls.code: cls
@@ -27,39 +32,30 @@ _BY_CODE: dict[str, type[errors.ServiceError]] = {
 
 
 def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
-    """A grpc.Status whose trailing metadata carries google.rpc.Status + ErrorInfo."""
+    """A grpc.Status whose trailing metadata carries google.rpc.Status with an
+    ErrorInfo, and a RetryInfo when the error says the call may be retried."""
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
     status = status_pb2.Status(code=getattr(code_pb2, error.code), message=error.message)
     status.details.add().Pack(info)
+    if error.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(timedelta(seconds=max(0.0, error.retry_after_s)))
+        status.details.add().Pack(retry)
     return rpc_status.to_status(status)
 
 
-def error_info_of(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo a ragmesh server attached to a failed call, if any."""
-    try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    except (ValueError, AttributeError):
-        return None
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
-
-
 def from_rpc_error(err: grpc.RpcError, what: str = "") -> errors.ServiceError:
-    """A downstream call's failure as a ServiceError with the same code and reason.
+    """A downstream call's failure as a ServiceError with the same code, reason
+    and retry delay.
 
     UNKNOWN (a peer that does not follow the contract) becomes INTERNAL.
     """
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    details: str = err.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = err.code()
+    details: str = err.details() or ""
     info = error_info_of(err)
     cls = _BY_CODE.get(code.name, errors.Internal)
     message = f"{what}: {details}" if what else details
+    retry = retry_delay_of(err)
     if info is not None:
-        return cls(message, reason=info.reason, metadata=dict(info.metadata))
-    return cls(message, reason=f"DOWNSTREAM_{code.name}")
+        return cls(message, reason=info.reason, metadata=dict(info.metadata), retry_after_s=retry)
+    return cls(message, reason=f"DOWNSTREAM_{code.name}", retry_after_s=retry)

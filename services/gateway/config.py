@@ -1,9 +1,9 @@
-"""Gateway settings (RAGMESH_GATEWAY_*), plus the two settings the gateway shares
-with the Celery worker: RAGMESH_REDIS_URL and RAGMESH_JOB_HEARTBEAT_TIMEOUT_S."""
+"""Gateway settings (RAGMESH_GATEWAY_*). What the gateway shares with the
+workers (Redis, heartbeat timeout, queue) is services.jobs.settings."""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -12,12 +12,6 @@ MIB = 1024 * 1024
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGMESH_GATEWAY_", extra="ignore")
 
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
-        validation_alias=AliasChoices("RAGMESH_REDIS_URL"),
-        description="Redis holding knowledge bases, documents, jobs and raw uploads, and "
-        "serving as the Celery broker (shared with the worker).",
-    )
     api_keys: str = Field(
         default="",
         description="API keys as `key:tenant,key2:tenant2`; each key belongs to one tenant.",
@@ -59,12 +53,6 @@ class GatewaySettings(BaseSettings):
     )
     reaper_interval_s: float = Field(
         default=5.0, description="How often the gateway looks for stuck ingestion jobs."
-    )
-    job_heartbeat_timeout_s: float = Field(
-        default=30.0,
-        validation_alias=AliasChoices("RAGMESH_JOB_HEARTBEAT_TIMEOUT_S"),
-        description="A RUNNING job whose worker sent no heartbeat for this long is "
-        "considered lost (shared with the worker).",
     )
     job_max_attempts: int = Field(
         default=3, description="Runs a job gets (worker lost → re-queued) before it is FAILED."

@@ -94,22 +94,6 @@ def document_version(
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def page_size(requested: int, default: int, maximum: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", reason="INVALID_PAGE_SIZE")
-    return min(requested or default, maximum)
-
-
-def check_top_k(top_k: int, default: int, maximum: int) -> int:
-    if top_k < 0 or top_k > maximum:
-        raise InvalidArgument(
-            f"top_k must be between 1 and {maximum} (0: {default})",
-            reason="TOP_K_OUT_OF_RANGE",
-            metadata={"top_k": top_k, "max_top_k": maximum},
-        )
-    return top_k or default
-
-
 def check_text(text: str, what: str, maximum: int) -> str:
     if not text.strip():
         raise InvalidArgument(f"{what} is empty", reason=f"EMPTY_{what.upper()}")

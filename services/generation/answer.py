@@ -70,12 +70,12 @@ class AnswerGenerator:
         self.template = template
 
     # --- validation --------------------------------------------------------------------
-    def validate(self, request: AnswerRequest) -> _Resolved:
+    def validate(self, request: AnswerRequest) -> _Resolved:  # noqa: C901 - one check per request field, in the order of the proto
         s = self.settings
         question = request.question.strip()
         if not question:
             raise InvalidArgument(
-                "question is empty", reason="QUESTION_EMPTY", metadata={"field": "question"}
+                "question is empty", reason="EMPTY_QUESTION", metadata={"field": "question"}
             )
         if len(question) > s.max_question_chars:
             raise InvalidArgument(
@@ -95,20 +95,20 @@ class AnswerGenerator:
             if not p.id:
                 raise InvalidArgument(
                     f"{where}.id is empty",
-                    reason="PASSAGE_ID_MISSING",
+                    reason="MISSING_PASSAGE_ID",
                     metadata={"field": f"{where}.id"},
                 )
             if p.id in seen:
                 raise InvalidArgument(
                     f"{where}.id {p.id!r} appears twice",
-                    reason="PASSAGE_ID_DUPLICATE",
+                    reason="DUPLICATE_PASSAGE_ID",
                     metadata={"field": f"{where}.id"},
                 )
             seen.add(p.id)
             if not p.text.strip():
                 raise InvalidArgument(
                     f"{where}.text is empty",
-                    reason="PASSAGE_EMPTY",
+                    reason="EMPTY_PASSAGE",
                     metadata={"field": f"{where}.text"},
                 )
             if len(p.text) > s.max_passage_chars:
@@ -130,7 +130,7 @@ class AnswerGenerator:
             if not math.isfinite(p.score):
                 raise InvalidArgument(
                     f"{where}.score is not a finite number",
-                    reason="PASSAGE_SCORE_INVALID",
+                    reason="INVALID_PASSAGE_SCORE",
                     metadata={"field": f"{where}.score"},
                 )
         max_tokens = request.max_tokens or s.max_tokens_default
@@ -152,13 +152,13 @@ class AnswerGenerator:
         if math.isnan(threshold):
             raise InvalidArgument(
                 "min_relevance is not a number",
-                reason="MIN_RELEVANCE_INVALID",
+                reason="INVALID_MIN_RELEVANCE",
                 metadata={"field": "min_relevance"},
             )
         return _Resolved(question, request.passages, max_tokens, temperature, threshold)
 
     # --- answering ---------------------------------------------------------------------
-    async def generate(
+    async def generate(  # noqa: C901, PLR0912, PLR0915 - the stream's states in order: abstain, pack, stream, final
         self, request: AnswerRequest, *, time_remaining_s: float | None = None
     ) -> AsyncGenerator[AnswerEvent, None]:
         """Deltas as they come, then one FinalAnswer.

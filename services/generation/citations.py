@@ -36,7 +36,7 @@ class _Scan:
     complete: bool  # a whole marker body: a closing bracket may follow now
 
 
-def _scan(inner: str) -> _Scan:
+def _scan(inner: str) -> _Scan:  # noqa: C901, PLR0911, PLR0912 - a character-level scanner of citation markers
     # states: start, word, num, after_num, after_sep
     state, word, digits = "start", "", 0
     caret_seen = False
@@ -184,7 +184,7 @@ class CitationFilter:
             self._out.append(text)
             self._text.append(text)
 
-    def _char(self, c: str) -> None:
+    def _char(self, c: str) -> None:  # noqa: C901 - a character-level state machine
         if self._marker:
             self._extend_marker(c)
             return

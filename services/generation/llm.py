@@ -94,7 +94,7 @@ def _body_excerpt(err: openai.APIStatusError) -> str:
     return " ".join(text.split())[:300]
 
 
-def map_openai_error(exc: BaseException, base_url: str, *, streaming: bool) -> ServiceError:
+def map_openai_error(exc: BaseException, base_url: str, *, streaming: bool) -> ServiceError:  # noqa: PLR0911 - one return per upstream error class
     """An `openai` exception (or a decoding error) as a ragmesh domain error."""
     if isinstance(exc, openai.APITimeoutError):
         return DeadlineExceeded(

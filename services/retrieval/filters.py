@@ -87,7 +87,7 @@ def _type_error(field: str, expected: str, value: Any) -> InvalidArgument:
     )
 
 
-def _scalar_literal(field: str, kind: ValueKind, op: FilterOp, value: Any) -> str:
+def _scalar_literal(field: str, kind: ValueKind, op: FilterOp, value: Any) -> str:  # noqa: C901 - one case per value type and operator
     """One value as a literal, after checking it suits the field and operator."""
     if value is None:
         raise InvalidArgument(

@@ -10,52 +10,52 @@ UNAVAILABLE quickly instead of waiting for their whole deadline.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from services.common.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
-)
+from services.common import api
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from services.retrieval import fusion
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import compile_filters, string_literal
+from services.retrieval.rows import record_from_row
 from services.retrieval.schema import (
-    COLLECTION_NAME_RE,
     F_CHUNK_INDEX,
     F_DOCUMENT_ID,
     F_DOCUMENT_VERSION,
     F_ID,
     FILTER_FIELDS,
-    INDEX_PARAM_BOUNDS,
-    MAX_DIMENSION,
-    MIN_DIMENSION,
     OUTPUT_FIELDS,
-    VARCHAR_LIMITS,
     Capabilities,
     ChunkRecord,
     CollectionInfo,
     CollectionSpec,
     DocumentSummary,
-    FilterSpec,
     FusionMethod,
+    FusionSpec,
     ScoredId,
     SearchHit,
     SearchMode,
+    SearchQuery,
     UpsertMode,
 )
-from services.retrieval.store import QUERY_LIMIT, MilvusStore, VectorStore, record_from_row
+from services.retrieval.store import MilvusStore
+from services.retrieval.validation import (
+    check_index_supported,
+    check_varchar,
+    hybrid_fusion,
+    resolve_mode,
+    validate_chunks,
+    validate_collection_name,
+    validate_collection_spec,
+    validate_document_id,
+    validate_search,
+)
+from services.retrieval.vector_store import QUERY_LIMIT, VectorStore
 
 log = logging.getLogger("ragmesh.retrieval")
 T = TypeVar("T")
@@ -67,88 +67,9 @@ DEADLINE_RESERVE_S = 0.05
 
 
 @dataclass(frozen=True)
-class FusionSpec:
-    method: FusionMethod | None = None
-    rrf_k: int = 0
-    dense_weight: float = 0.0
-    sparse_weight: float = 0.0
-
-
-@dataclass
-class SearchQuery:
-    collection: str
-    vector: list[float] = field(default_factory=list)
-    text: str = ""
-    mode: SearchMode | None = None
-    fusion: FusionSpec = field(default_factory=FusionSpec)
-    top_k: int = 0
-    min_score: float | None = None
-    filters: list[FilterSpec] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class UpsertResult:
     upserted: int
     deleted: int
-
-
-def encode_page_token(after: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
-
-
-def decode_page_token(token: str, kind: type) -> Any:
-    if not token:
-        return None
-    try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidArgument(
-            "page_token is not one this service issued", reason="INVALID_PAGE_TOKEN"
-        ) from exc
-    if not isinstance(after, kind) or isinstance(after, bool):
-        raise InvalidArgument(
-            "page_token is not one this service issued", reason="INVALID_PAGE_TOKEN"
-        )
-    return after
-
-
-def page_size_of(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", reason="INVALID_PAGE_SIZE")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def validate_collection_name(name: str) -> None:
-    if not name:
-        raise InvalidArgument("collection name is required", reason="INVALID_COLLECTION_NAME")
-    if not COLLECTION_NAME_RE.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid collection name {name!r:.80}: use letters, digits and underscores, "
-            "starting with a letter or underscore, at most 255 characters",
-            reason="INVALID_COLLECTION_NAME",
-            metadata={"collection": name[:80]},
-        )
-
-
-def _check_varchar(field_name: str, value: str, limit: int | None = None) -> None:
-    limit = limit or VARCHAR_LIMITS[field_name]
-    size = len(value.encode())
-    if size > limit:
-        raise InvalidArgument(
-            f"{field_name} is {size} bytes; at most {limit} are allowed",
-            reason="FIELD_TOO_LONG",
-            metadata={"field": field_name, "limit": limit},
-        )
-
-
-def validate_document_id(document_id: str) -> None:
-    if not document_id:
-        raise InvalidArgument("document_id is required", reason="INVALID_DOCUMENT_ID")
-    _check_varchar(F_DOCUMENT_ID, document_id)
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in document_id):
-        raise InvalidArgument(
-            "document_id may not contain control characters", reason="INVALID_DOCUMENT_ID"
-        )
 
 
 class Retriever:
@@ -255,34 +176,8 @@ class Retriever:
     async def create_collection(
         self, spec: CollectionSpec, deadline: float | None
     ) -> CollectionInfo:
-        validate_collection_name(spec.name)
-        if not MIN_DIMENSION <= spec.dimension <= MAX_DIMENSION:
-            raise InvalidArgument(
-                f"dimension must be between {MIN_DIMENSION} and {MAX_DIMENSION}, got "
-                f"{spec.dimension}",
-                reason="INVALID_DIMENSION",
-            )
-        bounds = INDEX_PARAM_BOUNDS[spec.index_type]
-        for key, value in spec.index_params.items():
-            if key not in bounds:
-                allowed = ", ".join(bounds) or "none"
-                raise InvalidArgument(
-                    f"index parameter {key!r} does not apply to {spec.index_type.value} "
-                    f"(allowed: {allowed})",
-                    reason="INVALID_INDEX_PARAMS",
-                )
-            low, high = bounds[key]
-            if not low <= value <= high:
-                raise InvalidArgument(
-                    f"index parameter {key}={value} is outside {low}..{high}",
-                    reason="INVALID_INDEX_PARAMS",
-                )
-        caps = await self.capabilities(deadline)
-        if spec.index_type not in caps.index_types:
-            raise FailedPrecondition(
-                f"{caps.backend} does not support {spec.index_type.value}",
-                reason="INDEX_TYPE_UNSUPPORTED",
-            )
+        validate_collection_spec(spec)
+        check_index_supported(spec, await self.capabilities(deadline))
         names = await self._run(deadline, self.store.list_collections)
         if spec.name in names:
             raise AlreadyExists(
@@ -301,8 +196,8 @@ class Retriever:
     async def list_collections(
         self, page_size: int, page_token: str, deadline: float | None
     ) -> tuple[list[CollectionInfo], str]:
-        size = page_size_of(page_size)
-        after = decode_page_token(page_token, str)
+        size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = api.decode_page_token(page_token, str)
         names = [
             n
             for n in await self._run(deadline, self.store.list_collections)
@@ -317,7 +212,7 @@ class Retriever:
             if len(found) == size:
                 break
         more = bool(found) and len(found) == size and found[-1].spec.name != names[-1]
-        return found, encode_page_token(found[-1].spec.name) if more else ""
+        return found, api.encode_page_token(found[-1].spec.name) if more else ""
 
     async def delete_collection(self, name: str, deadline: float | None) -> None:
         validate_collection_name(name)
@@ -326,65 +221,6 @@ class Retriever:
         await self._run(deadline, self.store.drop_collection, name)
 
     # -- chunks ---------------------------------------------------------------
-    def _validate_chunks(
-        self, info: CollectionInfo, document_id: str, version: str, chunks: Sequence[ChunkRecord]
-    ) -> None:
-        if not chunks:
-            raise InvalidArgument("no chunks to upsert", reason="EMPTY_UPSERT")
-        if len(chunks) > self.settings.max_chunks_per_upsert:
-            raise InvalidArgument(
-                f"{len(chunks)} chunks in one call; at most "
-                f"{self.settings.max_chunks_per_upsert} are allowed",
-                reason="TOO_MANY_CHUNKS",
-            )
-        _check_varchar(F_DOCUMENT_VERSION, version)
-        seen: set[int] = set()
-        for chunk in chunks:
-            where = f"chunk {chunk.chunk_index}"
-            if chunk.document_id != document_id:
-                raise InvalidArgument(
-                    f"{where} belongs to document {chunk.document_id!r:.80}, not "
-                    f"{document_id!r:.80}",
-                    reason="DOCUMENT_ID_MISMATCH",
-                )
-            if chunk.chunk_index < 0:
-                raise InvalidArgument(
-                    f"{where}: chunk_index must not be negative", reason="INVALID_CHUNK_INDEX"
-                )
-            if chunk.chunk_index in seen:
-                raise InvalidArgument(f"{where} appears twice", reason="DUPLICATE_CHUNK_INDEX")
-            seen.add(chunk.chunk_index)
-            vector = chunk.vector or []
-            if len(vector) != info.spec.dimension:
-                raise InvalidArgument(
-                    f"{where}: vector has {len(vector)} dimensions; the collection has "
-                    f"{info.spec.dimension}",
-                    reason="DIMENSION_MISMATCH",
-                    metadata={"expected": info.spec.dimension, "got": len(vector)},
-                )
-            if not all(math.isfinite(x) for x in vector):
-                raise InvalidArgument(
-                    f"{where}: vector holds NaN or infinity", reason="INVALID_VECTOR"
-                )
-            if not chunk.text.strip():
-                raise InvalidArgument(f"{where}: text is empty", reason="EMPTY_TEXT")
-            _check_varchar("text", chunk.text, self.settings.max_text_bytes)
-            for name in ("title", "source", "language", "media_type"):
-                _check_varchar(name, getattr(chunk, name))
-            _check_varchar("heading_path", json.dumps(chunk.heading_path, ensure_ascii=False))
-            if chunk.start_offset < 0 or chunk.end_offset < chunk.start_offset:
-                raise InvalidArgument(
-                    f"{where}: offsets must satisfy 0 <= start <= end", reason="INVALID_OFFSETS"
-                )
-            meta = json.dumps(chunk.metadata, ensure_ascii=False)
-            if len(meta.encode()) > self.settings.max_metadata_bytes:
-                raise InvalidArgument(
-                    f"{where}: metadata is larger than {self.settings.max_metadata_bytes} "
-                    "bytes as JSON",
-                    reason="FIELD_TOO_LONG",
-                    metadata={"field": "metadata"},
-                )
-
     async def upsert_chunks(
         self,
         *,
@@ -406,7 +242,7 @@ class Retriever:
         for chunk in chunks:
             chunk.document_id = chunk.document_id or document_id
             chunk.document_version = version
-        self._validate_chunks(info, document_id, version, chunks)
+        validate_chunks(info, document_id, version, chunks, self.settings)
         doc = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         stale = f"{F_DOCUMENT_VERSION} != {string_literal(version)}"
         if mode is UpsertMode.REPLACE:
@@ -449,8 +285,8 @@ class Retriever:
     async def list_documents(
         self, collection: str, page_size: int, page_token: str, deadline: float | None
     ) -> tuple[list[DocumentSummary], str, int]:
-        size = page_size_of(page_size)
-        after = decode_page_token(page_token, str)
+        size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = api.decode_page_token(page_token, str)
         await self._info(collection, deadline)
 
         def scan(timeout: float) -> dict[str, tuple[int, str]]:
@@ -467,7 +303,7 @@ class Retriever:
         names = sorted(d for d in docs if after is None or d > after)
         page = names[:size]
         summaries = [DocumentSummary(d, docs[d][0], docs[d][1]) for d in page]
-        token = encode_page_token(page[-1]) if len(names) > size else ""
+        token = api.encode_page_token(page[-1]) if len(names) > size else ""
         return summaries, token, len(docs)
 
     async def list_chunks(
@@ -484,12 +320,12 @@ class Retriever:
         """Chunks of a document by chunk index: the indexes first (cheap), then
         the full rows of one page."""
         validate_document_id(document_id)
-        size = page_size_of(page_size)
-        after = decode_page_token(page_token, int)
+        size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = api.decode_page_token(page_token, int)
         await self._info(collection, deadline)
         expr = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         if version:
-            _check_varchar(F_DOCUMENT_VERSION, version)
+            check_varchar(F_DOCUMENT_VERSION, version)
             expr += f" and {F_DOCUMENT_VERSION} == {string_literal(version)}"
         if after is not None:
             expr += f" and {F_CHUNK_INDEX} > {int(after)}"
@@ -510,79 +346,20 @@ class Retriever:
         page_expr = f"{expr} and {F_CHUNK_INDEX} in [{', '.join(map(str, page))}]"
         full = await self._run(deadline, self.store.query, collection, page_expr, fields, len(page))
         chunks = sorted((record_from_row(r) for r in full), key=lambda c: c.chunk_index)
-        token = encode_page_token(page[-1]) if len(indexes) > size else ""
+        token = api.encode_page_token(page[-1]) if len(indexes) > size else ""
         return chunks, token
 
     # -- search ---------------------------------------------------------------
-    def _resolve_mode(self, query: SearchQuery, info: CollectionInfo) -> SearchMode:
-        sparse_ok = info.sparse_enabled and bool(
-            self.store.capabilities and self.store.capabilities.sparse_supported
-        )
-        mode = query.mode
-        if mode is None:
-            if query.vector and query.text:
-                mode = SearchMode.HYBRID if sparse_ok else SearchMode.DENSE
-            elif query.vector:
-                mode = SearchMode.DENSE
-            elif query.text:
-                mode = SearchMode.SPARSE
-            else:
-                raise InvalidArgument(
-                    "give a query_vector, a query_text or both", reason="EMPTY_QUERY"
-                )
-        if mode in (SearchMode.DENSE, SearchMode.HYBRID) and not query.vector:
-            raise InvalidArgument(
-                f"{mode.value} search needs query_vector", reason="MISSING_QUERY_VECTOR"
-            )
-        if mode in (SearchMode.SPARSE, SearchMode.HYBRID):
-            if not query.text.strip():
-                raise InvalidArgument(
-                    f"{mode.value} search needs query_text", reason="MISSING_QUERY_TEXT"
-                )
-            if not sparse_ok:
-                caps = self.store.capabilities
-                where = f"{caps.backend} {caps.server_version}" if caps else "this Milvus"
-                raise FailedPrecondition(
-                    f"{mode.value} search needs BM25 full-text search, which {where} does not "
-                    "support (Milvus >= 2.5 or Milvus Lite 3 does); use DENSE",
-                    reason="SPARSE_UNSUPPORTED",
-                    metadata={"backend": caps.backend if caps else "", "mode": mode.value},
-                )
-        return mode
-
     async def search(
         self, query: SearchQuery, deadline: float | None
     ) -> tuple[list[SearchHit], SearchMode]:
         info = await self._info(query.collection, deadline)
-        top_k = query.top_k or self.settings.default_top_k
-        if not 1 <= top_k <= self.settings.max_top_k:
-            raise InvalidArgument(
-                f"top_k must be between 1 and {self.settings.max_top_k} (0 for the default "
-                f"{self.settings.default_top_k}), got {query.top_k}",
-                reason="INVALID_TOP_K",
-                metadata={"max_top_k": self.settings.max_top_k},
-            )
-        if query.vector and len(query.vector) != info.spec.dimension:
-            raise InvalidArgument(
-                f"query_vector has {len(query.vector)} dimensions; the collection has "
-                f"{info.spec.dimension}",
-                reason="DIMENSION_MISMATCH",
-                metadata={"expected": info.spec.dimension, "got": len(query.vector)},
-            )
-        if not all(math.isfinite(x) for x in query.vector):
-            raise InvalidArgument("query_vector holds NaN or infinity", reason="INVALID_VECTOR")
-        _check_varchar("query_text", query.text, self.settings.max_query_text_bytes)
-        if len(query.filters) > self.settings.max_filter_conditions:
-            raise InvalidArgument(
-                f"{len(query.filters)} filter conditions; at most "
-                f"{self.settings.max_filter_conditions} are allowed",
-                reason="TOO_MANY_FILTERS",
-            )
-        if query.min_score is not None and not math.isfinite(query.min_score):
-            raise InvalidArgument("min_score must be a finite number", reason="INVALID_MIN_SCORE")
+        top_k = validate_search(query, info, self.settings)
         expr = compile_filters(query.filters, self.settings.max_filter_values)
-        mode = self._resolve_mode(query, info)
-        fusion_spec = self._fusion(query.fusion) if mode is SearchMode.HYBRID else None
+        mode = resolve_mode(query, info, self.store.capabilities)
+        fusion_spec = (
+            hybrid_fusion(query.fusion, self.settings) if mode is SearchMode.HYBRID else None
+        )
 
         if mode is SearchMode.DENSE:
             dense = await self._run(
@@ -611,26 +388,6 @@ class Retriever:
         if query.min_score is not None:
             hits = [h for h in hits if h.score >= query.min_score]
         return hits[:top_k], mode
-
-    def _fusion(self, spec: FusionSpec) -> FusionSpec:
-        method = spec.method or FusionMethod(self.settings.default_fusion)
-        for name in ("dense_weight", "sparse_weight"):
-            value = getattr(spec, name)
-            if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(
-                    f"fusion {name} must be a finite number >= 0", reason="INVALID_FUSION"
-                )
-        if spec.rrf_k < 0:
-            raise InvalidArgument("fusion rrf_k must not be negative", reason="INVALID_FUSION")
-        dense_w, sparse_w = spec.dense_weight, spec.sparse_weight
-        if dense_w == 0 and sparse_w == 0:
-            dense_w, sparse_w = self.settings.dense_weight, self.settings.sparse_weight
-        return FusionSpec(
-            method=method,
-            rrf_k=spec.rrf_k or self.settings.rrf_k,
-            dense_weight=dense_w,
-            sparse_weight=sparse_w,
-        )
 
     @staticmethod
     def _fuse(

@@ -247,3 +247,23 @@ class Capabilities:
     hybrid_supported: bool
     index_types: tuple[IndexType, ...]
     analyzers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    method: FusionMethod | None = None
+    rrf_k: int = 0
+    dense_weight: float = 0.0
+    sparse_weight: float = 0.0
+
+
+@dataclass
+class SearchQuery:
+    collection: str
+    vector: list[float] = field(default_factory=list)
+    text: str = ""
+    mode: SearchMode | None = None
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+    top_k: int = 0
+    min_score: float | None = None
+    filters: list[FilterSpec] = field(default_factory=list)

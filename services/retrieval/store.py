@@ -1,10 +1,9 @@
-"""The vector store behind the retrieval logic: a Protocol and its Milvus
-implementation on pymilvus `MilvusClient` (Milvus Lite 3 or a Milvus server).
+"""The vector store on pymilvus `MilvusClient` (Milvus Lite 3 or a Milvus
+server), implementing services.retrieval.vector_store.VectorStore.
 
 Methods are blocking (pymilvus is); the logic runs them in worker threads with
 a timeout taken from the caller's deadline. Milvus errors become the service's
-domain errors here: connection failures and timeouts → Unavailable, a missing
-collection → NotFound, anything else → Internal.
+own errors (services.retrieval.milvus_errors).
 """
 
 from __future__ import annotations
@@ -19,42 +18,28 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import grpc
-from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import (
     FailedPrecondition,
-    Internal,
     NotFound,
     ServiceError,
     Unavailable,
 )
-from services.retrieval.config import MILVUS_VARCHAR_MAX, RetrievalSettings
+from services.retrieval.collection_schema import build_schema
+from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import string_literal
+from services.retrieval.milvus_errors import NOT_LOADED_HINTS, translate_error
+from services.retrieval.rows import dense_score, record_from_row, row_from_record
 from services.retrieval.schema import (
-    BM25_FUNCTION,
     DEFAULT_INDEX_PARAMS,
-    F_CHUNK_INDEX,
     F_DENSE,
-    F_DOCUMENT_ID,
-    F_DOCUMENT_VERSION,
-    F_END_OFFSET,
-    F_HEADING_PATH,
     F_ID,
-    F_LANGUAGE,
-    F_MEDIA_TYPE,
-    F_METADATA,
-    F_SOURCE,
     F_SPARSE,
-    F_START_OFFSET,
-    F_TEXT,
-    F_TITLE,
-    F_TOKEN_COUNT,
     OUTPUT_FIELDS,
-    VARCHAR_LIMITS,
     Capabilities,
     ChunkRecord,
     CollectionInfo,
@@ -63,7 +48,6 @@ from services.retrieval.schema import (
     Language,
     Metric,
     ScoredId,
-    analyzer_params,
 )
 
 log = logging.getLogger("ragmesh.retrieval.store")
@@ -74,64 +58,6 @@ SCHEMA_TAG = "ragmesh.retrieval/v1"
 SPEC_PROPERTY = "ragmesh.spec"
 BACKEND_LITE = "milvus-lite"
 BACKEND_SERVER = "milvus-server"
-QUERY_LIMIT = 16_384  # Milvus's cap on offset + limit of one query
-_CONNECTION_HINTS = re.compile(
-    r"unavailable|connect|retry timeout|deadline|timed out|timeout|closed channel|"
-    r"socket|unreachable|server is not ready|no route",
-    re.IGNORECASE,
-)
-_NOT_LOADED_HINTS = re.compile(r"released|not loaded|load\(\)|collection not loaded", re.IGNORECASE)
-_NOT_FOUND_HINTS = re.compile(
-    r"collection not (found|exist)|can't find collection|"
-    r"collection .* not exist",
-    re.IGNORECASE,
-)
-
-
-class VectorStore(Protocol):
-    """What the retrieval logic needs from a vector database.
-
-    Every method takes `timeout` (seconds) as its last argument.
-    """
-
-    capabilities: Capabilities | None
-
-    def connect(self, timeout: float) -> Capabilities: ...
-    def ping(self, timeout: float) -> None: ...
-    def close(self) -> None: ...
-    def create_collection(self, spec: CollectionSpec, timeout: float) -> CollectionInfo: ...
-    def describe_collection(self, name: str, timeout: float) -> CollectionInfo: ...
-    def list_collections(self, timeout: float) -> list[str]: ...
-    def drop_collection(self, name: str, timeout: float) -> None: ...
-    def count(self, name: str, filter_expr: str, timeout: float) -> int: ...
-    def query(
-        self,
-        name: str,
-        filter_expr: str,
-        fields: Sequence[str],
-        limit: int,
-        timeout: float,
-    ) -> list[dict[str, Any]]: ...
-    def iter_query(
-        self, name: str, filter_expr: str, fields: Sequence[str], timeout: float
-    ) -> Iterator[dict[str, Any]]: ...
-    def upsert(self, name: str, chunks: Sequence[ChunkRecord], timeout: float) -> None: ...
-    def delete_ids(self, name: str, ids: Sequence[str], timeout: float) -> None: ...
-    def flush(self, name: str, timeout: float) -> None: ...
-    def search_dense(
-        self,
-        info: CollectionInfo,
-        vector: Sequence[float],
-        limit: int,
-        filter_expr: str,
-        timeout: float,
-    ) -> list[tuple[ScoredId, ChunkRecord]]: ...
-    def search_sparse(
-        self, info: CollectionInfo, text: str, limit: int, filter_expr: str, timeout: float
-    ) -> list[tuple[ScoredId, ChunkRecord]]: ...
-    def is_lite(self) -> bool: ...
-    def cached_info(self, name: str) -> CollectionInfo | None: ...
-    def forget_all(self) -> None: ...
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -139,81 +65,9 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in match.groups(default="0")) if match else (0, 0, 0)
 
 
-def translate_error(exc: BaseException, what: str) -> ServiceError:
-    """A pymilvus/gRPC failure as a domain error."""
-    if isinstance(exc, ServiceError):
-        return exc
-    message = getattr(exc, "message", None) or str(exc)
-    code = getattr(exc, "code", None)
-    if callable(code):  # a grpc.RpcError
-        code = code()
-    if isinstance(code, grpc.StatusCode) or isinstance(exc, (grpc.RpcError, TimeoutError)):
-        return Unavailable(
-            f"Milvus is unavailable ({what}): {message}", reason="MILVUS_UNAVAILABLE"
-        )
-    if _NOT_FOUND_HINTS.search(message) or code == 100:
-        return NotFound(f"{what}: {message}", reason="COLLECTION_NOT_FOUND")
-    if _CONNECTION_HINTS.search(message):
-        return Unavailable(
-            f"Milvus is unavailable ({what}): {message}", reason="MILVUS_UNAVAILABLE"
-        )
-    return Internal(f"Milvus failed ({what}): {message}", reason="MILVUS_ERROR")
-
-
 def _hybrid_ts_now() -> int:
     """A Milvus hybrid timestamp for the current wall-clock time (logical part 0)."""
     return int(time.time() * 1000) << 18
-
-
-def record_from_row(row: dict[str, Any]) -> ChunkRecord:
-    heading = row.get(F_HEADING_PATH) or "[]"
-    try:
-        heading_path = [str(h) for h in json.loads(heading)]
-    except (TypeError, ValueError):
-        heading_path = []
-    metadata = row.get(F_METADATA) or {}
-    if isinstance(metadata, str):  # some servers hand JSON fields back as text
-        metadata = json.loads(metadata or "{}")
-    return ChunkRecord(
-        document_id=str(row.get(F_DOCUMENT_ID, "")),
-        chunk_index=int(row.get(F_CHUNK_INDEX, 0)),
-        text=str(row.get(F_TEXT, "") or ""),
-        document_version=str(row.get(F_DOCUMENT_VERSION, "") or ""),
-        title=str(row.get(F_TITLE, "") or ""),
-        heading_path=heading_path,
-        start_offset=int(row.get(F_START_OFFSET, 0) or 0),
-        end_offset=int(row.get(F_END_OFFSET, 0) or 0),
-        token_count=int(row.get(F_TOKEN_COUNT, 0) or 0),
-        source=str(row.get(F_SOURCE, "") or ""),
-        language=str(row.get(F_LANGUAGE, "") or ""),
-        media_type=str(row.get(F_MEDIA_TYPE, "") or ""),
-        metadata=dict(metadata),
-    )
-
-
-def row_from_record(chunk: ChunkRecord) -> dict[str, Any]:
-    return {
-        F_ID: chunk.id,
-        F_DOCUMENT_ID: chunk.document_id,
-        F_CHUNK_INDEX: chunk.chunk_index,
-        F_DOCUMENT_VERSION: chunk.document_version,
-        F_TEXT: chunk.text,
-        F_TITLE: chunk.title,
-        F_HEADING_PATH: json.dumps(chunk.heading_path, ensure_ascii=False),
-        F_START_OFFSET: chunk.start_offset,
-        F_END_OFFSET: chunk.end_offset,
-        F_TOKEN_COUNT: chunk.token_count,
-        F_SOURCE: chunk.source,
-        F_LANGUAGE: chunk.language,
-        F_MEDIA_TYPE: chunk.media_type,
-        F_METADATA: chunk.metadata,
-        F_DENSE: chunk.vector,
-    }
-
-
-def dense_score(metric: Metric, distance: float) -> float:
-    """Higher is better whatever the metric: L2 distances are negated."""
-    return -distance if metric is Metric.L2 else distance
 
 
 class MilvusStore:
@@ -334,7 +188,7 @@ class MilvusStore:
             try:
                 return read(client)
             except MilvusException as exc:
-                if not _NOT_LOADED_HINTS.search(str(getattr(exc, "message", exc))):
+                if not NOT_LOADED_HINTS.search(str(getattr(exc, "message", exc))):
                     raise
                 log.info("loading collection %s (released, e.g. by a Milvus restart)", name)
                 client.load_collection(name, timeout=timeout)
@@ -378,51 +232,7 @@ class MilvusStore:
             separators=(",", ":"),
         )
         with self._call("create collection") as client:
-            schema = client.create_schema(
-                auto_id=False, enable_dynamic_field=False, description=description
-            )
-            schema.add_field(
-                F_ID, DataType.VARCHAR, is_primary=True, max_length=VARCHAR_LIMITS[F_ID]
-            )
-            schema.add_field(
-                F_DOCUMENT_ID, DataType.VARCHAR, max_length=VARCHAR_LIMITS[F_DOCUMENT_ID]
-            )
-            schema.add_field(F_CHUNK_INDEX, DataType.INT64)
-            schema.add_field(
-                F_DOCUMENT_VERSION, DataType.VARCHAR, max_length=VARCHAR_LIMITS[F_DOCUMENT_VERSION]
-            )
-            text_params: dict[str, Any] = {"max_length": MILVUS_VARCHAR_MAX}
-            if sparse:
-                text_params.update(
-                    enable_analyzer=True, analyzer_params=analyzer_params(spec.language)
-                )
-            schema.add_field(F_TEXT, DataType.VARCHAR, **text_params)
-            for name in (F_TITLE, F_HEADING_PATH, F_SOURCE, F_LANGUAGE, F_MEDIA_TYPE):
-                schema.add_field(name, DataType.VARCHAR, max_length=VARCHAR_LIMITS[name])
-            for name in (F_START_OFFSET, F_END_OFFSET, F_TOKEN_COUNT):
-                schema.add_field(name, DataType.INT64)
-            schema.add_field(F_METADATA, DataType.JSON)
-            schema.add_field(F_DENSE, DataType.FLOAT_VECTOR, dim=spec.dimension)
-            index_params = client.prepare_index_params()
-            index_params.add_index(
-                F_DENSE,
-                index_type=spec.index_type.value,
-                metric_type=spec.metric.value,
-                params=dict(params),
-            )
-            if sparse:
-                schema.add_field(F_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
-                schema.add_function(
-                    Function(
-                        name=BM25_FUNCTION,
-                        function_type=FunctionType.BM25,
-                        input_field_names=[F_TEXT],
-                        output_field_names=[F_SPARSE],
-                    )
-                )
-                index_params.add_index(
-                    F_SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
-                )
+            schema, index_params = build_schema(client, spec, dict(params), sparse, description)
             client.create_collection(
                 spec.name,
                 schema=schema,

@@ -1,21 +1,15 @@
-"""Worker settings (RAGMESH_WORKER_*), plus RAGMESH_REDIS_URL and
-RAGMESH_JOB_HEARTBEAT_TIMEOUT_S, which the worker shares with the gateway."""
+"""Worker settings (RAGMESH_WORKER_*). What the worker shares with the gateway
+(Redis, heartbeat timeout, queue) is services.jobs.settings."""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGMESH_WORKER_", extra="ignore")
 
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
-        validation_alias=AliasChoices("RAGMESH_REDIS_URL"),
-        description="Redis holding the job records and uploads; also the Celery broker.",
-    )
-    queue: str = Field(default="ragmesh-ingest", description="Celery queue of the ingestion tasks.")
     embed_batch_size: int = Field(
         default=32,
         ge=1,
@@ -23,12 +17,6 @@ class WorkerSettings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, description="How often a running task records a sign of life."
-    )
-    job_heartbeat_timeout_s: float = Field(
-        default=30.0,
-        validation_alias=AliasChoices("RAGMESH_JOB_HEARTBEAT_TIMEOUT_S"),
-        description="A RUNNING job without a heartbeat for this long is taken over "
-        "(shared with the gateway's reaper).",
     )
     max_retries: int = Field(
         default=5, ge=0, description="Retries of a task whose dependency was UNAVAILABLE."

@@ -8,9 +8,12 @@ from celery import Task
 from celery.signals import worker_process_shutdown
 
 from services.common.config import ServiceAddresses
-from services.gateway.store import Store
-from services.worker.app import INGEST_TASK, app, settings
-from services.worker.ingest import Clients, Ingestor, TransientError
+from services.jobs.queue import INGEST_TASK
+from services.jobs.state import JobsState
+from services.worker.app import app, jobs_settings, settings
+from services.worker.clients import Clients, Timeouts
+from services.worker.errors import TransientError
+from services.worker.pipeline import Ingestor
 
 log = logging.getLogger("ragmesh.worker")
 
@@ -22,9 +25,15 @@ def ingestor() -> Ingestor:
     connections must not cross the prefork fork."""
     global _ingestor  # noqa: PLW0603 - one per process by design
     if _ingestor is None:
-        addresses = ServiceAddresses()  # type: ignore[call-arg]
+        clients = Clients(
+            ServiceAddresses(),
+            Timeouts(settings.chunk_timeout_s, settings.embed_timeout_s, settings.index_timeout_s),
+        )
         _ingestor = Ingestor(
-            Store.from_url(settings.redis_url), Clients.connect(addresses), settings
+            JobsState.from_settings(jobs_settings),
+            clients,
+            settings,
+            jobs_settings.job_heartbeat_timeout_s,
         )
     return _ingestor
 
@@ -33,7 +42,7 @@ def ingestor() -> Ingestor:
 def _close(**_: object) -> None:
     if _ingestor is not None:
         _ingestor.clients.close()
-        _ingestor.store.close()
+        _ingestor.state.close()
 
 
 @app.task(

@@ -14,11 +14,12 @@ from typing import Any
 import grpc
 import pytest
 
+from devstack.procs import ManagedProcess, worker_process
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
+from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.common.procs import ManagedProcess, worker_process
 from services.gateway.validation import collection_name
 
 ALPHA_KEY, BETA_KEY = "alpha-key-0001", "beta-key-0002"
@@ -30,6 +31,7 @@ class Stack:
     def __init__(
         self, gateway: str, chunking: str, retrieval: str, worker_env: dict[str, str], log_dir: Path
     ) -> None:
+        self.gateway = gateway
         self.channel = grpc.insecure_channel(gateway)
         self.rag = gateway_pb2_grpc.RagServiceStub(self.channel)
         self.chunking = chunking_pb2_grpc.ChunkingServiceStub(grpc.insecure_channel(chunking))
@@ -96,7 +98,7 @@ class Stack:
 
     def search(
         self, kb: str, query: str, top_k: int = 3, key: str = ALPHA_KEY
-    ) -> list[pb.SearchHit]:
+    ) -> list[common_pb2.Citation]:
         return list(
             self.call(
                 "Search", pb.SearchRequest(knowledge_base_id=kb, query=query, top_k=top_k), key

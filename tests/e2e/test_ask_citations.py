@@ -106,8 +106,13 @@ def check_stream_and_citations(stack: Stack, events: list[pb.AskResponse]) -> pb
     for citation in final.citations:
         # Passages are numbered from 1 in the order of the `sources` event.
         assert 1 <= citation.number <= len(sources), citation
-        source = citation.source
-        assert source == sources[citation.number - 1], (citation, sources)
+        source = sources[citation.number - 1]
+        assert citation.cited and source.number == citation.number, (citation, source)
+        assert (citation.chunk_id, citation.start_offset, citation.end_offset) == (
+            source.chunk_id,
+            source.start_offset,
+            source.end_offset,
+        )
         assert source.document_id in DOCUMENTS and source.file_name == source.document_id
         text, chunks = chunks_of(stack, source.document_id)
         assert chunks[source.chunk_index] == (source.start_offset, source.end_offset, source.text)
@@ -124,6 +129,6 @@ def test_ask_citations_point_at_the_right_documents_and_offsets(
         events = ask(stack, question)
         final = check_stream_and_citations(stack, events)
         assert events[0].sources.sources[0].document_id == document, question
-        if document in {c.source.document_id for c in final.citations}:
+        if document in {c.document_id for c in final.citations}:
             cited_right_document.append(question)
     assert cited_right_document, "no answer cited the document that answers it"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.launched_stack import REPO, LaunchedStack
+from devstack.launched import REPO, LaunchedStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -202,3 +202,58 @@ def test_eval_on_the_shared_data_set(
     # The evaluation knowledge base is removed afterwards.
     kbs = as_json(ragmesh(stack, "kb", "list", "--json"))
     assert not any(kb["knowledge_base_id"].startswith("eval-") for kb in kbs)
+
+
+@pytest.fixture(scope="module")
+def sdk_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ragmesh wheel, built from this checkout, in a fresh virtual environment
+    without any extra: only the SDK's and the CLI's own dependencies."""
+    base = tmp_path_factory.mktemp("sdk-wheel")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(base / "dist"), str(REPO)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (base / "dist").glob("ragmesh-*.whl")
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    return venv
+
+
+def test_the_sdk_wheel_installs_alone_and_talks_to_the_stack(
+    stack: LaunchedStack, sdk_venv: Path, tmp_path: Path
+) -> None:
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=tmp_path, env=stack.cli_env(), capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+
+    installed = run(str(sdk_venv / "bin" / "pip"), "list", "--format", "json")
+    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    assert "ragmesh" in names and "grpcio" in names
+    server_only = {"torch", "pymilvus", "milvus-lite", "celery", "grpcio-tools", "redis", "openai"}
+    assert not names & server_only, names & server_only
+    cli = str(sdk_venv / "bin" / "ragmesh")
+    status = run(cli, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["healthy"] is True
+    search = run(cli, "search", "What is ragmesh?", "--json")
+    assert search.returncode == 0, search.stdout + search.stderr
+    assert json.loads(search.stdout)["hits"], search.stdout
+    # The stubs came with the wheel (generated at build time), not from this checkout.
+    where = run(
+        str(sdk_venv / "bin" / "python"),
+        "-c",
+        "import ragmesh.gateway.v1.gateway_pb2 as m; print(m.__file__)",
+    )
+    assert str(sdk_venv) in where.stdout, where.stdout + where.stderr
+    serve = run(cli, "serve", "gateway")
+    assert serve.returncode == 2
+    assert "pip install 'ragmesh[server]'" in serve.stderr and serve.stderr.count("\n") == 1

@@ -33,6 +33,8 @@ from pydantic import AliasChoices, SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
+from scripts.config_table import config_modules as table_modules
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "ragmesh"
 VALUES = CHART / "values.yaml"
@@ -119,12 +121,8 @@ def camel(snake: str) -> str:
 
 
 def config_modules() -> list[str]:
-    names = ["services.common.config"]
-    for path in sorted((REPO / "services").glob("*/config.py")):
-        name = f"services.{path.parent.name}.config"
-        if name not in names:
-            names.append(name)
-    return names
+    """The services' settings modules (not the local launcher's: no pod reads those)."""
+    return list(table_modules(include_dev=False))
 
 
 def _jsonable(value: Any) -> Any:
@@ -234,7 +232,7 @@ def replace_between(text: str, begin: str, end: str, block: str) -> str:
 # ---- values.schema.json config part ---------------------------------------------------
 
 
-def _json_type(annotation: Any) -> list[str]:
+def _json_type(annotation: Any) -> list[str]:  # noqa: PLR0911 - one return per manifest kind
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -310,7 +308,7 @@ class DocumentedValue:
     description: str
 
 
-def documented_values(text: str) -> tuple[list[DocumentedValue], list[str]]:
+def documented_values(text: str) -> tuple[list[DocumentedValue], list[str]]:  # noqa: C901 - walks values.yaml and the schema together
     """Values with a `# --` comment, and the leaf keys that have none.
 
     A documented key whose value is a block (e.g. `resources:`) covers the keys

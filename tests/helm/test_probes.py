@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.procs import ManagedProcess, free_port
+from devstack.procs import ManagedProcess, free_port
 from tests.helm import test_chart
 
 BIN = Path(sys.executable).parent

@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from benchmarks.chunking_data import chinese_text, english_pdf, english_text, make_pdf
+from devstack.procs import health_status
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
-from services.common.procs import health_status
 from services.common.status import error_info_of
 
 SERVICE = "ragmesh.chunking.v1.ChunkingService"
@@ -231,7 +231,7 @@ BAD = [
         "max_tokens above model",
         Request(text="x", options=Options(max_tokens=257)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "MAX_TOKENS_TOO_LARGE",
+        "MAX_TOKENS_OUT_OF_RANGE",
     ),
     (
         "overlap >= max_tokens",

@@ -17,11 +17,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from devstack.procs import ManagedProcess, free_port, health_status
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from services.common.channels import create_channel
 from services.common.config import CommonSettings
-from services.common.procs import ManagedProcess, free_port, health_status
 from services.common.server import RunningServer, start_server
 from services.common.status import error_info_of
 from tests.support.toy_service import ToyService

@@ -22,9 +22,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from devstack.procs import ManagedProcess, health_status
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.models import MINILM_NAME
-from services.common.procs import ManagedProcess, health_status
 from services.common.status import error_info_of
 from tests.conftest import ServiceStarter
 from tests.support.embedding_api_standin import EmbeddingAPIStandin

@@ -17,11 +17,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.deps import llm_process
+from devstack.procs import ManagedProcess, free_port, health_status
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from services.common.channels import create_channel
-from services.common.procs import ManagedProcess, free_port, health_status
 from services.common.status import error_info_of
-from services.launcher.deps import llm_process
 from tests.support.llm_standin import Reply, StandInLLM, chunk, sse
 
 pytestmark = [pytest.mark.llm]
@@ -255,19 +255,19 @@ def _p(pid: str = "a", text: str = "x", score: float = 1.0) -> generation_pb2.Pa
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        (_req(question=""), "QUESTION_EMPTY"),
-        (_req(question="   "), "QUESTION_EMPTY"),
+        (_req(question=""), "EMPTY_QUESTION"),
+        (_req(question="   "), "EMPTY_QUESTION"),
         (_req(question="why " * 200), "QUESTION_TOO_LONG"),
         (_req(passages=[_p(str(i)) for i in range(9)]), "TOO_MANY_PASSAGES"),
         (_req(passages=[_p(text="y" * 8001)]), "PASSAGE_TOO_LONG"),
-        (_req(passages=[_p(pid="")]), "PASSAGE_ID_MISSING"),
-        (_req(passages=[_p(), _p()]), "PASSAGE_ID_DUPLICATE"),
-        (_req(passages=[_p(text=" ")]), "PASSAGE_EMPTY"),
+        (_req(passages=[_p(pid="")]), "MISSING_PASSAGE_ID"),
+        (_req(passages=[_p(), _p()]), "DUPLICATE_PASSAGE_ID"),
+        (_req(passages=[_p(text=" ")]), "EMPTY_PASSAGE"),
         (_req(max_tokens=1025), "MAX_TOKENS_OUT_OF_RANGE"),
         (_req(max_tokens=-5), "MAX_TOKENS_OUT_OF_RANGE"),
         (_req(temperature=2.01), "TEMPERATURE_OUT_OF_RANGE"),
         (_req(temperature=-1.0), "TEMPERATURE_OUT_OF_RANGE"),
-        (_req(passages=[_p(score=float("inf"))]), "PASSAGE_SCORE_INVALID"),
+        (_req(passages=[_p(score=float("inf"))]), "INVALID_PASSAGE_SCORE"),
     ],
 )
 async def test_bad_input_is_invalid_argument(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.procs import free_port, health_status
-from tests.support.launched_stack import REPO, SERVICES, LaunchedStack, group_alive
+from devstack.launched import REPO, SERVICES, LaunchedStack, group_alive
+from devstack.procs import free_port, health_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 

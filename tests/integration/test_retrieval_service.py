@@ -20,10 +20,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from ragmesh.common.v1 import common_pb2 as c
-from ragmesh.retrieval.v1 import retrieval_pb2 as pb
-from ragmesh.retrieval.v1 import retrieval_pb2_grpc
-from services.common.procs import (
+from devstack.procs import (
     ManagedProcess,
     free_port,
     health_status,
@@ -31,6 +28,9 @@ from services.common.procs import (
     service_process,
     start_service,
 )
+from ragmesh.common.v1 import common_pb2 as c
+from ragmesh.retrieval.v1 import retrieval_pb2 as pb
+from ragmesh.retrieval.v1 import retrieval_pb2_grpc
 from services.common.status import error_info_of
 
 DIM = 8
@@ -666,8 +666,8 @@ def test_bad_inputs_are_rejected_without_effect(corpus: KB) -> None:
             grpc.StatusCode.NOT_FOUND,
             "COLLECTION_NOT_FOUND",
         ),
-        (lambda: corpus.search(query_vector=q, top_k=-1), bad, "INVALID_TOP_K"),
-        (lambda: corpus.search(query_vector=q, top_k=101), bad, "INVALID_TOP_K"),
+        (lambda: corpus.search(query_vector=q, top_k=-1), bad, "TOP_K_OUT_OF_RANGE"),
+        (lambda: corpus.search(query_vector=q, top_k=101), bad, "TOP_K_OUT_OF_RANGE"),
         (corpus.search, bad, "EMPTY_QUERY"),
         (
             lambda: corpus.search(query_text="x", mode=c.SEARCH_MODE_DENSE),

@@ -166,9 +166,9 @@ def test_title_falls_back_to_file_name(chunker: Chunker) -> None:
 @pytest.mark.parametrize(
     ("max_tokens", "overlap", "reason"),
     [
-        (257, 0, "MAX_TOKENS_TOO_LARGE"),
-        (-1, 0, "INVALID_MAX_TOKENS"),
-        (2, 0, "MAX_TOKENS_TOO_SMALL"),
+        (257, 0, "MAX_TOKENS_OUT_OF_RANGE"),
+        (-1, 0, "MAX_TOKENS_OUT_OF_RANGE"),
+        (2, 0, "MAX_TOKENS_OUT_OF_RANGE"),
         (64, 64, "OVERLAP_TOO_LARGE"),
         (64, 62, "OVERLAP_TOO_LARGE"),
         (64, -2, "INVALID_OVERLAP"),

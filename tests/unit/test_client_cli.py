@@ -97,7 +97,7 @@ def test_every_command_has_help_with_examples(command: list[str]) -> None:
 
 
 def test_unreachable_gateway_exit_code(tmp_path: Path) -> None:
-    from services.common.procs import free_port
+    from devstack.procs import free_port
 
     env = {
         "RAGMESH_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",

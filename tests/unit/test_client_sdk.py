@@ -16,17 +16,20 @@ from typing import Any
 import grpc
 import pytest
 
+from devstack.procs import free_port
 from ragmesh.client import (
     AsyncRagmeshClient,
     JobFailedError,
     NotFoundError,
     RagmeshClient,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
+from ragmesh.client.retry import RetryPolicy
+from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common import errors
-from services.common.procs import free_port
 from services.common.status import to_status
 
 API_KEY = "unit-test-key"
@@ -40,6 +43,7 @@ def _job(job_id: str, state: int, **kw: Any) -> gateway_pb2.IngestionJob:
 class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
     def __init__(self) -> None:
         self.uploads: list[tuple[gateway_pb2.UploadHeader, bytes, int]] = []
+        self.calls: dict[str, int] = {}
 
     def _auth(self, context: grpc.ServicerContext) -> None:
         if dict(context.invocation_metadata()).get("authorization") != f"Bearer {API_KEY}":
@@ -51,6 +55,23 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
 
     def GetKnowledgeBase(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._auth(context)
+        kb = request.knowledge_base_id
+        self.calls[kb] = self.calls.get(kb, 0) + 1
+        if kb == "busy" and self.calls[kb] <= 2:  # full twice, then served
+            context.abort_with_status(
+                to_status(
+                    errors.ResourceExhausted("queue full", reason="BUSY", retry_after_s=0.05),
+                    "gateway",
+                )
+            )
+        if kb == "full":  # a limit, not a moment: no RetryInfo
+            context.abort_with_status(
+                to_status(errors.ResourceExhausted("too large", reason="TOO_LARGE"), "gateway")
+            )
+        if kb == "busy":
+            return J.GetKnowledgeBaseResponse(
+                knowledge_base=J.KnowledgeBase(knowledge_base_id="busy")
+            )
         if request.knowledge_base_id != "kb":
             context.abort_with_status(
                 to_status(
@@ -126,7 +147,9 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
 
     def Ask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self._auth(context)
-        hit = J.SearchHit(document_id="d1", file_name="d1.md", start_offset=3, end_offset=9)
+        hit = common_pb2.Citation(
+            document_id="d1", file_name="d1.md", start_offset=3, end_offset=9, number=1
+        )
         yield J.AskResponse(sources=J.AskSources(sources=[hit]))
         yield J.AskResponse(delta=J.AskDelta(text="Hello "))
         if request.question == "fail midway":
@@ -139,7 +162,8 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
         yield J.AskResponse(delta=J.AskDelta(text="world [1]"))
         yield J.AskResponse(
             final=J.AskFinal(
-                answer="Hello world [1]", citations=[J.AnswerCitation(number=1, source=hit)]
+                answer="Hello world [1]",
+                citations=[common_pb2.Citation(document_id="d1", number=1, cited=True)],
             )
         )
 
@@ -166,6 +190,29 @@ def test_not_found_carries_code_reason_domain_and_metadata(gateway: Any) -> None
     assert (err.reason, err.domain) == ("KNOWLEDGE_BASE_NOT_FOUND", "gateway")
     assert err.metadata == {"knowledge_base_id": "other"}
     assert "'other' not found" in err.message
+
+
+def test_retry_info_is_honoured_and_its_absence_is_final(gateway: Any) -> None:
+    addr, servicer = gateway
+    with RagmeshClient(addr, API_KEY) as rag:
+        assert rag.get_knowledge_base("busy").knowledge_base_id == "busy"
+        assert servicer.calls["busy"] == 3
+        with pytest.raises(ResourceExhaustedError) as info:
+            rag.get_knowledge_base("full")
+        assert info.value.reason == "TOO_LARGE" and servicer.calls["full"] == 1
+    servicer.calls.clear()
+    with RagmeshClient(addr, API_KEY, retry=RetryPolicy(max_attempts=2)) as rag:
+        with pytest.raises(ResourceExhaustedError) as info:
+            rag.get_knowledge_base("busy")
+        assert info.value.reason == "BUSY" and servicer.calls["busy"] == 2
+
+
+async def test_retry_info_is_honoured_by_the_asyncio_client(gateway: Any) -> None:
+    addr, servicer = gateway
+    servicer.calls.clear()
+    async with AsyncRagmeshClient(addr, API_KEY) as rag:
+        assert (await rag.get_knowledge_base("busy")).knowledge_base_id == "busy"
+    assert servicer.calls["busy"] == 3
 
 
 def test_wrong_key_is_unauthenticated(gateway: Any) -> None:
@@ -223,7 +270,7 @@ def test_ask_stream_and_collect(gateway: Any) -> None:
         assert kinds == ["sources", "delta", "delta", "final"]
         result = rag.ask_collect("kb", "hi")
         assert result.answer == "Hello world [1]"
-        assert [c.source.document_id for c in result.citations] == ["d1"]
+        assert [(c.document_id, c.number, c.cited) for c in result.citations] == [("d1", 1, True)]
         assert result.sources[0].start_offset == 3
         events = rag.ask("kb", "fail midway")
         with pytest.raises(UnavailableError) as info:

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from devstack.procs import free_port
 from services.common import errors
-from services.common.procs import free_port
 from services.embedding.remote import OpenAIEmbedder, TeiEmbedder
 
 

@@ -9,11 +9,19 @@ import pytest
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
+from services.common import api
 from services.common.errors import InvalidArgument, Unauthenticated
 from services.gateway import validation as v
 from services.gateway.auth import ApiKeyAuth
-from services.gateway.models import DocumentRecord, ErrorRecord, JobRecord
-from services.gateway.server import doc_to_pb, hit_from_scored, job_to_pb, map_citations
+from services.gateway.convert import citation_from_scored, cited_sources, doc_to_pb, job_to_pb
+from services.jobs.records import (
+    DocumentRecord,
+    DocumentState,
+    ErrorRecord,
+    JobRecord,
+    JobStage,
+    JobState,
+)
 
 
 def bearer(key: str) -> list[tuple[str, str]]:
@@ -86,12 +94,13 @@ def test_document_ids() -> None:
 
 
 def test_limits_and_names() -> None:
-    assert v.check_top_k(0, 5, 50) == 5
+    assert api.top_k(0, 5, 50) == 5
+    with pytest.raises(InvalidArgument) as exc:
+        api.top_k(51, 5, 50)
+    assert exc.value.reason == "TOP_K_OUT_OF_RANGE"
     with pytest.raises(InvalidArgument):
-        v.check_top_k(51, 5, 50)
-    with pytest.raises(InvalidArgument):
-        v.check_top_k(-1, 5, 50)
-    assert v.page_size(0, 50, 1000) == 50 and v.page_size(5000, 50, 1000) == 1000
+        api.top_k(-1, 5, 50)
+    assert api.page_size(0, 50, 1000) == 50 and api.page_size(5000, 50, 1000) == 1000
     with pytest.raises(InvalidArgument) as exc:
         v.check_text("x" * 11, "question", 10)
     assert exc.value.reason == "QUESTION_TOO_LONG"
@@ -114,8 +123,8 @@ def test_job_and_document_mapping() -> None:
         tenant="t",
         knowledge_base_id="kb",
         document_id="d",
-        state="RUNNING",
-        stage="EMBEDDING",
+        state=JobState.RUNNING,
+        stage=JobStage.EMBEDDING,
         chunks_done=4,
         chunks_total=9,
         attempt=2,
@@ -131,7 +140,7 @@ def test_job_and_document_mapping() -> None:
     )
     assert out.create_time.seconds == 1_700_000_000 and out.create_time.nanos == 500_000_000
     assert not out.HasField("error") and not out.HasField("end_time")
-    job.state, job.stage = "FAILED", ""
+    job.state, job.stage = JobState.FAILED, None
     job.error = ErrorRecord("INVALID_ARGUMENT", "CORRUPT_DOCUMENT", "bad", "chunking.ragmesh")
     out = job_to_pb(job)
     assert out.stage == pb.JOB_STAGE_UNSPECIFIED
@@ -145,7 +154,7 @@ def test_job_and_document_mapping() -> None:
             tenant="t",
             knowledge_base_id="kb",
             document_id="d",
-            state="INDEXED",
+            state=DocumentState.INDEXED,
             chunk_count=3,
             metadata={"lang": "en"},
         )
@@ -168,7 +177,7 @@ def test_hit_mapping() -> None:
             source="d.md",
         ),
     )
-    hit = hit_from_scored(scored)
+    hit = citation_from_scored(scored)
     assert (hit.chunk_id, hit.document_id, hit.file_name, hit.chunk_index) == (
         "d:3",
         "d",
@@ -185,15 +194,20 @@ def test_hit_mapping() -> None:
 
 def test_citation_mapping() -> None:
     hits = {
-        "saturn.pdf:0": pb.SearchHit(
+        "saturn.pdf:0": common_pb2.Citation(
             chunk_id="saturn.pdf:0",
             document_id="saturn.pdf",
             start_offset=0,
             end_offset=40,
             text="Saturn has 146 moons",
+            number=1,
         ),
-        "violin.html:1": pb.SearchHit(
-            chunk_id="violin.html:1", document_id="violin.html", start_offset=50, end_offset=90
+        "violin.html:1": common_pb2.Citation(
+            chunk_id="violin.html:1",
+            document_id="violin.html",
+            start_offset=50,
+            end_offset=90,
+            number=2,
         ),
     }
     citations = [
@@ -201,9 +215,10 @@ def test_citation_mapping() -> None:
         generation_pb2.Citation(number=1, passage_id="saturn.pdf:0"),
         generation_pb2.Citation(number=3, passage_id="unknown:0"),
     ]
-    mapped = map_citations(citations, hits)
-    assert [(c.number, c.source.document_id, c.source.start_offset) for c in mapped] == [
-        (2, "violin.html", 50),
-        (1, "saturn.pdf", 0),
+    mapped = cited_sources(citations, hits)
+    assert [(c.number, c.document_id, c.start_offset, c.cited) for c in mapped] == [
+        (2, "violin.html", 50, True),
+        (1, "saturn.pdf", 0, True),
     ]
-    assert mapped[1].source.text == "Saturn has 146 moons"
+    assert mapped[1].text == "Saturn has 146 moons"
+    assert not hits["saturn.pdf:0"].cited  # the sources themselves are not changed

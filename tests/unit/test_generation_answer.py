@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from devstack.procs import free_port
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.procs import free_port
 from services.generation.answer import AnswerEvent
 from services.generation.config import GenerationSettings
 from services.generation.language import detect_language, pick_message
@@ -42,8 +42,8 @@ P = Passage("d:0", "Some text.", 0.9)
 @pytest.mark.parametrize(
     ("request_", "reason", "field"),
     [
-        (AnswerRequest("", (P,)), "QUESTION_EMPTY", "question"),
-        (AnswerRequest(" \n\t ", (P,)), "QUESTION_EMPTY", "question"),
+        (AnswerRequest("", (P,)), "EMPTY_QUESTION", "question"),
+        (AnswerRequest(" \n\t ", (P,)), "EMPTY_QUESTION", "question"),
         (AnswerRequest("x" * 51, (P,)), "QUESTION_TOO_LONG", "question"),
         (AnswerRequest("q?", (P,) * 6), "TOO_MANY_PASSAGES", "passages"),
         (
@@ -51,9 +51,9 @@ P = Passage("d:0", "Some text.", 0.9)
             "PASSAGE_TOO_LONG",
             "passages[0].text",
         ),
-        (AnswerRequest("q?", (P, Passage("", "x", 1.0))), "PASSAGE_ID_MISSING", "passages[1].id"),
-        (AnswerRequest("q?", (P, P)), "PASSAGE_ID_DUPLICATE", "passages[1].id"),
-        (AnswerRequest("q?", (Passage("a", "  ", 1.0),)), "PASSAGE_EMPTY", "passages[0].text"),
+        (AnswerRequest("q?", (P, Passage("", "x", 1.0))), "MISSING_PASSAGE_ID", "passages[1].id"),
+        (AnswerRequest("q?", (P, P)), "DUPLICATE_PASSAGE_ID", "passages[1].id"),
+        (AnswerRequest("q?", (Passage("a", "  ", 1.0),)), "EMPTY_PASSAGE", "passages[0].text"),
         (
             AnswerRequest("q?", (Passage("a", "x", 1.0, title="t" * 1001),)),
             "PASSAGE_FIELD_TOO_LONG",
@@ -61,7 +61,7 @@ P = Passage("d:0", "Some text.", 0.9)
         ),
         (
             AnswerRequest("q?", (Passage("a", "x", float("nan")),)),
-            "PASSAGE_SCORE_INVALID",
+            "INVALID_PASSAGE_SCORE",
             "passages[0].score",
         ),
         (AnswerRequest("q?", (P,), max_tokens=513), "MAX_TOKENS_OUT_OF_RANGE", "max_tokens"),
@@ -70,7 +70,7 @@ P = Passage("d:0", "Some text.", 0.9)
         (AnswerRequest("q?", (P,), temperature=-0.1), "TEMPERATURE_OUT_OF_RANGE", "temperature"),
         (
             AnswerRequest("q?", (P,), min_relevance=float("nan")),
-            "MIN_RELEVANCE_INVALID",
+            "INVALID_MIN_RELEVANCE",
             "min_relevance",
         ),
     ],

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from services.common.procs import free_port
-from services.launcher import stack as stack_module
-from services.launcher.settings import LauncherSettings
-from services.launcher.stack import (
+from devstack.launcher import stack as stack_module
+from devstack.launcher.settings import LauncherSettings
+from devstack.launcher.stack import (
     LaunchError,
     Stack,
     dev_api_key,
     ensure_redis_server,
     redis_answers,
 )
-from services.launcher.supervisor import ProcessSpec, Supervised
+from devstack.launcher.supervisor import ProcessSpec, Supervised
+from devstack.procs import free_port
 
 
 def _wait(cond: object, timeout: float = 20) -> None:

@@ -7,16 +7,10 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from services.common.errors import Internal, NotFound, Unavailable
+from services.retrieval.milvus_errors import translate_error
+from services.retrieval.rows import dense_score, record_from_row, row_from_record
 from services.retrieval.schema import ChunkRecord, Metric
-from services.retrieval.store import (
-    BACKEND_LITE,
-    BACKEND_SERVER,
-    MilvusStore,
-    dense_score,
-    record_from_row,
-    row_from_record,
-    translate_error,
-)
+from services.retrieval.store import BACKEND_LITE, BACKEND_SERVER, MilvusStore
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.common.api import decode_page_token, encode_page_token, page_size
 from services.common.errors import InvalidArgument
 from services.retrieval.config import RetrievalSettings
-from services.retrieval.retriever import (
-    Retriever,
-    decode_page_token,
-    encode_page_token,
-    page_size_of,
+from services.retrieval.schema import ChunkRecord, CollectionInfo, CollectionSpec
+from services.retrieval.validation import (
+    validate_chunks,
     validate_collection_name,
     validate_document_id,
 )
-from services.retrieval.schema import ChunkRecord, CollectionInfo, CollectionSpec
 
 
 @pytest.mark.parametrize("name", ["kb_acme_docs", "_x", "A1", "k" * 255])
@@ -49,11 +47,11 @@ def test_page_tokens_round_trip_and_reject_forgeries() -> None:
 
 
 def test_page_size() -> None:
-    assert page_size_of(0) == 100
-    assert page_size_of(5) == 5
-    assert page_size_of(10**6) == 1000
+    assert page_size(0, 100, 1000) == 100
+    assert page_size(5, 100, 1000) == 5
+    assert page_size(10**6, 100, 1000) == 1000
     with pytest.raises(InvalidArgument):
-        page_size_of(-1)
+        page_size(-1, 100, 1000)
 
 
 def test_settings_reject_a_bad_uri() -> None:
@@ -103,21 +101,13 @@ def test_bad_chunks(chunks: list[ChunkRecord], reason: str) -> None:
         max_metadata_bytes=256,
         max_chunks_per_upsert=3,
     )
-    retriever = Retriever(settings)
-    try:
-        with pytest.raises(InvalidArgument) as err:
-            retriever._validate_chunks(INFO, "d", "v1", chunks)
-        assert err.value.reason == reason
-    finally:
-        retriever.close()
+    with pytest.raises(InvalidArgument) as err:
+        validate_chunks(INFO, "d", "v1", chunks, settings)
+    assert err.value.reason == reason
 
 
 def test_text_limit_counts_utf8_bytes() -> None:
     settings = RetrievalSettings(milvus_uri="/tmp/never-opened/x.db", max_text_bytes=9)
-    retriever = Retriever(settings)
-    try:
-        retriever._validate_chunks(INFO, "d", "v", [_chunk(text="中文字")])  # 9 bytes
-        with pytest.raises(InvalidArgument, match="10 bytes"):
-            retriever._validate_chunks(INFO, "d", "v", [_chunk(text="中文字a")])
-    finally:
-        retriever.close()
+    validate_chunks(INFO, "d", "v", [_chunk(text="中文字")], settings)  # 9 bytes
+    with pytest.raises(InvalidArgument, match="10 bytes"):
+        validate_chunks(INFO, "d", "v", [_chunk(text="中文字a")], settings)

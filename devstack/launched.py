@@ -1,4 +1,4 @@
-"""`python -m services.launcher` (what `make run` runs) as a test fixture: the whole
+"""`python -m devstack.launcher` (what `make run` runs) as a test fixture: the whole
 stack on free ports, with its data and client config in a temporary folder."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.common.procs import free_port, port_open
+from devstack.procs import free_port, port_open
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "chunking", "embedding", "retrieval", "generation")
 
 
@@ -54,7 +54,7 @@ class LaunchedStack:
         self.base.mkdir(parents=True, exist_ok=True)
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.launcher"],
+                [sys.executable, "-m", "devstack.launcher"],
                 cwd=REPO,
                 env=self.env,
                 stdout=out,

@@ -10,21 +10,19 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from devstack.procs import free_port
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from services.common.config import CommonSettings
-from services.common.procs import free_port
 from services.common.server import start_server
-from services.gateway.models import DocumentRecord, KnowledgeBaseRecord
-from services.gateway.store import Store
+from services.jobs.queue import INGEST_TASK
+from services.jobs.records import DocumentRecord, JobStage, JobState, KnowledgeBaseRecord
+from services.jobs.settings import JobsSettings
+from services.jobs.state import JobsState
 from services.worker import tasks  # noqa: F401 - registers the task
-from services.worker.app import INGEST_TASK, app
-from services.worker.ingest import (
-    Heartbeat,
-    JobLost,
-    PermanentError,
-    TransientError,
-    classify_rpc_error,
-)
+from services.worker.app import app
+from services.worker.clients import Clients, Timeouts, classify_rpc_error
+from services.worker.errors import JobLost, PermanentError, TransientError
+from services.worker.pipeline import Heartbeat, Ingestor
 from tests.support.toy_service import ToyService
 
 
@@ -70,64 +68,68 @@ async def test_classify_errors_over_real_grpc() -> None:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url)
+def store(redis_url: str) -> Iterator[JobsState]:
+    s = JobsState.from_settings(JobsSettings(redis_url=redis_url))
     yield s
     s.close()
 
 
-def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: Store) -> None:
+def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: JobsState) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    store.create_kb(KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c"))
-    job_id = store.register_upload(
+    store.catalogue.create_kb(
+        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
+    )
+    job_id = store.book.register_upload(
         tenant,
         "kb",
         DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
         b"x",
     ).job.job_id
-    assert store.claim_job(job_id, "me", 30) == "ok"
-    first = store.get_job(job_id).heartbeat
+    assert store.runs.claim_job(job_id, "me", 30) == "ok"
+    first = store.book.get_job(job_id).heartbeat
     with Heartbeat(store, job_id, "me", interval_s=0.05) as beat:
         deadline = time.monotonic() + 10
-        while store.get_job(job_id).heartbeat == first and time.monotonic() < deadline:
+        while store.book.get_job(job_id).heartbeat == first and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert store.get_job(job_id).heartbeat > first
-        beat.progress(stage="EMBEDDING", chunks_done=1)
-        assert store.get_job(job_id).stage == "EMBEDDING"
-        store.cancel_job(tenant, job_id)
+        assert store.book.get_job(job_id).heartbeat > first
+        beat.progress(stage=JobStage.EMBEDDING, chunks_done=1)
+        assert store.book.get_job(job_id).stage == JobStage.EMBEDDING
+        store.book.cancel_job(tenant, job_id)
         with pytest.raises(JobLost):
             beat.progress(chunks_done=2)
-    assert store.get_job(job_id).chunks_done == 1
+    assert store.book.get_job(job_id).chunks_done == 1
 
 
-def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: Store) -> None:
+def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: JobsState) -> None:
     """Chunking is down (nothing listens at its address): the run hands the job
     back to the queue for a retry, and the last retry fails it with the reason."""
     from services.common.config import ServiceAddresses
     from services.worker.config import WorkerSettings
-    from services.worker.ingest import Clients, Ingestor
 
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    store.create_kb(KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c"))
-    job_id = store.register_upload(
+    store.catalogue.create_kb(
+        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
+    )
+    job_id = store.book.register_upload(
         tenant,
         "kb",
         DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
         b"hello",
     ).job.job_id
     down = f"127.0.0.1:{free_port()}"
-    clients = Clients.connect(
-        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down)  # type: ignore[call-arg]
+    clients = Clients(
+        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down),  # type: ignore[call-arg]
+        Timeouts(chunk_s=10, embed_s=10, index_s=10),
     )
-    ingestor = Ingestor(store, clients, WorkerSettings(chunk_timeout_s=10))  # type: ignore[call-arg]
+    ingestor = Ingestor(store, clients, WorkerSettings(), heartbeat_timeout_s=30)  # type: ignore[call-arg]
     try:
         with pytest.raises(TransientError) as exc:
             ingestor.run(job_id, retries=0, max_retries=2)
         assert exc.value.error.code == "UNAVAILABLE"
-        assert store.get_job(job_id).state == "QUEUED"
+        assert store.book.get_job(job_id).state == JobState.QUEUED
         outcome = ingestor.run(job_id, retries=2, max_retries=2)
         assert outcome.result == "failed"
-        job = store.get_job(job_id)
+        job = store.book.get_job(job_id)
         assert job.state == "FAILED" and job.error is not None
         assert job.error.code == "UNAVAILABLE" and job.attempt == 2
         assert "gave up after 3 attempts" in job.error.message

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
-from services.common.procs import health_status, port_open, worker_argv
-from services.launcher import deps
-from services.launcher.settings import SERVICE_ORDER, LauncherSettings
-from services.launcher.supervisor import ProcessSpec, Supervised, say
+from devstack import deps
+from devstack.launcher.demo import DEMO_KB, create_demo
+from devstack.launcher.settings import SERVICE_ORDER, LauncherSettings
+from devstack.launcher.supervisor import ProcessSpec, Supervised, say
+from devstack.procs import health_status, port_open, worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-DEMO_KB = "demo"
 DEV_TENANT = "dev"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
@@ -408,54 +407,6 @@ class Stack:
         ]
         return "\n".join(lines)
 
-    def create_demo(self) -> None:
-        """The `demo` knowledge base from examples/, when it does not exist yet."""
-        from ragmesh.client import AlreadyExistsError, NotFoundError, RagmeshClient, RagmeshError
-        from ragmesh.gateway.v1 import gateway_pb2
-
-        files = sorted(p for p in EXAMPLES.glob("*") if p.is_file() and p.name != "README.md")
-        if not files:
-            say(f"no demo documents in {EXAMPLES}", self.out)
-            return
-        try:
-            with RagmeshClient(self.addrs["gateway"], self.api_key, timeout=60) as rag:
-                try:
-                    kb = rag.get_knowledge_base(DEMO_KB)
-                    say(
-                        f"knowledge base `{DEMO_KB}` exists ({kb.document_count} documents)",
-                        self.out,
-                    )
-                    return
-                except NotFoundError:
-                    pass
-                with contextlib.suppress(AlreadyExistsError):
-                    rag.create_knowledge_base(
-                        DEMO_KB, description="ragmesh demo documents (examples/)"
-                    )
-                say(
-                    f"creating the `{DEMO_KB}` knowledge base from {len(files)} documents in "
-                    f"{EXAMPLES.name}/ ...",
-                    self.out,
-                )
-                jobs = [rag.upload_document(DEMO_KB, path).job for path in files]
-                done = [rag.wait_for_job(job.job_id, timeout=900) for job in jobs]
-            failed = [j for j in done if j.state != gateway_pb2.JOB_STATE_SUCCEEDED]
-            chunks = sum(j.chunks_total for j in done)
-            if failed:
-                for job in failed:
-                    say(
-                        f"demo document {job.file_name} failed: {job.error.reason} "
-                        f"{job.error.message}",
-                        self.out,
-                    )
-            say(
-                f"knowledge base `{DEMO_KB}` ready: {len(done) - len(failed)} documents, "
-                f'{chunks} chunks. Try: ragmesh ask "What is ragmesh?"',
-                self.out,
-            )
-        except RagmeshError as exc:
-            say(f"could not create the demo knowledge base: {exc}", self.out)
-
     # -- the whole run ------------------------------------------------------------------
 
     def run(self) -> int:
@@ -476,7 +427,10 @@ class Stack:
                 self.out.flush()
             if self.settings.demo:
                 self.demo_thread = threading.Thread(
-                    target=self.create_demo, name="demo", daemon=True
+                    target=create_demo,
+                    args=(self.addrs["gateway"], self.api_key, self.out),
+                    name="demo",
+                    daemon=True,
                 )
                 self.demo_thread.start()
             self.supervise()
@@ -501,7 +455,7 @@ class Stack:
 
 
 def main(argv: list[str] | None = None, runner: Callable[[Stack], int] | None = None) -> int:
-    settings = LauncherSettings()  # type: ignore[call-arg]  # values from the environment
+    settings = LauncherSettings()  # values from the environment
     stack = Stack(settings)
     stack.install_signal_handlers()
     return (runner or Stack.run)(stack)

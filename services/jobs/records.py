@@ -1,28 +1,51 @@
-"""Plain records of the gateway's state: knowledge bases, documents, ingestion jobs.
+"""Plain records of the ingestion state: knowledge bases, documents, jobs.
 
-They are stored as Redis hashes of strings (see store.py); `to_hash` and
-`from_hash` are the only place that knows the encoding.
+They are stored as Redis hashes of strings; `to_hash` and `from_hash` are the
+only place that knows the encoding. States are `StrEnum`s: they compare equal
+to the strings stored in Redis (and used by the Lua scripts).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "QUEUED",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-    "CANCELLED",
-)
-ACTIVE_STATES = (QUEUED, RUNNING)
-TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-STAGES = ("PARSING", "CHUNKING", "EMBEDDING", "INDEXING")
 
-DOC_PENDING, DOC_INDEXED, DOC_FAILED = "PENDING", "INDEXED", "FAILED"
+class JobState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_STATES
+
+    @property
+    def terminal(self) -> bool:
+        return not self.active
+
+
+class JobStage(StrEnum):
+    PARSING = "PARSING"
+    CHUNKING = "CHUNKING"
+    EMBEDDING = "EMBEDDING"
+    INDEXING = "INDEXING"
+
+
+class DocumentState(StrEnum):
+    # Waiting for or being ingested.
+    PENDING = "PENDING"
+    INDEXED = "INDEXED"
+    FAILED = "FAILED"
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+TERMINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass
@@ -58,6 +81,31 @@ def _encode(value: Any) -> str:
     return str(value)
 
 
+# Field types (as written in the annotations) that decode to an enum member;
+# an empty string decodes to the field's default.
+_ENUMS: dict[str, type[StrEnum]] = {
+    "JobState": JobState,
+    "DocumentState": DocumentState,
+    "JobStage | None": JobStage,
+}
+
+
+def _decode(kind: str, value: str) -> Any:
+    if kind == "int":
+        return int(float(value or 0))
+    if kind == "float":
+        return float(value or 0)
+    if kind == "bool":
+        return value == "1"
+    if kind.startswith("dict"):
+        return json.loads(value) if value else {}
+    if kind.startswith("ErrorRecord"):
+        return ErrorRecord.from_json(value)
+    if kind in _ENUMS:
+        return _ENUMS[kind](value) if value else None
+    return value
+
+
 class _Record:
     """Hash (de)serialisation driven by the dataclass field types."""
 
@@ -65,7 +113,7 @@ class _Record:
         return {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Any:
+    def from_hash(cls, raw: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[Any, Any]) -> Any:
         data = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
@@ -74,19 +122,8 @@ class _Record:
         for f in fields(cls):  # type: ignore[arg-type]
             if f.name not in data:
                 continue
-            value = data[f.name]
-            kind = str(f.type)
-            if kind == "int":
-                kwargs[f.name] = int(float(value or 0))
-            elif kind == "float":
-                kwargs[f.name] = float(value or 0)
-            elif kind == "bool":
-                kwargs[f.name] = value == "1"
-            elif kind.startswith("dict"):
-                kwargs[f.name] = json.loads(value) if value else {}
-            elif kind.startswith("ErrorRecord"):
-                kwargs[f.name] = ErrorRecord.from_json(value)
-            else:
+            value = _decode(str(f.type), data[f.name])
+            if value is not None or f.default is None:
                 kwargs[f.name] = value
         return cls(**kwargs)
 
@@ -119,7 +156,7 @@ class DocumentRecord(_Record):
     # Hash of the bytes and of everything else stored with the chunks: equal
     # versions are the same index content (deduplication, chunk versions).
     version: str = ""
-    state: str = DOC_PENDING
+    state: DocumentState = DocumentState.PENDING
     chunk_count: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     title: str = ""
@@ -137,8 +174,9 @@ class JobRecord(_Record):
     file_name: str = ""
     media_type: str = ""
     version: str = ""
-    state: str = QUEUED
-    stage: str = ""
+    state: JobState = JobState.QUEUED
+    # Set while RUNNING.
+    stage: JobStage | None = None
     chunks_done: int = 0
     chunks_total: int = 0
     error: ErrorRecord | None = None
@@ -158,4 +196,4 @@ class JobRecord(_Record):
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state.active

@@ -11,8 +11,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from devstack.procs import ManagedProcess, free_port, port_open
 from services.common.models import smollm2_gguf_path
-from services.common.procs import ManagedProcess, free_port, port_open
 
 
 def redis_process(port: int, data_dir: Path, log_dir: Path | None = None) -> ManagedProcess:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.config import DEFAULT_PORTS, GRPC_PORT_BASE
+from ragmesh.ports import DEFAULT_PORTS, GRPC_PORT_BASE
 
 SERVICE_ORDER = ("chunking", "embedding", "retrieval", "generation", "gateway")
 

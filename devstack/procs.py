@@ -13,8 +13,18 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ragmesh.rpc import health_status
+
+__all__ = [
+    "ManagedProcess",
+    "free_port",
+    "health_status",
+    "port_open",
+    "service_process",
+    "start_service",
+    "worker_argv",
+    "worker_process",
+]
 
 
 def free_port() -> int:
@@ -29,17 +39,6 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
-
-
-def health_status(addr: str, service: str = "", timeout: float = 1.0) -> str:
-    """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNREACHABLE."""
-    try:
-        with grpc.insecure_channel(addr) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
-    except grpc.RpcError:
-        return "UNREACHABLE"
 
 
 class ManagedProcess:

@@ -1,0 +1,91 @@
+"""API conventions every service follows (ARCHITECTURE §4), in one place.
+
+Page tokens, page-size and top_k bounds, protobuf Struct/Timestamp helpers.
+No grpc here: errors are the project's own (services.common.errors), with
+their ErrorInfo reasons catalogued in services.common.reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from services.common.errors import InvalidArgument
+
+# ----------------------------------------------------------------- page tokens
+
+_TOKEN_VERSION = 1
+
+
+def encode_page_token(after: str | int) -> str:
+    """An opaque page token carrying the last key of the page (a string or an int)."""
+    raw = json.dumps({"v": _TOKEN_VERSION, "after": after}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, kind: type[str] | type[int] = str) -> Any:
+    """The key a token from `encode_page_token` carries; None for the first page.
+
+    Anything this server did not issue (or of another kind) is INVALID_ARGUMENT.
+    """
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        after = data["after"] if data.get("v") == _TOKEN_VERSION else None
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        after = None
+    if not isinstance(after, kind) or isinstance(after, bool):
+        raise InvalidArgument(
+            "page_token is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+        )
+    return after
+
+
+# --------------------------------------------------------------------- bounds
+
+
+def page_size(requested: int, default: int, maximum: int) -> int:
+    """A List call's page size: 0 means `default`; larger than `maximum` is capped."""
+    if requested < 0:
+        raise InvalidArgument("page_size must not be negative", reason="INVALID_PAGE_SIZE")
+    return min(requested or default, maximum)
+
+
+def top_k(requested: int, default: int, maximum: int) -> int:
+    """A search's result count: 0 means `default`; outside 1..maximum is refused."""
+    if requested < 0 or requested > maximum:
+        raise InvalidArgument(
+            f"top_k must be between 1 and {maximum} (0: {default})",
+            reason="TOP_K_OUT_OF_RANGE",
+            metadata={"top_k": requested, "max_top_k": maximum},
+        )
+    return requested or default
+
+
+# ------------------------------------------------------------ protobuf helpers
+
+
+def struct_from_dict(data: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(dict(data))
+    return out
+
+
+def dict_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(struct))
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp for a Unix time; None (field left unset) for 0."""
+    if not seconds:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts

@@ -1,0 +1,145 @@
+"""The gateway's clients of the internal services (embedding, retrieval,
+generation): channels, stubs, and the translation of their failures into the
+project's own errors, so that the logic modules above never see grpc.
+
+Requests and responses are the internal services' protobuf messages: they are
+the data the logic composes (converting every search hit into another type and
+back would only cost time on the hot path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import grpc
+
+from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
+from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from services.common.channels import create_channel
+from services.common.config import ServiceAddresses
+from services.common.status import from_rpc_error
+
+T = TypeVar("T")
+
+RETRIEVAL_IDEMPOTENT = (
+    "GetCollection",
+    "SearchChunks",
+    "DeleteDocumentChunks",
+    "DeleteCollection",
+    "GetCapabilities",
+    "ListChunks",
+)
+
+
+async def _call(what: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err, f"{what} failed") from err
+
+
+class Downstream:
+    """Stubs of the internal services; `start` opens the channels on the running loop."""
+
+    def __init__(self, addresses: ServiceAddresses) -> None:
+        self.addresses = addresses
+        self._channels: list[grpc.aio.Channel] = []
+
+    async def start(self) -> None:
+        a = self.addresses
+        self._channels = [
+            create_channel(
+                a.embedding_addr,
+                service="ragmesh.embedding.v1.EmbeddingService",
+                idempotent_methods=["EmbedTexts", "GetModelInfo"],
+            ),
+            create_channel(
+                a.retrieval_addr,
+                service="ragmesh.retrieval.v1.RetrievalService",
+                idempotent_methods=RETRIEVAL_IDEMPOTENT,
+            ),
+            create_channel(a.generation_addr),
+        ]
+        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self._channels[0])
+        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channels[1])
+        self.generation = generation_pb2_grpc.GenerationServiceStub(self._channels[2])
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels = []
+
+    # ------------------------------------------------------------------ embedding
+
+    async def model_info(self, timeout_s: float) -> embedding_pb2.GetModelInfoResponse:
+        return await _call(
+            "embedding GetModelInfo",
+            self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=timeout_s),
+        )
+
+    async def embed_query(self, text: str, timeout_s: float) -> list[float]:
+        resp: embedding_pb2.EmbedTextsResponse = await _call(
+            "embedding EmbedTexts",
+            self.embedding.EmbedTexts(
+                embedding_pb2.EmbedTextsRequest(
+                    texts=[text], input_type=embedding_pb2.INPUT_TYPE_QUERY, truncate=True
+                ),
+                timeout=timeout_s,
+            ),
+        )
+        return list(resp.embeddings[0].values)
+
+    # ------------------------------------------------------------------ retrieval
+
+    async def create_collection(
+        self, request: retrieval_pb2.CreateCollectionRequest, timeout_s: float
+    ) -> retrieval_pb2.CreateCollectionResponse:
+        return await _call(
+            "retrieval CreateCollection",
+            self.retrieval.CreateCollection(request, timeout=timeout_s),
+        )
+
+    async def delete_collection(self, name: str, timeout_s: float) -> None:
+        await _call(
+            "retrieval DeleteCollection",
+            self.retrieval.DeleteCollection(
+                retrieval_pb2.DeleteCollectionRequest(name=name), timeout=timeout_s
+            ),
+        )
+
+    async def delete_document_chunks(
+        self, collection: str, document_id: str, timeout_s: float
+    ) -> None:
+        await _call(
+            "retrieval DeleteDocumentChunks",
+            self.retrieval.DeleteDocumentChunks(
+                retrieval_pb2.DeleteDocumentChunksRequest(
+                    collection=collection, document_id=document_id
+                ),
+                timeout=timeout_s,
+            ),
+        )
+
+    async def search_chunks(
+        self, request: retrieval_pb2.SearchChunksRequest, timeout_s: float
+    ) -> retrieval_pb2.SearchChunksResponse:
+        return await _call(
+            "retrieval SearchChunks", self.retrieval.SearchChunks(request, timeout=timeout_s)
+        )
+
+    # ----------------------------------------------------------------- generation
+
+    async def generate(
+        self, request: generation_pb2.GenerateAnswerRequest, timeout_s: float
+    ) -> AsyncIterator[Any]:
+        """The GenerateAnswer stream's events (delta, then final)."""
+        stream = self.generation.GenerateAnswer(request, timeout=timeout_s)
+        try:
+            async for event in stream:
+                yield event
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err, "generation GenerateAnswer failed") from err
+        finally:
+            stream.cancel()

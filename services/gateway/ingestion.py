@@ -1,0 +1,222 @@
+"""Uploads and ingestion jobs: assemble an upload, register and queue its job
+(or deduplicate), read, list, watch, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.gateway import validation as v
+from services.gateway.config import GatewaySettings
+from services.jobs.jobbook import GATEWAY_DOMAIN, UploadResult
+from services.jobs.queue import IngestionQueue
+from services.jobs.records import DocumentRecord, ErrorRecord, JobRecord, JobState
+from services.jobs.state import JobsState
+
+log = logging.getLogger("ragmesh.gateway")
+
+MAX_FILE_NAME_CHARS = 512
+
+
+@dataclass
+class UploadSpec:
+    """The upload header, as the caller sent it."""
+
+    knowledge_base_id: str
+    document_id: str = ""
+    file_name: str = ""
+    media_type: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class UploadSlots:
+    """Concurrent upload streams per tenant on this replica."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = defaultdict(int)
+
+    @contextlib.contextmanager
+    def take(self, tenant: str) -> Iterator[None]:
+        if self.open[tenant] >= self.limit:
+            raise ResourceExhausted(
+                f"tenant already has {self.limit} uploads in progress; retry when one ends",
+                reason="TOO_MANY_CONCURRENT_UPLOADS",
+                metadata={"limit": self.limit},
+                retry_after_s=1.0,
+            )
+        self.open[tenant] += 1
+        try:
+            yield
+        finally:
+            self.open[tenant] -= 1
+
+
+def _visible(job: JobRecord) -> tuple[object, ...]:
+    """What a watcher sees of a job (heartbeats alone are not news)."""
+    return (
+        job.state,
+        job.stage,
+        job.chunks_done,
+        job.chunks_total,
+        job.attempt,
+        job.update_time,
+        job.error,
+    )
+
+
+class Ingestion:
+    def __init__(
+        self,
+        state: JobsState,
+        queue: IngestionQueue,
+        settings: GatewaySettings,
+    ) -> None:
+        self.state = state
+        self.queue = queue
+        self.settings = settings
+        self.slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
+        self.aredis: aioredis.Redis | None = None
+
+    async def start(self, redis_url: str) -> None:
+        """The asyncio Redis client (pub/sub for watches) belongs to the running loop."""
+        self.aredis = aioredis.Redis.from_url(redis_url)
+
+    async def close(self) -> None:
+        if self.aredis is not None:
+            await self.aredis.aclose()
+
+    # ------------------------------------------------------------------ uploads
+
+    def check_header(self, spec: UploadSpec) -> tuple[str, str, str]:
+        """(knowledge base, document id, media type) of a valid header."""
+        kb = v.check_kb_id(spec.knowledge_base_id)
+        doc_id = v.document_id_for(spec.document_id, spec.file_name)
+        media_type = v.check_media_type(spec.media_type)
+        v.check_metadata(spec.metadata, self.settings.max_metadata_bytes)
+        if len(spec.file_name) > MAX_FILE_NAME_CHARS:
+            raise InvalidArgument(
+                f"file_name is longer than {MAX_FILE_NAME_CHARS} characters",
+                reason="FILE_NAME_TOO_LONG",
+            )
+        return kb, doc_id, media_type
+
+    async def upload(
+        self, tenant: str, spec: UploadSpec, pieces: AsyncIterator[bytes]
+    ) -> UploadResult:
+        """Reads the bytes, stores them with a QUEUED job and sends its task."""
+        kb, doc_id, media_type = self.check_header(spec)
+        await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)  # before the bytes flow
+        content = bytearray()
+        async for piece in pieces:
+            content += piece
+            if len(content) > self.settings.max_upload_bytes:
+                raise ResourceExhausted(
+                    f"document exceeds the upload limit of {self.settings.max_upload_bytes} bytes",
+                    reason="DOCUMENT_TOO_LARGE",
+                    metadata={"max_upload_bytes": self.settings.max_upload_bytes},
+                )
+        if not content:
+            raise InvalidArgument("the document is empty", reason="EMPTY_DOCUMENT")
+        data = bytes(content)
+        sha = hashlib.sha256(data).hexdigest()
+        file_name = spec.file_name or doc_id
+        document = DocumentRecord(
+            tenant=tenant,
+            knowledge_base_id=kb,
+            document_id=doc_id,
+            file_name=file_name,
+            media_type=media_type,
+            size_bytes=len(data),
+            content_sha256=sha,
+            metadata=spec.metadata,
+            version=v.document_version(sha, media_type, file_name, spec.metadata),
+        )
+        result = await asyncio.to_thread(
+            self.state.book.register_upload, tenant, kb, document, data
+        )
+        if result.enqueue:
+            await self._send(result.job)
+        return result
+
+    async def _send(self, job: JobRecord) -> None:
+        try:
+            await asyncio.to_thread(self.queue.send, job.job_id)
+        except Exception as exc:
+            log.exception("cannot queue job %s", job.job_id)
+            await asyncio.to_thread(
+                self.state.runs.fail_job,
+                job.job_id,
+                ErrorRecord(
+                    "UNAVAILABLE",
+                    "QUEUE_UNAVAILABLE",
+                    "the task queue was unavailable when the job was sent",
+                    domain=GATEWAY_DOMAIN,
+                ),
+                from_states=(JobState.QUEUED,),
+            )
+            raise Unavailable(
+                "the task queue is unavailable; upload again later", reason="QUEUE_UNAVAILABLE"
+            ) from exc
+
+    # --------------------------------------------------------------------- jobs
+
+    async def get_job(self, tenant: str, job_id: str) -> JobRecord:
+        return await asyncio.to_thread(self.state.book.get_job, job_id, tenant)
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        kb_id: str,
+        state: JobState | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[JobRecord], str]:
+        kb = None
+        if kb_id:
+            kb = v.check_kb_id(kb_id)
+            await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)
+        return await asyncio.to_thread(
+            self.state.book.list_jobs, tenant, kb, state, page_size, page_token
+        )
+
+    async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobRecord]:
+        """The job now and on every change, until it ends."""
+        job = await self.get_job(tenant, job_id)
+        assert self.aredis is not None, "start() first"
+        pubsub = self.aredis.pubsub()
+        try:
+            # Subscribe before reading again so no change slips between the two.
+            await pubsub.subscribe(self.state.db.keys.events(job.job_id))
+            last = None
+            while True:
+                job = await self.get_job(tenant, job_id)
+                seen = _visible(job)
+                if seen != last:
+                    yield job
+                    last = seen
+                if not job.active:
+                    return
+                # A message means "changed"; the timeout is a safety net.
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.unsubscribe()
+                await pubsub.aclose()
+
+    async def cancel(self, tenant: str, job_id: str) -> JobRecord:
+        return await asyncio.to_thread(self.state.book.cancel_job, tenant, job_id)
+
+    async def retry(self, tenant: str, job_id: str) -> JobRecord:
+        job = await asyncio.to_thread(self.state.book.retry_job, tenant, job_id)
+        await asyncio.to_thread(self.queue.send, job.job_id)
+        return job

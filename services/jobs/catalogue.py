@@ -1,0 +1,109 @@
+"""The catalogue: knowledge bases and documents of every tenant, in Redis.
+
+Reads and the writes that concern one record. What moves a job along with its
+document (uploads, deletes that cancel a running job) is the job book's
+(services.jobs.jobbook).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.common.errors import AlreadyExists, NotFound
+from services.jobs.db import RedisDb
+from services.jobs.records import DocumentRecord, KnowledgeBaseRecord
+
+
+def kb_not_found(kb: str) -> NotFound:
+    return NotFound(
+        f"knowledge base {kb!r} not found",
+        reason="KNOWLEDGE_BASE_NOT_FOUND",
+        metadata={"knowledge_base_id": kb},
+    )
+
+
+def doc_not_found(kb: str, doc: str) -> NotFound:
+    return NotFound(
+        f"document {doc!r} not found in knowledge base {kb!r}",
+        reason="DOCUMENT_NOT_FOUND",
+        metadata={"knowledge_base_id": kb, "document_id": doc},
+    )
+
+
+class Catalogue:
+    def __init__(self, db: RedisDb) -> None:
+        self.db = db
+        self.keys = db.keys
+
+    # ---------------------------------------------------------- knowledge bases
+
+    def create_kb(self, record: KnowledgeBaseRecord) -> KnowledgeBaseRecord:
+        key = self.keys.kb(record.tenant, record.knowledge_base_id)
+
+        def body(pipe: Any) -> KnowledgeBaseRecord:
+            if pipe.exists(key):
+                raise AlreadyExists(
+                    f"knowledge base {record.knowledge_base_id!r} already exists",
+                    reason="KNOWLEDGE_BASE_EXISTS",
+                )
+            pipe.multi()
+            pipe.hset(key, mapping=record.to_hash())
+            pipe.zadd(self.keys.kbs(record.tenant), {record.knowledge_base_id: 0})
+            return record
+
+        return self.db.txn(body, key)
+
+    def get_kb(self, tenant: str, kb: str) -> KnowledgeBaseRecord:
+        raw = self.db.r.hgetall(self.keys.kb(tenant, kb))
+        if not raw:
+            raise kb_not_found(kb)
+        rec: KnowledgeBaseRecord = KnowledgeBaseRecord.from_hash(raw)
+        return rec
+
+    def update_kb(self, tenant: str, kb: str, **fields: object) -> None:
+        self.db.r.hset(self.keys.kb(tenant, kb), mapping={k: str(v) for k, v in fields.items()})
+
+    def document_count(self, tenant: str, kb: str) -> int:
+        return int(self.db.r.zcard(self.keys.docs(tenant, kb)))
+
+    def list_kbs(
+        self, tenant: str, page_size: int, page_token: str
+    ) -> tuple[list[KnowledgeBaseRecord], str]:
+        ids, nxt = self.db.page(self.keys.kbs(tenant), page_size, page_token)
+        raws = self.db.hashes(self.keys.kb(tenant, kb) for kb in ids)
+        return [KnowledgeBaseRecord.from_hash(r) for r in raws if r], nxt
+
+    def delete_kb_record(self, tenant: str, kb: str) -> KnowledgeBaseRecord:
+        """Removes the knowledge base record (so nothing new can enter it); the
+        job book's `purge_kb` removes its documents and jobs afterwards."""
+        key = self.keys.kb(tenant, kb)
+
+        def body(pipe: Any) -> KnowledgeBaseRecord:
+            raw = pipe.hgetall(key)
+            if not raw:
+                raise kb_not_found(kb)
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self.keys.kbs(tenant), kb)
+            rec: KnowledgeBaseRecord = KnowledgeBaseRecord.from_hash(raw)
+            return rec
+
+        return self.db.txn(body, key)
+
+    # ---------------------------------------------------------------- documents
+
+    def get_doc(self, tenant: str, kb: str, doc: str) -> DocumentRecord:
+        raw = self.db.r.hgetall(self.keys.doc(tenant, kb, doc))
+        if not raw:
+            self.get_kb(tenant, kb)
+            raise doc_not_found(kb, doc)
+        rec: DocumentRecord = DocumentRecord.from_hash(raw)
+        return rec
+
+    def list_docs(
+        self, tenant: str, kb: str, page_size: int, page_token: str
+    ) -> tuple[list[DocumentRecord], str]:
+        self.get_kb(tenant, kb)
+        ids, nxt = self.db.page(self.keys.docs(tenant, kb), page_size, page_token)
+        raws = self.db.hashes(self.keys.doc(tenant, kb, d) for d in ids)
+        return [DocumentRecord.from_hash(r) for r in raws if r], nxt

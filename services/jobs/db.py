@@ -1,0 +1,70 @@
+"""The Redis connection of the ingestion state and its transaction and paging
+helpers. Blocking (redis-py): the gateway calls it through `asyncio.to_thread`,
+the worker directly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from services.common.api import decode_page_token, encode_page_token
+from services.jobs.keys import Keys
+
+T = TypeVar("T")
+
+
+class RedisDb:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        # Any: redis-py's types cannot tell that replies are bytes here.
+        self.r: Any = client
+        self.keys = keys or Keys()
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "rm") -> RedisDb:
+        client = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+        )
+        return cls(client, Keys(prefix))
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    def close(self) -> None:
+        self.r.close()
+
+    def txn(self, body: Callable[[Any], T], *watch: str) -> T:
+        """Run `body(pipe)` in WATCH/MULTI, again whenever a watched key changed.
+
+        `body` reads through the pipe (immediate mode), may watch more keys, then
+        calls `pipe.multi()` and queues its writes.
+        """
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    if watch:
+                        pipe.watch(*watch)
+                    result = body(pipe)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def page(self, index: str, page_size: int, page_token: str) -> tuple[list[str], str]:
+        """A page of a lexicographically ordered zset, after the token's member."""
+        after = decode_page_token(page_token, str)
+        start = "-" if after is None else "(" + after
+        raw = self.r.zrangebylex(index, start, "+", start=0, num=page_size + 1)
+        members = [m.decode() for m in raw]
+        if len(members) > page_size:
+            members = members[:page_size]
+            return members, encode_page_token(members[-1])
+        return members, ""
+
+    def hashes(self, keys: Iterable[str]) -> list[dict[bytes, bytes]]:
+        """HGETALL of each key in one round trip ({} where a key is missing)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return list(pipe.execute())

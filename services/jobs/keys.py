@@ -1,0 +1,61 @@
+"""The Redis key schema, under a configurable prefix (`rm` by default).
+
+  {p}:{t}:kb:{kb}            hash  KnowledgeBaseRecord
+  {p}:{t}:kbs                zset  knowledge base ids (lexicographic paging)
+  {p}:{t}:doc:{kb}:{doc}     hash  DocumentRecord
+  {p}:{t}:docs:{kb}          zset  document ids
+  {p}:job:{job}              hash  JobRecord (carries its tenant)
+  {p}:{t}:jobs, {p}:{t}:jobs:{kb}  zset  "<create ms>|<job>" (chronological paging)
+  {p}:blob:{job}             string  the uploaded bytes, until the job succeeds
+  {p}:active_jobs            zset  QUEUED/RUNNING job ids scored by last sign of life
+  {p}:lock:{t}:{kb}:{doc}    string  held around chunk writes and deletes of a document
+  {p}:events:{job}           pub/sub channel, a message on every job change
+  {p}:reaper_lease           string  the gateway replica running the reaper
+
+Tenants, knowledge base ids and document ids are validated against patterns
+without `:`, and job ids are generated here, so no two names share a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "rm"
+
+    def kb(self, tenant: str, kb: str) -> str:
+        return f"{self.prefix}:{tenant}:kb:{kb}"
+
+    def kbs(self, tenant: str) -> str:
+        return f"{self.prefix}:{tenant}:kbs"
+
+    def doc(self, tenant: str, kb: str, doc: str) -> str:
+        return f"{self.prefix}:{tenant}:doc:{kb}:{doc}"
+
+    def docs(self, tenant: str, kb: str) -> str:
+        return f"{self.prefix}:{tenant}:docs:{kb}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def jobs(self, tenant: str, kb: str | None = None) -> str:
+        return f"{self.prefix}:{tenant}:jobs" if kb is None else f"{self.prefix}:{tenant}:jobs:{kb}"
+
+    def blob(self, job_id: str) -> str:
+        return f"{self.prefix}:blob:{job_id}"
+
+    def lock(self, tenant: str, kb: str, doc: str) -> str:
+        return f"{self.prefix}:lock:{tenant}:{kb}:{doc}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:events:{job_id}"
+
+    @property
+    def active_jobs(self) -> str:
+        return f"{self.prefix}:active_jobs"
+
+    @property
+    def reaper_lease(self) -> str:
+        return f"{self.prefix}:reaper_lease"

@@ -1,0 +1,276 @@
+"""One document's ingestion: bytes → chunks → embeddings in batches → upserts
+(APPEND_BATCH) → job SUCCEEDED, with progress per batch.
+
+Idempotent and resumable: chunk ids are `{document_id}:{chunk_index}` and all
+chunks of one upload carry the same `document_version`, so a run that is
+repeated (a retry, a redelivery after a worker died) first lists the chunks of
+that version already stored and embeds only the missing ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from google.protobuf import struct_pb2
+
+from ragmesh.chunking.v1 import chunking_pb2
+from ragmesh.common.v1 import common_pb2
+from services.common.errors import NotFound
+from services.jobs.records import (
+    DocumentRecord,
+    ErrorRecord,
+    JobRecord,
+    JobStage,
+    KnowledgeBaseRecord,
+)
+from services.jobs.state import JobsState
+from services.worker.clients import Clients
+from services.worker.config import WorkerSettings
+from services.worker.errors import JobLost, PermanentError, TransientError
+
+log = logging.getLogger("ragmesh.worker")
+
+LANGUAGE_CODES: dict[int, str] = {
+    common_pb2.TEXT_LANGUAGE_ENGLISH: "en",
+    common_pb2.TEXT_LANGUAGE_CHINESE: "zh",
+}
+# Passes over the stored chunks before giving up on a document whose chunks
+# keep disappearing (a concurrent writer of another version removed some).
+INDEX_PASSES = 3
+
+
+class Heartbeat:
+    """Records a sign of life every interval from a thread, so a long
+    ChunkDocument or EmbedTexts call does not look like a dead worker."""
+
+    def __init__(self, state: JobsState, job_id: str, token: str, interval_s: float) -> None:
+        self.runs, self.job_id, self.token, self.interval_s = state.runs, job_id, token, interval_s
+        self.lost_state = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                state = self.runs.heartbeat(self.job_id, self.token)
+            except Exception as exc:  # Redis blip: try again next interval
+                log.warning("heartbeat of job %s failed: %s", self.job_id, exc)
+                continue
+            if state != "ok":
+                self.lost_state = state
+                return
+
+    def progress(self, **fields: object) -> None:
+        """Records progress; raises JobLost when the job is no longer ours."""
+        if self.lost_state:
+            raise JobLost(self.lost_state)
+        state = self.runs.heartbeat(self.job_id, self.token, **fields)
+        if state != "ok":
+            self.lost_state = state
+            raise JobLost(state)
+
+
+@dataclass
+class Outcome:
+    """What one run did, for logs and tests."""
+
+    job_id: str
+    result: str  # succeeded, failed, retry, skipped:<why>, lost:<state>
+    embedded: int = 0
+
+
+class Ingestor:
+    def __init__(
+        self,
+        state: JobsState,
+        clients: Clients,
+        settings: WorkerSettings,
+        heartbeat_timeout_s: float,
+    ) -> None:
+        self.state = state
+        self.clients = clients
+        self.settings = settings
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+
+    def run(self, job_id: str, retries: int = 0, max_retries: int = 0) -> Outcome:
+        """Runs one job. Raises TransientError when the task should retry."""
+        runs = self.state.runs
+        token = uuid.uuid4().hex
+        claim = runs.claim_job(job_id, token, self.heartbeat_timeout_s)
+        if claim != "ok":
+            log.info("job %s not run: %s", job_id, claim)
+            return Outcome(job_id, f"skipped:{claim}")
+        job = self.state.book.get_job(job_id)
+        log.info(
+            "job %s: ingesting %s/%s (attempt %d)",
+            job_id,
+            job.knowledge_base_id,
+            job.document_id,
+            job.attempt,
+        )
+        with Heartbeat(self.state, job_id, token, self.settings.heartbeat_interval_s) as beat:
+            try:
+                embedded = self._ingest(job, token, beat)
+            except JobLost as lost:
+                log.info("job %s abandoned: %s", job_id, lost)
+                return Outcome(job_id, f"lost:{lost}")
+            except PermanentError as exc:
+                log.warning("job %s failed: %s", job_id, exc.error.message)
+                runs.fail_job(job_id, exc.error, token=token)
+                return Outcome(job_id, "failed")
+            except TransientError as exc:
+                if retries >= max_retries:
+                    error = exc.error
+                    error.message = f"gave up after {retries + 1} attempts: {error.message}"
+                    runs.fail_job(job_id, error, token=token)
+                    return Outcome(job_id, "failed")
+                log.warning("job %s will retry: %s", job_id, exc.error.message)
+                runs.release_for_retry(job_id, token, exc.error)
+                raise
+            except Exception:
+                log.exception("job %s: unexpected error", job_id)
+                runs.fail_job(
+                    job_id,
+                    ErrorRecord(
+                        "INTERNAL",
+                        "INTERNAL_ERROR",
+                        f"unexpected error in the worker (job {job_id}; see the worker's log)",
+                    ),
+                    token=token,
+                )
+                return Outcome(job_id, "failed")
+        return Outcome(job_id, "succeeded", embedded)
+
+    # ------------------------------------------------------------------ steps
+
+    def _ingest(self, job: JobRecord, token: str, beat: Heartbeat) -> int:
+        try:
+            kb = self.state.catalogue.get_kb(job.tenant, job.knowledge_base_id)
+            doc = self.state.catalogue.get_doc(job.tenant, job.knowledge_base_id, job.document_id)
+        except NotFound as exc:
+            raise JobLost(exc.reason) from exc
+        content = self.state.blobs.get(job.job_id)
+        if content is None:
+            raise PermanentError(
+                ErrorRecord(
+                    "FAILED_PRECONDITION", "UPLOAD_GONE", "the uploaded bytes are no longer stored"
+                )
+            )
+        beat.progress(stage=JobStage.PARSING)
+        chunked = self.clients.chunk(
+            chunking_pb2.ChunkDocumentRequest(
+                content=content,
+                media_type=doc.media_type,
+                document_id=doc.document_id,
+                file_name=doc.file_name,
+            )
+        )
+        total = len(chunked.chunks)
+        beat.progress(stage=JobStage.CHUNKING, chunks_total=total, chunks_done=0)
+        if total == 0:
+            with self._doc_lock(job, beat):
+                self.clients.delete_chunks(kb.collection, doc.document_id)
+        embedded = self._index(job, kb, doc, chunked, beat)
+        ended = self.state.runs.finish_job(job.job_id, token, total, chunked.title)
+        if ended is None:
+            raise JobLost("finish refused")
+        log.info("job %s: %d chunks (%d embedded now)", job.job_id, total, embedded)
+        return embedded
+
+    def _index(
+        self,
+        job: JobRecord,
+        kb: KnowledgeBaseRecord,
+        doc: DocumentRecord,
+        chunked: chunking_pb2.ChunkDocumentResponse,
+        beat: Heartbeat,
+    ) -> int:
+        """Embeds and upserts the chunks not yet stored; how many it embedded."""
+        total, embedded = len(chunked.chunks), 0
+        batch_size = self.settings.embed_batch_size
+        metadata = struct_pb2.Struct()
+        metadata.update(doc.metadata)
+        for _ in range(INDEX_PASSES):
+            stored = self.clients.stored_indexes(kb.collection, doc.document_id, job.version)
+            missing = [c for c in chunked.chunks if c.chunk_index not in stored]
+            if not missing:
+                return embedded
+            done = total - len(missing)
+            beat.progress(chunks_done=done)
+            for start in range(0, len(missing), batch_size):
+                batch = missing[start : start + batch_size]
+                beat.progress(stage=JobStage.EMBEDDING)
+                vectors = self.clients.embed_documents([c.text for c in batch])
+                embedded += len(batch)
+                to_upsert = [
+                    (self._stored_chunk(chunk, job, kb, doc, chunked, metadata), vector)
+                    for chunk, vector in zip(batch, vectors, strict=True)
+                ]
+                beat.progress(stage=JobStage.INDEXING)
+                with self._doc_lock(job, beat):
+                    self.clients.upsert(kb.collection, doc.document_id, job.version, to_upsert)
+                done += len(batch)
+                beat.progress(chunks_done=done)
+        raise TransientError(
+            ErrorRecord("ABORTED", "INDEX_INCOMPLETE", "chunks kept disappearing while indexing")
+        )
+
+    @staticmethod
+    def _stored_chunk(
+        chunk: common_pb2.Chunk,
+        job: JobRecord,
+        kb: KnowledgeBaseRecord,
+        doc: DocumentRecord,
+        chunked: chunking_pb2.ChunkDocumentResponse,
+        metadata: struct_pb2.Struct,
+    ) -> common_pb2.Chunk:
+        """The chunk as the collection stores it: id, version and filterable fields."""
+        stored = common_pb2.Chunk()
+        stored.CopyFrom(chunk)
+        stored.id = f"{doc.document_id}:{chunk.chunk_index}"
+        stored.document_id = doc.document_id
+        stored.document_version = job.version
+        stored.source = doc.file_name
+        stored.media_type = chunked.media_type
+        stored.language = LANGUAGE_CODES.get(kb.language, "")
+        if not stored.title:
+            stored.title = chunked.title
+        stored.metadata.CopyFrom(metadata)
+        return stored
+
+    @contextmanager
+    def _doc_lock(self, job: JobRecord, beat: Heartbeat) -> Iterator[None]:
+        """Held around chunk writes; a document delete takes it too, so once a
+        delete (or a newer upload) cancelled this job no write of ours follows."""
+        locks = self.state.locks
+        deadline = time.monotonic() + self.settings.lock_wait_s
+        while True:
+            lock = locks.acquire(job.tenant, job.knowledge_base_id, job.document_id)
+            if lock is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    ErrorRecord(
+                        "UNAVAILABLE", "DOCUMENT_LOCKED", "the document is locked by another writer"
+                    )
+                )
+            time.sleep(0.05)
+        try:
+            beat.progress()  # still ours, checked under the lock
+            yield
+        finally:
+            locks.release(job.tenant, job.knowledge_base_id, job.document_id, lock)

@@ -1,0 +1,357 @@
+"""The ingestion state in Redis: records, atomic job transitions, the reaper —
+against a real redis-server (the `redis_url` fixture)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.deps import start_redis
+from devstack.procs import free_port
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.jobs.queue import IngestionQueue
+from services.jobs.reaper import Reaper, ReaperPolicy
+from services.jobs.records import DocumentRecord, ErrorRecord, JobState, KnowledgeBaseRecord
+from services.jobs.settings import JobsSettings
+from services.jobs.state import JobsState as Store
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    s = Store.from_settings(JobsSettings(redis_url=redis_url))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def make_kb(store: Store, tenant: str, kb: str = "kb1") -> KnowledgeBaseRecord:
+    return store.catalogue.create_kb(
+        KnowledgeBaseRecord(
+            tenant=tenant, knowledge_base_id=kb, collection=f"c_{tenant}_{kb}", dimension=384
+        )
+    )
+
+
+def doc(tenant: str, doc_id: str = "a.md", version: str = "v1") -> DocumentRecord:
+    return DocumentRecord(
+        tenant=tenant,
+        knowledge_base_id="kb1",
+        document_id=doc_id,
+        file_name=doc_id,
+        version=version,
+        content_sha256=version,
+    )
+
+
+class SentJobs(IngestionQueue):
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, job_id: str) -> None:
+        self.sent.append(job_id)
+
+    def close(self) -> None:
+        pass
+
+
+def make_reaper(store: Store, **policy: float) -> Reaper:
+    return Reaper(store.book, SentJobs(), ReaperPolicy(**policy))  # type: ignore[arg-type]
+
+
+def run_to_success(store: Store, job_id: str, chunks: int) -> None:
+    assert store.runs.claim_job(job_id, "tok", 30) == "ok"
+    assert store.runs.finish_job(job_id, "tok", chunks, "Title") is not None
+
+
+def test_kb_create_get_list_delete(store: Store, tenant: str) -> None:
+    make_kb(store, tenant, "kb1")
+    with pytest.raises(AlreadyExists) as exc:
+        make_kb(store, tenant, "kb1")
+    assert exc.value.reason == "KNOWLEDGE_BASE_EXISTS"
+    for name in ("kb3", "kb2"):
+        make_kb(store, tenant, name)
+    page, token = store.catalogue.list_kbs(tenant, 2, "")
+    assert [k.knowledge_base_id for k in page] == ["kb1", "kb2"]
+    page2, token2 = store.catalogue.list_kbs(tenant, 2, token)
+    assert [k.knowledge_base_id for k in page2] == ["kb3"] and token2 == ""
+    # Another tenant sees none of them.
+    assert store.catalogue.list_kbs(tenant + "x", 10, "") == ([], "")
+    with pytest.raises(NotFound):
+        store.catalogue.get_kb(tenant + "x", "kb1")
+    store.catalogue.delete_kb_record(tenant, "kb1")
+    with pytest.raises(NotFound):
+        store.catalogue.get_kb(tenant, "kb1")
+    with pytest.raises(InvalidArgument):
+        store.catalogue.list_kbs(tenant, 2, "%%%not-a-token")
+
+
+def test_upload_queues_a_job_and_success_indexes_the_document(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    up = store.book.register_upload(tenant, "kb1", doc(tenant), b"hello")
+    assert up.enqueue and up.job.state == "QUEUED"
+    assert store.blobs.get(up.job.job_id) == b"hello"
+    assert store.db.r.zscore(store.db.keys.active_jobs, up.job.job_id) is not None
+    run_to_success(store, up.job.job_id, 7)
+    job = store.book.get_job(up.job.job_id, tenant)
+    assert (job.state, job.chunks_done, job.chunks_total, job.attempt) == ("SUCCEEDED", 7, 7, 1)
+    assert job.end_time >= job.start_time > 0
+    d = store.catalogue.get_doc(tenant, "kb1", "a.md")
+    assert (d.state, d.chunk_count, d.title) == ("INDEXED", 7, "Title")
+    assert store.catalogue.get_kb(tenant, "kb1").chunk_count == 7
+    assert store.blobs.get(up.job.job_id) is None  # bytes dropped once indexed
+    assert store.db.r.zscore(store.db.keys.active_jobs, up.job.job_id) is None
+
+
+def test_identical_upload_is_deduplicated_and_changed_one_supersedes(
+    store: Store, tenant: str
+) -> None:
+    make_kb(store, tenant)
+    first = store.book.register_upload(tenant, "kb1", doc(tenant), b"x")
+    # Same version while the first is still queued: the same job comes back.
+    again = store.book.register_upload(tenant, "kb1", doc(tenant), b"x")
+    assert not again.enqueue and again.job.job_id == first.job.job_id
+    run_to_success(store, first.job.job_id, 3)
+    dup = store.book.register_upload(tenant, "kb1", doc(tenant), b"x")
+    assert not dup.enqueue and dup.job.deduplicated and dup.job.state == "SUCCEEDED"
+    assert dup.job.chunks_total == 3
+    assert store.catalogue.get_doc(tenant, "kb1", "a.md").last_job_id == dup.job.job_id
+    # Changed content: a new job; while it is queued, a third version cancels it.
+    v2 = store.book.register_upload(tenant, "kb1", doc(tenant, version="v2"), b"y")
+    assert v2.enqueue
+    v3 = store.book.register_upload(tenant, "kb1", doc(tenant, version="v3"), b"z")
+    assert v3.superseded_job_id == v2.job.job_id
+    old = store.book.get_job(v2.job.job_id, tenant)
+    assert old.state == "CANCELLED" and old.error is not None
+    assert old.error.reason == "SUPERSEDED"
+    assert store.blobs.get(v2.job.job_id) is None
+    run_to_success(store, v3.job.job_id, 5)
+    assert store.catalogue.get_kb(tenant, "kb1").chunk_count == 5  # replaced, not added
+
+
+def test_upload_into_missing_kb_is_not_found_and_leaves_no_bytes(store: Store, tenant: str) -> None:
+    before = set(store.db.r.keys("rm:blob:*"))
+    with pytest.raises(NotFound) as exc:
+        store.book.register_upload(tenant, "nope", doc(tenant), b"x")
+    assert exc.value.reason == "KNOWLEDGE_BASE_NOT_FOUND"
+    assert set(store.db.r.keys("rm:blob:*")) == before
+
+
+def test_claim_heartbeat_and_ownership(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    assert store.runs.claim_job(job_id, "w1", 30) == "ok"
+    assert store.runs.claim_job(job_id, "w2", 30) == "busy"  # w1 is alive
+    assert store.runs.heartbeat(job_id, "w1", stage="EMBEDDING", chunks_done=2) == "ok"
+    job = store.book.get_job(job_id)
+    assert (job.stage, job.chunks_done) == ("EMBEDDING", 2)
+    assert store.runs.heartbeat(job_id, "w2") == "token"
+    # w1 stops beating: after the timeout another worker may take over.
+    assert store.runs.claim_job(job_id, "w2", 30, now=time.time() + 31) == "ok"
+    assert store.runs.heartbeat(job_id, "w1") == "token"
+    assert store.book.get_job(job_id).attempt == 2
+    store.book.cancel_job(tenant, job_id)
+    assert store.runs.heartbeat(job_id, "w2") == "CANCELLED"
+    assert store.runs.claim_job(job_id, "w3", 30) == "CANCELLED"
+    assert store.runs.claim_job("missing", "w3", 30) == "missing"
+
+
+def test_concurrent_claims_have_one_winner(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    results: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: results.append(store.runs.claim_job(job_id, f"w{i}", 30))
+        )
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["busy"] * 7 + ["ok"]
+
+
+def test_fail_cancel_retry(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    store.runs.claim_job(job_id, "w", 30)
+    err = ErrorRecord("INVALID_ARGUMENT", "CORRUPT_DOCUMENT", "bad pdf", domain="chunking")
+    assert store.runs.fail_job(job_id, err, token="other") is None  # not the owner
+    assert store.runs.fail_job(job_id, err, token="w") is not None
+    job = store.book.get_job(job_id, tenant)
+    assert job.state == "FAILED" and job.error == err
+    assert store.catalogue.get_doc(tenant, "kb1", "a.md").state == "FAILED"
+    with pytest.raises(FailedPrecondition) as exc:
+        store.book.cancel_job(tenant, job_id)
+    assert exc.value.reason == "JOB_ALREADY_ENDED"
+    retried = store.book.retry_job(tenant, job_id)
+    assert retried.state == "QUEUED" and retried.error is None
+    assert store.catalogue.get_doc(tenant, "kb1", "a.md").state == "PENDING"
+    with pytest.raises(FailedPrecondition) as exc:
+        store.book.retry_job(tenant, job_id)
+    assert exc.value.reason == "JOB_NOT_RETRYABLE"
+    # Another tenant cannot see, cancel or retry it.
+    for action in (store.book.cancel_job, store.book.retry_job):
+        with pytest.raises(NotFound):
+            action(tenant + "x", job_id)
+    # A superseded job cannot be retried.
+    store.book.cancel_job(tenant, job_id)
+    store.book.register_upload(tenant, "kb1", doc(tenant, version="v2"), b"y")
+    with pytest.raises(FailedPrecondition) as exc:
+        store.book.retry_job(tenant, job_id)
+    assert exc.value.reason == "JOB_SUPERSEDED"
+
+
+def test_release_for_retry_requeues(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    store.runs.claim_job(job_id, "w", 30)
+    err = ErrorRecord("UNAVAILABLE", "DEPENDENCY_UNAVAILABLE", "down")
+    assert store.runs.release_for_retry(job_id, "w", err)
+    assert store.book.get_job(job_id).state == "QUEUED"
+    assert not store.runs.release_for_retry(job_id, "w", err)
+    assert store.runs.claim_job(job_id, "w2", 30) == "ok"
+
+
+def test_delete_document_cancels_its_job(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    run = store.book.register_upload(tenant, "kb1", doc(tenant, "done.md"), b"x").job.job_id
+    run_to_success(store, run, 4)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant, "b.md"), b"y").job.job_id
+    store.runs.claim_job(job_id, "w", 30)
+    store.book.delete_doc(tenant, "kb1", "b.md")
+    job = store.book.get_job(job_id, tenant)
+    assert job.state == "CANCELLED" and job.error and job.error.reason == "DOCUMENT_DELETED"
+    assert store.blobs.get(job_id) is None
+    with pytest.raises(NotFound) as exc:
+        store.catalogue.get_doc(tenant, "kb1", "b.md")
+    assert exc.value.reason == "DOCUMENT_NOT_FOUND"
+    store.book.delete_doc(tenant, "kb1", "done.md")
+    assert store.catalogue.get_kb(tenant, "kb1").chunk_count == 0
+    docs, _ = store.catalogue.list_docs(tenant, "kb1", 10, "")
+    assert docs == []
+
+
+def test_list_jobs_pages_and_filters(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    make_kb(store, tenant, "kb2")
+    ids = []
+    for i in range(5):
+        up = store.book.register_upload(
+            tenant, "kb1", doc(tenant, f"d{i}.md"), b"x", now=1000.0 + i
+        )
+        ids.append(up.job.job_id)
+    run_to_success(store, ids[1], 1)
+    run_to_success(store, ids[3], 1)
+    page, token = store.book.list_jobs(tenant, None, None, 2, "")
+    assert [j.job_id for j in page] == ids[:2]
+    page, token = store.book.list_jobs(tenant, None, None, 2, token)
+    assert [j.job_id for j in page] == ids[2:4]
+    page, token = store.book.list_jobs(tenant, None, None, 2, token)
+    assert [j.job_id for j in page] == ids[4:] and token == ""
+    done, token = store.book.list_jobs(tenant, "kb1", "SUCCEEDED", 1, "")
+    assert [j.job_id for j in done] == [ids[1]] and token
+    done, token = store.book.list_jobs(tenant, "kb1", "SUCCEEDED", 1, token)
+    assert [j.job_id for j in done] == [ids[3]]
+    assert store.book.list_jobs(tenant, "kb2", None, 10, "") == ([], "")
+
+
+def test_reaper_requeues_lost_jobs_then_fails_them(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    store.runs.claim_job(job_id, "w", 30)
+    now = time.time()
+    reaper = make_reaper(store, stale_after_s=10, max_attempts=2)
+    assert job_id not in reaper.reap(now=now + 5).requeue  # heartbeat is fresh
+    result = reaper.reap(now=now + 11)
+    assert job_id in result.requeue
+    job = store.book.get_job(job_id)
+    assert (job.state, job.lost_count) == ("QUEUED", 1)
+    assert store.runs.claim_job(job_id, "w2", 10, now=now + 12) == "ok"
+    result = reaper.reap(now=now + 30)
+    assert job_id in result.failed
+    job = store.book.get_job(job_id)
+    assert job.state == "FAILED" and job.error and job.error.reason == "WORKER_LOST"
+    assert store.catalogue.get_doc(tenant, "kb1", "a.md").state == "FAILED"
+
+
+def test_reaper_resends_and_times_out_queued_jobs(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    now = time.time()
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x", now=now).job.job_id
+    reaper = make_reaper(store, stale_after_s=10, requeue_after_s=60, queued_timeout_s=300)
+    assert job_id not in reaper.reap(now=now + 30).requeue  # type: ignore[arg-type]
+    assert job_id in reaper.reap(now=now + 61).requeue  # type: ignore[arg-type]
+    assert job_id not in reaper.reap(now=now + 62).requeue  # type: ignore[arg-type]
+    assert job_id in reaper.reap(now=now + 301).failed  # type: ignore[arg-type]
+    job = store.book.get_job(job_id)
+    assert job.state == "FAILED" and job.error and job.error.reason == "QUEUE_TIMEOUT"
+
+
+def test_purge_kb_removes_everything(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    store.catalogue.delete_kb_record(tenant, "kb1")
+    store.book.purge_kb(tenant, "kb1")
+    assert store.db.r.keys(f"rm:{tenant}:*") == []
+    assert store.db.r.exists(f"rm:job:{job_id}", f"rm:blob:{job_id}") == 0
+    assert store.db.r.zscore(store.db.keys.active_jobs, job_id) is None
+
+
+def test_document_lock(store: Store, tenant: str) -> None:
+    token = store.locks.acquire(tenant, "kb1", "a.md")
+    assert token is not None
+    assert store.locks.acquire(tenant, "kb1", "a.md") is None
+    store.locks.release(tenant, "kb1", "a.md", "not-the-token")
+    assert store.locks.acquire(tenant, "kb1", "a.md") is None
+    store.locks.release(tenant, "kb1", "a.md", token)
+    assert store.locks.acquire(tenant, "kb1", "a.md") is not None
+
+
+def test_records_survive_a_redis_restart(tmp_path: Path) -> None:
+    """With AOF (as the launcher runs Redis), jobs, documents and uploads survive."""
+    port = free_port()
+    proc, url = start_redis(tmp_path / "data", port=port, log_dir=tmp_path)
+    try:
+        store = Store.from_settings(JobsSettings(redis_url=url))
+        make_kb(store, "t1")
+        up = store.book.register_upload("t1", "kb1", doc("t1"), b"bytes")
+        store.runs.claim_job(up.job.job_id, "w", 30)
+        store.runs.heartbeat(up.job.job_id, "w", stage="EMBEDDING", chunks_done=3)
+        store.close()
+        proc.stop()
+        proc, url = start_redis(tmp_path / "data", port=port, log_dir=tmp_path)
+        store = Store.from_settings(JobsSettings(redis_url=url))
+        job = store.book.get_job(up.job.job_id, "t1")
+        assert (job.state, job.stage, job.chunks_done) == ("RUNNING", "EMBEDDING", 3)
+        assert store.catalogue.get_doc("t1", "kb1", "a.md").last_job_id == up.job.job_id
+        assert store.blobs.get(up.job.job_id) == b"bytes"
+        store.close()
+    finally:
+        proc.stop()
+
+
+def test_reaper_pass_sends_what_it_requeues_and_one_replica_reaps(
+    store: Store, tenant: str
+) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    store.runs.claim_job(job_id, "w", 30, now=time.time() - 100)  # its worker went silent
+    first = make_reaper(store, stale_after_s=10, interval_s=30)
+    second = make_reaper(store, stale_after_s=10, interval_s=30)
+    store.db.r.delete(store.db.keys.reaper_lease)
+    assert first.run_once().requeue == [job_id]
+    assert first.queue.sent == [job_id]  # type: ignore[attr-defined]
+    assert second.run_once().requeue == [] and second.queue.sent == []  # type: ignore[attr-defined]
+    assert store.book.get_job(job_id).state == JobState.QUEUED
+    store.db.r.delete(store.db.keys.reaper_lease)
