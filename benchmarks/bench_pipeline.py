@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import redis
 
 from benchmarks.chunking_data import english_text
 from devstack.deps import start_llm, start_redis
@@ -39,7 +40,7 @@ from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.gateway.validation import collection_name
+from services.jobs.keys import Keys
 
 KEY = "bench-key-0001"
 TENANT = "bench"
@@ -168,6 +169,15 @@ class Stack:
             )
         return workers
 
+    def collection(self, kb: str) -> str:
+        """The Milvus collection of one of the benchmark tenant's knowledge bases."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            name = client.hget(Keys().kb(TENANT, kb), "collection")
+        finally:
+            client.close()
+        return bytes(name or b"").decode()
+
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
@@ -236,7 +246,7 @@ def _search_direct(stack: Stack, kb: str, top_k: int = 5) -> Callable[[str], lis
         )
         resp = stack.retrieval.SearchChunks(
             retrieval_pb2.SearchChunksRequest(
-                collection=collection_name(TENANT, kb),
+                collection=stack.collection(kb),
                 query_vector=vector,
                 query_text=query,
                 top_k=5,

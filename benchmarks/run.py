@@ -2,7 +2,8 @@
 
 Each module `benchmarks/bench_<area>.py` exposes `run() -> str`, returning a
 Markdown section (starting with `## `) with its figures and, for every target,
-the ratio against a baseline measured in the same run.
+the ratio against a baseline measured in the same run. A module with
+`DOC = "reliability.md"` writes into that file of docs/ instead.
 `python -m benchmarks.run embedding chunking` runs a subset and updates only
 those sections of the file.
 """
@@ -18,8 +19,18 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ["chunking", "embedding", "retrieval", "quality", "generation", "pipeline", "eval"]
-OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+ORDER = [
+    "chunking",
+    "embedding",
+    "retrieval",
+    "quality",
+    "generation",
+    "pipeline",
+    "eval",
+    "uploads",
+]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+OUT = DOCS / "benchmarks.md"
 HEADER = """# Benchmarks
 
 Written by `make bench` (`python -m benchmarks.run [area ...]`). Every ratio is
@@ -35,14 +46,21 @@ def _sections(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1].rstrip() + "\n" for i in range(1, len(parts) - 1, 2)}
 
 
+def _doc_of(name: str) -> Path:
+    module = importlib.import_module(f"benchmarks.bench_{name}")
+    return DOCS / str(getattr(module, "DOC", "benchmarks.md"))
+
+
 def main(argv: list[str]) -> int:
     wanted = argv or [n for n in ORDER if (Path(__file__).parent / f"bench_{n}.py").exists()]
-    sections = _sections(OUT.read_text()) if OUT.exists() else {}
     failed = False
+    by_doc: dict[Path, dict[str, str]] = {}
     for name in wanted:
         print(f"== bench {name}", flush=True)
         start = time.perf_counter()
         try:
+            doc = _doc_of(name)
+            sections = by_doc.setdefault(doc, _sections(doc.read_text()) if doc.exists() else {})
             module = importlib.import_module(f"benchmarks.bench_{name}")
             body = module.run().rstrip() + "\n"
         except Exception:
@@ -56,11 +74,19 @@ def main(argv: list[str]) -> int:
         )
         sections[name] = body + stamp
         print(body, flush=True)
-    ordered = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(HEADER + "".join(f"\n{MARK.format(name=n)}\n{sections[n]}" for n in ordered))
-    print(f"wrote {OUT}")
+    for doc, sections in by_doc.items():
+        ordered = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
+        header = HEADER if doc == OUT else _header_of(doc)
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text(header + "".join(f"\n{MARK.format(name=n)}\n{sections[n]}" for n in ordered))
+        print(f"wrote {doc}")
     return 1 if failed else 0
+
+
+def _header_of(doc: Path) -> str:
+    """What precedes the first generated section of a document (kept as written)."""
+    text = doc.read_text() if doc.exists() else f"# {doc.stem.title()}\n"
+    return text.split("\n<!-- section:", 1)[0].rstrip() + "\n"
 
 
 if __name__ == "__main__":

@@ -72,6 +72,16 @@ def top_k(requested: int, default: int, maximum: int) -> int:
 # ------------------------------------------------------------ protobuf helpers
 
 
+def check_enum(enum: Any, value: int, field: str) -> int:
+    """A protobuf enum value the API defines (an unknown number, which proto3
+    accepts on the wire, is INVALID_ARGUMENT)."""
+    if value not in enum.values():
+        raise InvalidArgument(
+            f"unknown {field} value {value}", reason="INVALID_ENUM", metadata={"field": field}
+        )
+    return value
+
+
 def struct_from_dict(data: Mapping[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(dict(data))

@@ -19,6 +19,7 @@ import grpc
 
 from services.common import errors, metrics
 from services.common.logs import request_id_var
+from services.common.reasons import SANITIZED_CODES, public_message
 from services.common.status import from_rpc_error, to_status
 
 log = logging.getLogger("ragmesh.access")
@@ -35,8 +36,20 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str) -> None:
+    """`translate` turns a dependency's own exceptions (e.g. Redis's) into the
+    project's errors; `public` (the gateway) keeps the details of INTERNAL and
+    UNAVAILABLE errors in the logs and gives callers only what the error
+    catalogue says, with the request id."""
+
+    def __init__(
+        self,
+        service: str,
+        translate: Callable[[BaseException], errors.ServiceError | None] | None = None,
+        public: bool = False,
+    ) -> None:
         self.service = service
+        self.translate = translate
+        self.public = public
 
     async def intercept_service(
         self,
@@ -47,7 +60,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(_HEALTH_AND_REFLECTION):
             return handler
-        call = _Call(self.service, method, _request_id(handler_call_details))
+        call = _Call(
+            self.service,
+            method,
+            _request_id(handler_call_details),
+            self.translate,
+            self.public,
+        )
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -64,11 +83,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """Per-call bookkeeping around one handler invocation."""
 
-    def __init__(self, service: str, method: str, request_id: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        request_id: str,
+        translate: Callable[[BaseException], errors.ServiceError | None] | None = None,
+        public: bool = False,
+    ) -> None:
         self.service = service
         self.method = method
         self.short_method = method.rsplit("/", 1)[-1]
         self.request_id = request_id
+        self.translate = translate
+        self.public = public
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -136,6 +164,16 @@ class _Call:
 
     async def _abort(self, error: errors.ServiceError, context: grpc.aio.ServicerContext) -> None:
         """Ends the call with `error`'s status and ErrorInfo (context.abort raises)."""
+        if self.public and error.code in SANITIZED_CODES:
+            log.warning(
+                "%s failed: %s %s: %s",
+                self.short_method,
+                error.code,
+                error.reason,
+                error.message,
+                extra={"method": self.method, "code": error.code, "reason": error.reason},
+            )
+            error = sanitized(error, self.request_id)
         status = to_status(error, f"{self.service}.ragmesh")
         metadata = (*tuple(status.trailing_metadata), (REQUEST_ID_KEY, self.request_id))
         await context.abort(status.code, status.details, metadata)
@@ -143,15 +181,28 @@ class _Call:
     def _as_service_error(self, exc: BaseException) -> errors.ServiceError:
         if isinstance(exc, errors.ServiceError):
             return exc
+        translated = self.translate(exc) if self.translate is not None else None
+        if translated is not None:
+            return translated
         if isinstance(exc, grpc.aio.AioRpcError):
             return from_rpc_error(exc, "downstream call failed")
         if isinstance(exc, TimeoutError):
             return errors.DeadlineExceeded(str(exc) or "operation timed out")
         log.exception("unhandled error in %s", self.method, exc_info=exc)
         return errors.Internal(
-            f"internal error in {self.short_method} (request id {self.request_id}); "
-            f"{type(exc).__name__}: {exc}"
+            f"internal error in {self.short_method}: {type(exc).__name__}: {exc}"
         )
+
+
+def sanitized(error: errors.ServiceError, request_id: str) -> errors.ServiceError:
+    """The same error with no detail that could name a host, a port, a URL, a
+    path, an exception type or an upstream's answer: the catalogue's words for
+    its reason, and the request id to find the details in the logs."""
+    return type(error)(
+        f"{public_message(error.code, error.reason)} (request id {request_id})",
+        reason=error.reason,
+        retry_after_s=error.retry_after_s,
+    )
 
 
 def _code_name(context: grpc.aio.ServicerContext) -> str:

@@ -77,7 +77,6 @@ _CATALOGUE = (
         "document_id does not match [A-Za-z0-9][A-Za-z0-9._-]{0,127}.",
     ),
     Reason("DESCRIPTION_TOO_LONG", "INVALID_ARGUMENT", "A description over 2,000 characters."),
-    Reason("FILE_NAME_TOO_LONG", "INVALID_ARGUMENT", "A file name over 512 characters."),
     Reason(
         "METADATA_TOO_LARGE",
         "INVALID_ARGUMENT",
@@ -401,6 +400,11 @@ _CATALOGUE = (
     Reason("MISSING_QUERY_TEXT", "INVALID_ARGUMENT", "A SPARSE search without text."),
     Reason("INVALID_FUSION", "INVALID_ARGUMENT", "Fusion parameters out of bounds."),
     Reason("INVALID_MIN_SCORE", "INVALID_ARGUMENT", "A min_score that is not finite."),
+    Reason(
+        "TOO_MANY_EXCLUDED_DOCUMENTS",
+        "INVALID_ARGUMENT",
+        "More excluded documents than RAGMESH_RETRIEVAL_MAX_EXCLUDED_DOCUMENTS.",
+    ),
     Reason("TOO_MANY_FILTERS", "INVALID_ARGUMENT", "More filter conditions than allowed."),
     Reason(
         "UNKNOWN_FILTER_FIELD",
@@ -486,6 +490,7 @@ _CATALOGUE = (
     ),
     # -------------------------------------------------------------- service state
     Reason("NOT_READY", "UNAVAILABLE", "The service is still starting.", RETRY),
+    Reason("REDIS_UNAVAILABLE", "UNAVAILABLE", "Redis cannot be reached.", RETRY),
     Reason(
         "DEADLINE_EXCEEDED",
         "DEADLINE_EXCEEDED",
@@ -504,6 +509,65 @@ _CATALOGUE = (
         "(the peer's)",
         "An internal service failed without an ErrorInfo (<CODE> is its status code).",
         "As for the status code.",
+        dynamic=True,
+    ),
+    # ---------------------------------------------- quotas, uploads, deletes (hostile input)
+    Reason("INVALID_JOB_ID", "INVALID_ARGUMENT", "A job id that is not 32 hex digits."),
+    Reason(
+        "UPLOAD_IDLE_TIMEOUT",
+        "DEADLINE_EXCEEDED",
+        "An upload stream sent nothing for RAGMESH_GATEWAY_UPLOAD_IDLE_TIMEOUT_S.",
+        "Upload again; send the pieces without long pauses.",
+    ),
+    Reason(
+        "UPLOAD_BUFFER_FULL",
+        "RESOURCE_EXHAUSTED",
+        "The gateway holds RAGMESH_GATEWAY_UPLOAD_BUFFER_BYTES of uploads already.",
+        RETRY,
+    ),
+    Reason(
+        "TOO_MANY_CONCURRENT_WATCHES",
+        "RESOURCE_EXHAUSTED",
+        "The tenant has RAGMESH_GATEWAY_MAX_CONCURRENT_WATCHES_PER_TENANT watches open.",
+        RETRY,
+    ),
+    Reason(
+        "KNOWLEDGE_BASE_QUOTA_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "The tenant has RAGMESH_GATEWAY_MAX_KNOWLEDGE_BASES_PER_TENANT knowledge bases.",
+        "Delete a knowledge base, or ask the operator for a higher limit.",
+    ),
+    Reason(
+        "DOCUMENT_QUOTA_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "The tenant has RAGMESH_GATEWAY_MAX_DOCUMENTS_PER_TENANT documents.",
+        "Delete documents, or ask the operator for a higher limit.",
+    ),
+    Reason(
+        "STORAGE_QUOTA_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "The upload would take the tenant's stored upload bytes over "
+        "RAGMESH_GATEWAY_MAX_STORED_BYTES_PER_TENANT.",
+        "Wait for queued jobs to finish (their bytes are dropped), retry or delete failed "
+        "ones, or delete documents.",
+    ),
+    Reason(
+        "DOCUMENT_BEING_DELETED",
+        "UNAVAILABLE",
+        "An upload of a document that is being deleted.",
+        RETRY,
+    ),
+    Reason(
+        "KNOWLEDGE_BASE_BEING_DELETED",
+        "FAILED_PRECONDITION",
+        "Creating a knowledge base whose deleted namesake is still being purged.",
+        "Create it again in a moment.",
+    ),
+    Reason(
+        "KNOWLEDGE_BASE_RECREATED",
+        "(none)",
+        "Worker log only: a job's knowledge base was deleted and made again since its upload.",
+        "Nothing.",
         dynamic=True,
     ),
     # -------------------------------------------------------------- SDK, client side
@@ -529,3 +593,19 @@ _CATALOGUE = (
 )
 
 REASONS: dict[str, Reason] = {r.name: r for r in _CATALOGUE}
+
+
+# Statuses whose details a public service keeps in its logs: its callers get
+# only `public_message` (the details name hosts, ports, URLs, upstream bodies).
+SANITIZED_CODES = frozenset({"INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS"})
+
+
+def public_message(code: str, reason: str) -> str:
+    """What a caller is told of an INTERNAL or UNAVAILABLE error: the catalogue's
+    meaning of its reason."""
+    entry = REASONS.get(reason)
+    if entry is not None:
+        return entry.meaning.rstrip(".")
+    if code == "UNAVAILABLE":
+        return "A service ragmesh depends on is unavailable"
+    return "Internal error"

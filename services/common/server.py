@@ -53,9 +53,13 @@ class GrpcService(Protocol):
         """Release resources after the server stopped."""
 
 
-def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
+def server_options(
+    settings: CommonSettings, max_receive_bytes: int | None = None
+) -> list[tuple[str, int]]:
+    """`max_receive_bytes`: a service's own, smaller limit (the public gateway
+    takes upload pieces, never whole documents)."""
     return [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes or settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -115,12 +119,18 @@ class RunningServer:
 async def start_server(
     service: GrpcService, port: int, settings: CommonSettings, metrics_port: int | None = None
 ) -> RunningServer:
+    interceptor = ServerInterceptor(
+        service.name,
+        translate=getattr(service, "translate_error", None),
+        public=bool(getattr(service, "public", False)),
+    )
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(service.name)], options=server_options(settings)
+        interceptors=[interceptor],
+        options=server_options(settings, getattr(service, "max_receive_bytes", None)),
     )
     service.register(server)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_health_aio.HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             *service.service_names,

@@ -21,7 +21,7 @@ from services.gateway import validation as v
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
 from services.gateway.convert import citation_from_scored, cited_sources
-from services.gateway.search import Searcher, SearchParams
+from services.gateway.search import Searcher, SearchParams, check_search_enums
 
 MAX_TEMPERATURE = 2.0
 
@@ -61,13 +61,15 @@ class Asker:
                 f"temperature must be between 0 and {MAX_TEMPERATURE:g}",
                 reason="TEMPERATURE_OUT_OF_RANGE",
             )
-        return SearchParams(
+        search = SearchParams(
             knowledge_base_id=params.knowledge_base_id,
             query=params.question,
             mode=params.mode,
             top_k=top_k,
             filters=params.filters,
         )
+        check_search_enums(search)
+        return search
 
     async def ask(
         self, tenant: str, params: AskParams, deadline: Deadline

@@ -30,7 +30,54 @@ class GatewaySettings(BaseSettings):
         default=32 * MIB, description="Largest document accepted (bytes)."
     )
     max_concurrent_uploads_per_tenant: int = Field(
-        default=32, description="Upload streams one tenant may have open at once on this replica."
+        default=8,
+        ge=1,
+        description="Upload streams one tenant may have open at once on this replica.",
+    )
+    upload_buffer_bytes: int = Field(
+        default=256 * MIB,
+        ge=MIB,
+        description="Upload bytes this replica holds in memory at once, over every stream of "
+        "every tenant; a piece that would go over it fails its upload with RESOURCE_EXHAUSTED "
+        "(retry later). Bounds the gateway's memory.",
+    )
+    upload_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="An upload stream that sends nothing for this long fails."
+    )
+    max_receive_bytes: int = Field(
+        default=4 * MIB,
+        ge=64 * 1024,
+        description="Largest gRPC message the gateway accepts: an upload piece (the SDK sends "
+        "64 KiB) or a request; internal services keep RAGMESH_MAX_MESSAGE_BYTES.",
+    )
+    max_concurrent_watches_per_tenant: int = Field(
+        default=64,
+        ge=1,
+        description="WatchIngestionJob streams one tenant may have open at once on this replica.",
+    )
+    max_knowledge_bases_per_tenant: int = Field(
+        default=100, ge=0, description="Knowledge bases a tenant may have (0: no limit)."
+    )
+    max_documents_per_tenant: int = Field(
+        default=100_000, ge=0, description="Documents a tenant may have (0: no limit)."
+    )
+    max_stored_bytes_per_tenant: int = Field(
+        default=2 * 1024 * MIB,
+        ge=0,
+        description="Upload bytes a tenant may keep stored (queued uploads, and those of "
+        "FAILED/CANCELLED jobs until they expire; 0: no limit).",
+    )
+    sweep_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="An interrupted delete (Milvus or the retrieval service down) is finished "
+        "by the gateway's sweeper once it was last attempted this long ago.",
+    )
+    failed_upload_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How long the upload bytes of a FAILED or CANCELLED job are kept for a "
+        "retry; after that a retry says UPLOAD_GONE.",
     )
     default_top_k: int = Field(default=5, description="Search/Ask results when the request says 0.")
     max_top_k: int = Field(default=50, description="Largest top_k a Search or Ask may ask for.")

@@ -8,6 +8,7 @@ from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
 from services.common.api import struct_from_dict, timestamp
+from services.common.reasons import SANITIZED_CODES, public_message
 from services.jobs.records import (
     DocumentRecord,
     DocumentState,
@@ -58,13 +59,19 @@ def job_to_pb(job: JobRecord) -> pb.IngestionJob:
     if job.state == JobState.RUNNING and job.stage is not None:
         out.stage = pb.JobStage.Value(f"JOB_STAGE_{job.stage}")
     if job.error is not None and job.state in (JobState.FAILED, JobState.CANCELLED):
+        error = job.error
+        message, metadata = error.message, error.metadata
+        if error.code in SANITIZED_CODES:
+            # A dependency's failure: its details (hosts, bodies) stay in the logs.
+            what = public_message(error.code, error.reason)
+            message, metadata = f"{what} (job {job.job_id}; see the worker's log)", {}
         out.error.CopyFrom(
             common_pb2.ErrorDetail(
-                code=job.error.code,
-                reason=job.error.reason,
-                domain=job.error.domain,
-                message=job.error.message,
-                metadata=job.error.metadata,
+                code=error.code,
+                reason=error.reason,
+                domain=error.domain,
+                message=message,
+                metadata=metadata,
             )
         )
     return out

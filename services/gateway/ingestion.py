@@ -8,13 +8,13 @@ import contextlib
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.gateway import validation as v
 from services.gateway.config import GatewaySettings
 from services.jobs.jobbook import GATEWAY_DOMAIN, UploadResult
@@ -23,8 +23,6 @@ from services.jobs.records import DocumentRecord, ErrorRecord, JobRecord, JobSta
 from services.jobs.state import JobsState
 
 log = logging.getLogger("ragmesh.gateway")
-
-MAX_FILE_NAME_CHARS = 512
 
 
 @dataclass
@@ -38,19 +36,19 @@ class UploadSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class UploadSlots:
-    """Concurrent upload streams per tenant on this replica."""
+class Slots:
+    """Concurrent streams of one kind (uploads, watches) per tenant on this replica."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, what: str, reason: str) -> None:
+        self.limit, self.what, self.reason = limit, what, reason
         self.open: dict[str, int] = defaultdict(int)
 
     @contextlib.contextmanager
     def take(self, tenant: str) -> Iterator[None]:
         if self.open[tenant] >= self.limit:
             raise ResourceExhausted(
-                f"tenant already has {self.limit} uploads in progress; retry when one ends",
-                reason="TOO_MANY_CONCURRENT_UPLOADS",
+                f"the tenant already has {self.limit} {self.what} open; retry when one ends",
+                reason=self.reason,
                 metadata={"limit": self.limit},
                 retry_after_s=1.0,
             )
@@ -59,6 +57,42 @@ class UploadSlots:
             yield
         finally:
             self.open[tenant] -= 1
+            if not self.open[tenant]:
+                del self.open[tenant]
+
+
+class UploadBuffer:
+    """The bytes of uploads this replica holds in memory, over every tenant:
+    each piece is counted as it arrives; one that would go over the budget
+    fails its upload (RESOURCE_EXHAUSTED, retry later) instead of the replica."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def account(self) -> Iterator[Callable[[int], None]]:
+        """A function taking `n` more bytes for one upload; all given back at the end."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            if self.used + n > self.budget:
+                raise ResourceExhausted(
+                    "the gateway is holding as many upload bytes as it may; retry shortly",
+                    reason="UPLOAD_BUFFER_FULL",
+                    metadata={"budget_bytes": self.budget},
+                    retry_after_s=2.0,
+                )
+            self.used += n
+            taken += n
+            self.peak = max(self.peak, self.used)
+
+        try:
+            yield take
+        finally:
+            self.used -= taken
 
 
 def _visible(job: JobRecord) -> tuple[object, ...]:
@@ -84,7 +118,13 @@ class Ingestion:
         self.state = state
         self.queue = queue
         self.settings = settings
-        self.slots = UploadSlots(settings.max_concurrent_uploads_per_tenant)
+        self.slots = Slots(
+            settings.max_concurrent_uploads_per_tenant, "uploads", "TOO_MANY_CONCURRENT_UPLOADS"
+        )
+        self.watches = Slots(
+            settings.max_concurrent_watches_per_tenant, "watches", "TOO_MANY_CONCURRENT_WATCHES"
+        )
+        self.buffer = UploadBuffer(settings.upload_buffer_bytes)
         self.aredis: aioredis.Redis | None = None
 
     async def start(self, redis_url: str) -> None:
@@ -103,11 +143,6 @@ class Ingestion:
         doc_id = v.document_id_for(spec.document_id, spec.file_name)
         media_type = v.check_media_type(spec.media_type)
         v.check_metadata(spec.metadata, self.settings.max_metadata_bytes)
-        if len(spec.file_name) > MAX_FILE_NAME_CHARS:
-            raise InvalidArgument(
-                f"file_name is longer than {MAX_FILE_NAME_CHARS} characters",
-                reason="FILE_NAME_TOO_LONG",
-            )
         return kb, doc_id, media_type
 
     async def upload(
@@ -116,37 +151,57 @@ class Ingestion:
         """Reads the bytes, stores them with a QUEUED job and sends its task."""
         kb, doc_id, media_type = self.check_header(spec)
         await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)  # before the bytes flow
-        content = bytearray()
-        async for piece in pieces:
-            content += piece
-            if len(content) > self.settings.max_upload_bytes:
-                raise ResourceExhausted(
-                    f"document exceeds the upload limit of {self.settings.max_upload_bytes} bytes",
-                    reason="DOCUMENT_TOO_LARGE",
-                    metadata={"max_upload_bytes": self.settings.max_upload_bytes},
-                )
-        if not content:
-            raise InvalidArgument("the document is empty", reason="EMPTY_DOCUMENT")
-        data = bytes(content)
-        sha = hashlib.sha256(data).hexdigest()
-        file_name = spec.file_name or doc_id
-        document = DocumentRecord(
-            tenant=tenant,
-            knowledge_base_id=kb,
-            document_id=doc_id,
-            file_name=file_name,
-            media_type=media_type,
-            size_bytes=len(data),
-            content_sha256=sha,
-            metadata=spec.metadata,
-            version=v.document_version(sha, media_type, file_name, spec.metadata),
-        )
-        result = await asyncio.to_thread(
-            self.state.book.register_upload, tenant, kb, document, data
-        )
+        with self.buffer.account() as take:
+            content = await self._read(pieces, take)
+            # One copy of the bytes only: hashed and stored from the buffer itself.
+            data = memoryview(content)
+            sha = hashlib.sha256(data).hexdigest()
+            file_name = v.truncate_file_name(spec.file_name or doc_id)
+            document = DocumentRecord(
+                tenant=tenant,
+                knowledge_base_id=kb,
+                document_id=doc_id,
+                file_name=file_name,
+                media_type=media_type,
+                size_bytes=len(data),
+                content_sha256=sha,
+                metadata=spec.metadata,
+                version=v.document_version(sha, media_type, file_name, spec.metadata),
+            )
+            result = await asyncio.to_thread(
+                self.state.book.register_upload, tenant, kb, document, data
+            )
         if result.enqueue:
             await self._send(result.job)
         return result
+
+    async def _read(self, pieces: AsyncIterator[bytes], take: Callable[[int], None]) -> bytearray:
+        """The upload's bytes, counted against the buffer, each piece within the
+        idle timeout."""
+        content = bytearray()
+        limit, idle = self.settings.max_upload_bytes, self.settings.upload_idle_timeout_s
+        iterator = aiter(pieces)
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    piece = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the upload sent nothing for {idle:.0f} s", reason="UPLOAD_IDLE_TIMEOUT"
+                ) from None
+            if len(content) + len(piece) > limit:
+                raise ResourceExhausted(
+                    f"document exceeds the upload limit of {limit} bytes",
+                    reason="DOCUMENT_TOO_LARGE",
+                    metadata={"max_upload_bytes": limit},
+                )
+            take(len(piece))
+            content += piece
+        if not content:
+            raise InvalidArgument("the document is empty", reason="EMPTY_DOCUMENT")
+        return content
 
     async def _send(self, job: JobRecord) -> None:
         try:
@@ -171,7 +226,7 @@ class Ingestion:
     # --------------------------------------------------------------------- jobs
 
     async def get_job(self, tenant: str, job_id: str) -> JobRecord:
-        return await asyncio.to_thread(self.state.book.get_job, job_id, tenant)
+        return await asyncio.to_thread(self.state.book.get_job, v.check_job_id(job_id), tenant)
 
     async def list_jobs(
         self,
@@ -193,6 +248,13 @@ class Ingestion:
         """The job now and on every change, until it ends."""
         job = await self.get_job(tenant, job_id)
         assert self.aredis is not None, "start() first"
+        with self.watches.take(tenant):
+            async for seen in self._follow(tenant, job):
+                yield seen
+
+    async def _follow(self, tenant: str, job: JobRecord) -> AsyncIterator[JobRecord]:
+        assert self.aredis is not None
+        job_id = job.job_id
         pubsub = self.aredis.pubsub()
         try:
             # Subscribe before reading again so no change slips between the two.
@@ -214,9 +276,9 @@ class Ingestion:
                 await pubsub.aclose()
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord:
-        return await asyncio.to_thread(self.state.book.cancel_job, tenant, job_id)
+        return await asyncio.to_thread(self.state.book.cancel_job, tenant, v.check_job_id(job_id))
 
     async def retry(self, tenant: str, job_id: str) -> JobRecord:
-        job = await asyncio.to_thread(self.state.book.retry_job, tenant, job_id)
+        job = await asyncio.to_thread(self.state.book.retry_job, tenant, v.check_job_id(job_id))
         await asyncio.to_thread(self.queue.send, job.job_id)
         return job

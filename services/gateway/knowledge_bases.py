@@ -9,12 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragmesh.common.v1 import common_pb2
 from ragmesh.retrieval.v1 import retrieval_pb2
+from services.common import api
 from services.common.api import struct_from_dict
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument, NotFound, ServiceError
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
+from services.jobs.deletes import PendingKb
 from services.jobs.records import KnowledgeBaseRecord
 from services.jobs.state import JobsState
 
@@ -40,6 +43,9 @@ class KnowledgeBases:
         self, tenant: str, spec: KnowledgeBaseSpec, deadline: Deadline
     ) -> KnowledgeBaseRecord:
         kb = v.check_kb_id(spec.knowledge_base_id)
+        api.check_enum(common_pb2.TextLanguage, spec.language, "language")
+        api.check_enum(common_pb2.Metric, spec.metric, "metric")
+        api.check_enum(common_pb2.IndexType, spec.index_type, "index_type")
         if len(spec.description) > MAX_DESCRIPTION_CHARS:
             raise InvalidArgument(
                 f"description is longer than {MAX_DESCRIPTION_CHARS} characters",
@@ -49,7 +55,7 @@ class KnowledgeBases:
         record = KnowledgeBaseRecord(
             tenant=tenant,
             knowledge_base_id=kb,
-            collection=v.collection_name(tenant, kb),
+            collection=v.collection_name(tenant, kb, v.new_generation()),
             description=spec.description,
             language=spec.language,
             metric=spec.metric,
@@ -60,6 +66,7 @@ class KnowledgeBases:
             create_time=time.time(),
         )
         catalogue = self.state.catalogue
+        await asyncio.to_thread(self.state.deletes.check_recreate, tenant, kb)
         await asyncio.to_thread(catalogue.create_kb, record)
         try:
             created = await self.downstream.create_collection(
@@ -73,11 +80,11 @@ class KnowledgeBases:
                 ),
                 deadline.remaining(),
             )
-        except ServiceError as exc:
-            if exc.code != "ALREADY_EXISTS":  # left over from a failed earlier attempt: reuse
-                with contextlib.suppress(ServiceError):
-                    await asyncio.to_thread(catalogue.delete_kb_record, tenant, kb)
-                raise
+        except ServiceError:
+            # A new generation's collection cannot exist already: nothing to reuse.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(catalogue.discard_kb, tenant, kb)
+            raise
         else:
             col = created.collection
             record.metric, record.index_type, record.language = (
@@ -114,10 +121,26 @@ class KnowledgeBases:
         return counted, nxt
 
     async def delete(self, tenant: str, kb_id: str, deadline: Deadline) -> None:
-        """The record first (nothing new can enter), then documents and jobs,
-        then the collection."""
+        """Gone for the tenant at once (a tombstone replaces the record), then its
+        documents and jobs are purged and its collection dropped. Milvus down:
+        UNAVAILABLE, and the sweeper (or this call again) finishes the drop."""
         kb = v.check_kb_id(kb_id)
-        record = await asyncio.to_thread(self.state.catalogue.delete_kb_record, tenant, kb)
-        await asyncio.to_thread(self.state.book.purge_kb, tenant, kb)
-        with contextlib.suppress(NotFound):
-            await self.downstream.delete_collection(record.collection, deadline.remaining())
+        deletes = self.state.deletes
+        try:
+            await asyncio.to_thread(deletes.begin_kb_delete, tenant, kb)
+        except NotFound:
+            if not await asyncio.to_thread(deletes.pending_kbs_of, tenant, kb):
+                raise  # neither live nor being deleted
+        for pending in await asyncio.to_thread(deletes.pending_kbs_of, tenant, kb):
+            await finish_kb_delete(self.state, self.downstream, pending, deadline.remaining())
+
+
+async def finish_kb_delete(
+    state: JobsState, downstream: Downstream, pending: PendingKb, timeout_s: float
+) -> None:
+    """Purges the records of a deleted knowledge base, drops its collection, then
+    its tombstone (each step again if repeated)."""
+    await asyncio.to_thread(state.deletes.purge_kb, pending)
+    with contextlib.suppress(NotFound):  # dropped already
+        await downstream.delete_collection(pending.collection, timeout_s)
+    await asyncio.to_thread(state.deletes.finish_kb_delete, pending)

@@ -32,6 +32,14 @@ class SearchParams:
     filters: Sequence[common_pb2.FilterCondition] = field(default_factory=list)
 
 
+def check_search_enums(params: SearchParams) -> None:
+    api.check_enum(common_pb2.SearchMode, params.mode, "mode")
+    if params.fusion is not None:
+        api.check_enum(common_pb2.FusionMethod, params.fusion.method, "fusion.method")
+    for condition in params.filters:
+        api.check_enum(common_pb2.FilterOperator, condition.operator, "filters.operator")
+
+
 class Searcher:
     def __init__(
         self,
@@ -45,14 +53,20 @@ class Searcher:
         self.downstream = downstream
         self.settings = settings
 
-    async def knowledge_base(self, tenant: str, kb_id: str) -> KnowledgeBaseRecord:
-        """The knowledge base, read on the event loop (the hot path of Search and
-        Ask, where a thread hop per call costs more than the read)."""
-        raw = await self.aredis.hgetall(self.keys.kb(tenant, kb_id))
+    async def knowledge_base(
+        self, tenant: str, kb_id: str
+    ) -> tuple[KnowledgeBaseRecord, list[str]]:
+        """The knowledge base and its documents being deleted (hidden from every
+        search), read in one round trip on the event loop (the hot path of
+        Search and Ask, where a thread hop per call costs more than the read)."""
+        async with self.aredis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.kb(tenant, kb_id))
+            pipe.smembers(self.keys.deleting_docs_of(tenant, kb_id))
+            raw, deleting = await pipe.execute()
         if not raw:
             raise kb_not_found(kb_id)
         record: KnowledgeBaseRecord = KnowledgeBaseRecord.from_hash(raw)  # bytes from Redis
-        return record
+        return record, sorted(d.decode() for d in deleting)
 
     def check(self, params: SearchParams) -> SearchParams:
         """Validated parameters, defaults filled in."""
@@ -60,12 +74,13 @@ class Searcher:
         v.check_kb_id(params.knowledge_base_id)
         v.check_text(params.query, "query", s.max_query_chars)
         params.top_k = api.top_k(params.top_k, s.default_top_k, s.max_top_k)
+        check_search_enums(params)
         return params
 
     async def retrieve(
         self, tenant: str, params: SearchParams, deadline: Deadline
     ) -> retrieval_pb2.SearchChunksResponse:
-        kb = await self.knowledge_base(tenant, params.knowledge_base_id)
+        kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
             vector = await self.downstream.embed_query(params.query, deadline.remaining())
@@ -76,6 +91,7 @@ class Searcher:
             mode=params.mode,  # type: ignore[arg-type]
             top_k=params.top_k,
             filters=params.filters,
+            exclude_document_ids=deleting,
         )
         if params.fusion is not None:
             request.fusion.CopyFrom(params.fusion)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -32,13 +33,17 @@ from services.gateway.documents import Documents
 from services.gateway.ingestion import Ingestion, UploadSpec
 from services.gateway.knowledge_bases import KnowledgeBases, KnowledgeBaseSpec
 from services.gateway.search import Searcher, SearchParams
+from services.gateway.sweeper import Sweeper
+from services.jobs.db import translate_redis_error
 from services.jobs.queue import CeleryQueue
+from services.jobs.quotas import Quotas
 from services.jobs.reaper import Reaper, ReaperPolicy
 from services.jobs.records import JobState
 from services.jobs.settings import JobsSettings
 from services.jobs.state import JobsState
 
 SERVICE_NAME = "ragmesh.gateway.v1.RagService"
+log = logging.getLogger("ragmesh.gateway")
 
 
 async def _upload_pieces(
@@ -259,6 +264,9 @@ class GatewayService:
 
     name = "gateway"
     service_names = (SERVICE_NAME,)
+    # The public API: INTERNAL/UNAVAILABLE details stay in the logs.
+    public = True
+    translate_error = staticmethod(translate_redis_error)
 
     def __init__(
         self,
@@ -273,10 +281,18 @@ class GatewayService:
         self.auth = ApiKeyAuth.from_settings(
             self.settings.api_keys, self.settings.api_keys_file, self.settings.allow_anonymous
         )
-        self.state = JobsState.from_settings(self.jobs_settings)
+        s = self.settings
+        self.max_receive_bytes = s.max_receive_bytes
+        self.state = JobsState.from_settings(
+            self.jobs_settings,
+            Quotas(
+                max_knowledge_bases=s.max_knowledge_bases_per_tenant,
+                max_documents=s.max_documents_per_tenant,
+                max_stored_bytes=s.max_stored_bytes_per_tenant,
+            ),
+        )
         self.queue = CeleryQueue(self.jobs_settings)
         self.downstream = Downstream(self.addresses)
-        s = self.settings
         self.reaper = Reaper(
             self.state.book,
             self.queue,
@@ -291,7 +307,10 @@ class GatewayService:
         self.knowledge_bases = KnowledgeBases(self.state, self.downstream)
         self.ingestion = Ingestion(self.state, self.queue, s)
         self.documents = Documents(self.state, self.downstream)
-        self._reaper_task: asyncio.Task[None] | None = None
+        self.sweeper = Sweeper(
+            self.state, self.downstream, s.failed_upload_retention_s, s.sweep_after_s
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
         self._aredis: aioredis.Redis | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -305,7 +324,21 @@ class GatewayService:
         self.searcher = Searcher(self.state.db.keys, self._aredis, self.downstream, self.settings)
         self.asker = Asker(self.searcher, self.downstream, self.settings)
         await asyncio.to_thread(self.state.ping)
-        self._reaper_task = asyncio.create_task(self.reaper.run_forever())
+        self._housekeeping = asyncio.create_task(self._housekeep_forever())
+
+    async def housekeep_once(self) -> None:
+        """On the replica holding the reaper's lease: a reaper pass, then the sweeper."""
+        if await asyncio.to_thread(self.reaper.try_lease):
+            await asyncio.to_thread(self.reaper.run_pass)
+            await self.sweeper.run_once()
+
+    async def _housekeep_forever(self) -> None:
+        while True:
+            try:
+                await self.housekeep_once()
+            except Exception:
+                log.exception("housekeeping pass failed")
+            await asyncio.sleep(self.settings.reaper_interval_s)
 
     async def ready(self) -> bool:
         try:
@@ -314,10 +347,10 @@ class GatewayService:
             return False
 
     async def close(self) -> None:
-        if self._reaper_task is not None:
-            self._reaper_task.cancel()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper_task
+                await self._housekeeping
         await self.downstream.close()
         await self.ingestion.close()
         if self._aredis is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from typing import Any
 
 from services.common.errors import InvalidArgument
@@ -19,7 +20,7 @@ INDEX_FORMAT = "1"
 def check_kb_id(kb: str) -> str:
     if not kb:
         raise InvalidArgument("knowledge_base_id is required", reason="MISSING_KNOWLEDGE_BASE_ID")
-    if not KB_ID_RE.match(kb):
+    if not KB_ID_RE.fullmatch(kb):
         raise InvalidArgument(
             f"knowledge_base_id {kb!r} must match {KB_ID_RE.pattern}",
             reason="INVALID_KNOWLEDGE_BASE_ID",
@@ -31,7 +32,7 @@ def check_kb_id(kb: str) -> str:
 def check_document_id(doc: str) -> str:
     if not doc:
         raise InvalidArgument("document_id is required", reason="MISSING_DOCUMENT_ID")
-    if not DOC_ID_RE.match(doc):
+    if not DOC_ID_RE.fullmatch(doc):
         raise InvalidArgument(
             f"document_id {doc!r} must match {DOC_ID_RE.pattern}",
             reason="INVALID_DOCUMENT_ID",
@@ -52,6 +53,32 @@ def document_id_for(document_id: str, file_name: str) -> str:
             "give a document_id or a file_name to derive it from", reason="MISSING_DOCUMENT_ID"
         )
     return check_document_id(derived)
+
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# File names are kept (and shown) up to this length; longer ones are cut.
+MAX_FILE_NAME_CHARS = 255
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids are 32 lowercase hex digits (made by the gateway)."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise InvalidArgument(
+            "job_id must be the 32 hex digits the gateway returned",
+            reason="INVALID_JOB_ID",
+            metadata={"job_id": job_id[:64]},
+        )
+    return job_id
+
+
+def truncate_file_name(name: str) -> str:
+    """`name` cut to MAX_FILE_NAME_CHARS characters, keeping its extension."""
+    if len(name) <= MAX_FILE_NAME_CHARS:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > 16:
+        return name[: MAX_FILE_NAME_CHARS - 1] + "…"
+    return stem[: MAX_FILE_NAME_CHARS - len(ext) - 2] + "…." + ext
 
 
 def check_media_type(media_type: str) -> str:
@@ -76,12 +103,18 @@ def check_metadata(metadata: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return metadata
 
 
-def collection_name(tenant: str, kb: str) -> str:
-    """The Milvus collection of a tenant's knowledge base: readable, within
-    [a-zA-Z_][a-zA-Z0-9_]*, and unique (a hash separates `a-b` from `a_b`)."""
+def collection_name(tenant: str, kb: str, generation: str) -> str:
+    """The Milvus collection of one generation of a tenant's knowledge base:
+    readable, within [a-zA-Z_][a-zA-Z0-9_]*, unique (a hash separates `a-b` from
+    `a_b`), and new each time the knowledge base is created (or re-indexed), so
+    that a re-created knowledge base never sees an old collection's chunks."""
     digest = hashlib.sha256(f"{tenant}\0{kb}".encode()).hexdigest()[:10]
     clean = re.sub(r"[^A-Za-z0-9]", "_", f"{tenant}__{kb}")[:200]
-    return f"rm_{clean}_{digest}"
+    return f"rm_{clean}_{digest}_{generation}"
+
+
+def new_generation() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 def document_version(

@@ -15,7 +15,7 @@ from services.jobs.keys import Keys
 class BlobStore(Protocol):
     """Bytes by job id. Writes are whole (no partial blob is ever visible)."""
 
-    def put(self, job_id: str, data: bytes) -> None: ...
+    def put(self, job_id: str, data: bytes | memoryview) -> None: ...
     def get(self, job_id: str) -> bytes | None: ...
     def exists(self, job_id: str) -> bool: ...
     def delete(self, *job_ids: str) -> None: ...
@@ -26,7 +26,7 @@ class RedisBlobStore:
         self.r = client
         self.keys = keys
 
-    def put(self, job_id: str, data: bytes) -> None:
+    def put(self, job_id: str, data: bytes | memoryview) -> None:
         self.r.set(self.keys.blob(job_id), data)
 
     def get(self, job_id: str) -> bytes | None:

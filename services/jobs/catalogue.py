@@ -1,8 +1,8 @@
 """The catalogue: knowledge bases and documents of every tenant, in Redis.
 
 Reads and the writes that concern one record. What moves a job along with its
-document (uploads, deletes that cancel a running job) is the job book's
-(services.jobs.jobbook).
+document is the job book's (services.jobs.jobbook); deletes are
+services.jobs.deletes. Documents being deleted are invisible here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 from services.common.errors import AlreadyExists, NotFound
 from services.jobs.db import RedisDb
-from services.jobs.records import DocumentRecord, KnowledgeBaseRecord
+from services.jobs.quotas import Quotas, check_knowledge_bases
+from services.jobs.records import DocumentRecord, DocumentState, KnowledgeBaseRecord
 
 
 def kb_not_found(kb: str) -> NotFound:
@@ -31,9 +32,10 @@ def doc_not_found(kb: str, doc: str) -> NotFound:
 
 
 class Catalogue:
-    def __init__(self, db: RedisDb) -> None:
+    def __init__(self, db: RedisDb, quotas: Quotas | None = None) -> None:
         self.db = db
         self.keys = db.keys
+        self.quotas = quotas or Quotas()
 
     # ---------------------------------------------------------- knowledge bases
 
@@ -46,12 +48,21 @@ class Catalogue:
                     f"knowledge base {record.knowledge_base_id!r} already exists",
                     reason="KNOWLEDGE_BASE_EXISTS",
                 )
+            check_knowledge_bases(self.quotas, int(pipe.zcard(self.keys.kbs(record.tenant))))
             pipe.multi()
             pipe.hset(key, mapping=record.to_hash())
             pipe.zadd(self.keys.kbs(record.tenant), {record.knowledge_base_id: 0})
             return record
 
-        return self.db.txn(body, key)
+        return self.db.txn(body, key, self.keys.kbs(record.tenant))
+
+    def discard_kb(self, tenant: str, kb: str) -> None:
+        """Undoes a create whose collection could not be made (nothing else
+        exists yet: no documents, no jobs, no collection)."""
+        pipe = self.db.r.pipeline(transaction=True)
+        pipe.delete(self.keys.kb(tenant, kb))
+        pipe.zrem(self.keys.kbs(tenant), kb)
+        pipe.execute()
 
     def get_kb(self, tenant: str, kb: str) -> KnowledgeBaseRecord:
         raw = self.db.r.hgetall(self.keys.kb(tenant, kb))
@@ -64,7 +75,12 @@ class Catalogue:
         self.db.r.hset(self.keys.kb(tenant, kb), mapping={k: str(v) for k, v in fields.items()})
 
     def document_count(self, tenant: str, kb: str) -> int:
-        return int(self.db.r.zcard(self.keys.docs(tenant, kb)))
+        """Documents the tenant sees (those being deleted are not)."""
+        pipe = self.db.r.pipeline(transaction=False)
+        pipe.zcard(self.keys.docs(tenant, kb))
+        pipe.scard(self.keys.deleting_docs_of(tenant, kb))
+        listed, deleting = pipe.execute()
+        return max(0, int(listed) - int(deleting))
 
     def list_kbs(
         self, tenant: str, page_size: int, page_token: str
@@ -73,31 +89,15 @@ class Catalogue:
         raws = self.db.hashes(self.keys.kb(tenant, kb) for kb in ids)
         return [KnowledgeBaseRecord.from_hash(r) for r in raws if r], nxt
 
-    def delete_kb_record(self, tenant: str, kb: str) -> KnowledgeBaseRecord:
-        """Removes the knowledge base record (so nothing new can enter it); the
-        job book's `purge_kb` removes its documents and jobs afterwards."""
-        key = self.keys.kb(tenant, kb)
-
-        def body(pipe: Any) -> KnowledgeBaseRecord:
-            raw = pipe.hgetall(key)
-            if not raw:
-                raise kb_not_found(kb)
-            pipe.multi()
-            pipe.delete(key)
-            pipe.zrem(self.keys.kbs(tenant), kb)
-            rec: KnowledgeBaseRecord = KnowledgeBaseRecord.from_hash(raw)
-            return rec
-
-        return self.db.txn(body, key)
-
     # ---------------------------------------------------------------- documents
 
     def get_doc(self, tenant: str, kb: str, doc: str) -> DocumentRecord:
+        """The document; one being deleted is NOT_FOUND already."""
         raw = self.db.r.hgetall(self.keys.doc(tenant, kb, doc))
-        if not raw:
+        rec: DocumentRecord | None = DocumentRecord.from_hash(raw) if raw else None
+        if rec is None or rec.state == DocumentState.DELETING:
             self.get_kb(tenant, kb)
             raise doc_not_found(kb, doc)
-        rec: DocumentRecord = DocumentRecord.from_hash(raw)
         return rec
 
     def list_docs(
@@ -106,4 +106,5 @@ class Catalogue:
         self.get_kb(tenant, kb)
         ids, nxt = self.db.page(self.keys.docs(tenant, kb), page_size, page_token)
         raws = self.db.hashes(self.keys.doc(tenant, kb, d) for d in ids)
-        return [DocumentRecord.from_hash(r) for r in raws if r], nxt
+        docs = [DocumentRecord.from_hash(r) for r in raws if r]
+        return [d for d in docs if d.state != DocumentState.DELETING], nxt

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import redis
 
 from services.common.api import decode_page_token, encode_page_token
+from services.common.errors import ServiceError, Unavailable
 from services.jobs.keys import Keys
 
 T = TypeVar("T")
@@ -68,3 +69,11 @@ class RedisDb:
         for key in keys:
             pipe.hgetall(key)
         return list(pipe.execute())
+
+
+def translate_redis_error(exc: BaseException) -> ServiceError | None:
+    """Redis down, unreachable or still loading its data: UNAVAILABLE (callers
+    retry), never INTERNAL. Other exceptions: not ours to translate."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return Unavailable("Redis is unavailable", reason="REDIS_UNAVAILABLE")
+    return None

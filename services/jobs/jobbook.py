@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.common.api import encode_page_token
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.jobs.blobs import BlobStore
-from services.jobs.catalogue import doc_not_found, kb_not_found
+from services.jobs.catalogue import kb_not_found
 from services.jobs.db import RedisDb
+from services.jobs.quotas import Quotas, Usage, check_upload, queue_usage_change
 from services.jobs.records import (
     ACTIVE_STATES,
     DocumentRecord,
@@ -45,6 +46,15 @@ def job_not_found(job_id: str) -> NotFound:
     )
 
 
+def check_not_deleting(doc: DocumentRecord | None) -> None:
+    if doc is not None and doc.state == DocumentState.DELETING:
+        raise Unavailable(
+            f"document {doc.document_id!r} is being deleted; upload it again once it is gone",
+            reason="DOCUMENT_BEING_DELETED",
+            retry_after_s=2.0,
+        )
+
+
 def cancelled(reason: str, message: str) -> ErrorRecord:
     return ErrorRecord("CANCELLED", reason, message, domain=GATEWAY_DOMAIN)
 
@@ -59,10 +69,20 @@ class UploadResult:
 
 
 class JobBook:
-    def __init__(self, db: RedisDb, blobs: BlobStore) -> None:
+    def __init__(self, db: RedisDb, blobs: BlobStore, quotas: Quotas | None = None) -> None:
         self.db = db
         self.keys = db.keys
         self.blobs = blobs
+        self.quotas = quotas or Quotas()
+
+    def queue_drop_blob(self, pipe: Any, job: JobRecord) -> None:
+        """Queue the bookkeeping of a job letting go of its upload bytes (pipe in
+        MULTI); the caller deletes the blob once the transaction committed."""
+        if job.blob_bytes:
+            queue_usage_change(pipe, self.keys, job.tenant, stored_bytes=-job.blob_bytes)
+            pipe.hset(self.keys.job(job.job_id), "blob_bytes", "0")
+            job.blob_bytes = 0
+        pipe.zrem(self.keys.retained_blobs, job.job_id)
 
     # ------------------------------------------------------------------ uploads
 
@@ -71,7 +91,7 @@ class JobBook:
         tenant: str,
         kb: str,
         document: DocumentRecord,
-        content: bytes,
+        content: bytes | memoryview,
         now: float | None = None,
     ) -> UploadResult:
         """Stores the bytes and queues a job for them, or deduplicates.
@@ -91,10 +111,12 @@ class JobBook:
         def body(pipe: Any) -> UploadResult:
             nonlocal stored_blob
             drop_blobs.clear()
-            if not pipe.exists(kkey):
+            collection = pipe.hget(kkey, "collection")
+            if collection is None:
                 raise kb_not_found(kb)
             raw_doc = pipe.hgetall(dkey)
             old: DocumentRecord | None = DocumentRecord.from_hash(raw_doc) if raw_doc else None
+            check_not_deleting(old)
             old_job = self._watch_job(pipe, old.last_job_id if old else "")
             job = JobRecord(
                 job_id=job_id,
@@ -108,6 +130,7 @@ class JobBook:
                 update_time=now,
                 queued_since=now,
                 index_member=member,
+                collection=collection.decode(),
             )
             if old and old.version == document.version:
                 if old_job is not None and old_job.active:
@@ -115,6 +138,15 @@ class JobBook:
                     return UploadResult(old_job, old, enqueue=False)
                 if old.state == DocumentState.INDEXED:
                     return self._deduplicated(pipe, job, old, document.file_name, now)
+            pipe.watch(k.usage(tenant))
+            usage = Usage.read(pipe, k, tenant)
+            freed = old_job.blob_bytes if old_job is not None else 0
+            check_upload(
+                self.quotas,
+                replace(usage, stored_bytes=usage.stored_bytes - freed),
+                len(content),
+                new_document=old is None,
+            )
             doc = replace(
                 document,
                 tenant=tenant,
@@ -126,6 +158,7 @@ class JobBook:
                 chunk_count=old.chunk_count if old else 0,
                 title=old.title if old else "",
             )
+            job.blob_bytes = len(content)
             if not stored_blob:
                 # Written before MULTI (outside the retry loop's writes) so a
                 # retried transaction does not send the bytes again.
@@ -135,6 +168,7 @@ class JobBook:
             superseded = ""
             if old_job is not None:
                 drop_blobs.append(old_job.job_id)
+                self.queue_drop_blob(pipe, old_job)
                 if old_job.active:
                     superseded = old_job.job_id
                     self.queue_end(
@@ -147,6 +181,9 @@ class JobBook:
                         now,
                     )
             self._queue_new_job(pipe, job, doc, now)
+            queue_usage_change(
+                pipe, k, tenant, documents=1 if old is None else 0, stored_bytes=len(content)
+            )
             pipe.zadd(k.active_jobs, {job_id: now})
             pipe.zadd(k.docs(tenant, kb), {document.document_id: 0})
             return UploadResult(job, doc, enqueue=True, superseded_job_id=superseded)
@@ -161,6 +198,21 @@ class JobBook:
             drop_blobs.append(job_id)
         self.blobs.delete(*drop_blobs)
         return result
+
+    def _check_quotas(
+        self,
+        pipe: Any,
+        tenant: str,
+        old: DocumentRecord | None,
+        old_job: JobRecord | None,
+        size: int,
+    ) -> None:
+        """The upload fits the tenant's quotas (the replaced upload's bytes freed)."""
+        pipe.watch(self.keys.usage(tenant))
+        usage = Usage.read(pipe, self.keys, tenant)
+        freed = old_job.blob_bytes if old_job is not None else 0
+        usage = replace(usage, stored_bytes=usage.stored_bytes - freed)
+        check_upload(self.quotas, usage, size, new_document=old is None)
 
     def _watch_job(self, pipe: Any, job_id: str) -> JobRecord | None:
         """Watches and reads a job inside a transaction (None if absent)."""
@@ -287,7 +339,15 @@ class JobBook:
             if state == JobState.SUCCEEDED:
                 count = str(chunk_count or 0)
                 pipe.hset(jkey, mapping={"chunks_done": count, "chunks_total": count})
-            if doc is not None and doc.last_job_id == job_id:
+                self.queue_drop_blob(pipe, job)  # indexed: the bytes are not needed any more
+            elif job.blob_bytes:
+                # Kept for a retry, for RAGMESH_GATEWAY_FAILED_UPLOAD_RETENTION_S.
+                pipe.zadd(self.keys.retained_blobs, {job_id: now})
+            if (
+                doc is not None
+                and doc.last_job_id == job_id
+                and doc.state != DocumentState.DELETING
+            ):
                 doc_fields = {
                     "state": DocumentState.INDEXED
                     if state == JobState.SUCCEEDED
@@ -308,7 +368,7 @@ class JobBook:
 
         ended = self.db.txn(body, jkey)
         if ended is not None and state == JobState.SUCCEEDED:
-            self.blobs.delete(job_id)  # indexed: the bytes are not needed any more
+            self.blobs.delete(job_id)
         return ended
 
     def cancel_job(self, tenant: str, job_id: str) -> JobRecord:
@@ -361,13 +421,21 @@ class JobBook:
                     reason="JOB_SUPERSEDED",
                     metadata={"job_id": job_id},
                 )
-            if not self.blobs.exists(job_id):
+            if doc.state == DocumentState.DELETING:
                 raise FailedPrecondition(
-                    "the uploaded bytes are gone; upload again",
+                    "the job's document is being deleted",
+                    reason="JOB_DOCUMENT_DELETED",
+                    metadata={"job_id": job_id},
+                )
+            if not job.blob_bytes or not self.blobs.exists(job_id):
+                expired = " (kept for a limited time after the job ended)" if job.end_time else ""
+                raise FailedPrecondition(
+                    f"the uploaded bytes are no longer stored{expired}; upload the document again",
                     reason="UPLOAD_GONE",
                     metadata={"job_id": job_id},
                 )
             pipe.multi()
+            pipe.zrem(self.keys.retained_blobs, job_id)
             pipe.hset(
                 jkey,
                 mapping={
@@ -388,64 +456,3 @@ class JobBook:
 
         self.db.txn(body, jkey)
         return self.get_job(job_id, tenant)
-
-    # ------------------------------------------------- deletes that end jobs
-
-    def delete_doc(self, tenant: str, kb: str, doc_id: str) -> DocumentRecord:
-        """Removes the document record and cancels its active job. The caller
-        then deletes its chunks under the document lock."""
-        dkey, kkey = self.keys.doc(tenant, kb, doc_id), self.keys.kb(tenant, kb)
-        now = time.time()
-        drop_blobs: list[str] = []
-
-        def body(pipe: Any) -> DocumentRecord:
-            drop_blobs.clear()
-            raw = pipe.hgetall(dkey)
-            if not raw:
-                if not pipe.exists(kkey):
-                    raise kb_not_found(kb)
-                raise doc_not_found(kb, doc_id)
-            doc: DocumentRecord = DocumentRecord.from_hash(raw)
-            job = self._watch_job(pipe, doc.last_job_id)
-            kb_exists = pipe.exists(kkey)
-            pipe.multi()
-            if job is not None:
-                drop_blobs.append(job.job_id)
-                if job.active:
-                    self.queue_end(
-                        pipe,
-                        job,
-                        JobState.CANCELLED,
-                        cancelled("DOCUMENT_DELETED", "the document was deleted"),
-                        now,
-                    )
-            pipe.delete(dkey)
-            pipe.zrem(self.keys.docs(tenant, kb), doc_id)
-            if kb_exists and doc.chunk_count:
-                pipe.hincrby(kkey, "chunk_count", -doc.chunk_count)
-            return doc
-
-        doc = self.db.txn(body, dkey, kkey)
-        self.blobs.delete(*drop_blobs)
-        return doc
-
-    def purge_kb(self, tenant: str, kb: str) -> None:
-        """Documents, jobs and uploads of a deleted knowledge base."""
-        k = self.keys
-        reason = cancelled("KNOWLEDGE_BASE_DELETED", "the knowledge base was deleted")
-        members = [m.decode() for m in self.db.r.zrange(k.jobs(tenant, kb), 0, -1)]
-        job_ids = [m.split("|", 1)[1] for m in members]
-        for job_id in job_ids:
-            self.end_job(job_id, JobState.CANCELLED, reason, from_states=ACTIVE_STATES)
-        docs = [m.decode() for m in self.db.r.zrange(k.docs(tenant, kb), 0, -1)]
-        pipe = self.db.r.pipeline(transaction=False)
-        for doc in docs:
-            pipe.delete(k.doc(tenant, kb, doc))
-        pipe.delete(k.docs(tenant, kb))
-        for member, job_id in zip(members, job_ids, strict=True):
-            pipe.delete(k.job(job_id))
-            pipe.zrem(k.jobs(tenant), member)
-            pipe.zrem(k.active_jobs, job_id)
-        pipe.delete(k.jobs(tenant, kb))
-        pipe.execute()
-        self.blobs.delete(*job_ids)

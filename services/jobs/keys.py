@@ -11,6 +11,12 @@
   {p}:lock:{t}:{kb}:{doc}    string  held around chunk writes and deletes of a document
   {p}:events:{job}           pub/sub channel, a message on every job change
   {p}:reaper_lease           string  the gateway replica running the reaper
+  {p}:{t}:usage              hash  the tenant's documents and stored bytes (quotas)
+  {p}:{t}:deleting:{kb}      set   ids of the knowledge base's DELETING documents
+  {p}:deleting_docs          zset  "t|kb|doc" of every DELETING document, by last attempt
+  {p}:{t}:gone:{kb}:{col}    hash  a deleted knowledge base until its collection is dropped
+  {p}:deleting_kbs           zset  "t|kb|col" of those, by last attempt
+  {p}:retained_blobs         zset  job ids of FAILED/CANCELLED jobs holding bytes, by end time
 
 Tenants, knowledge base ids and document ids are validated against patterns
 without `:`, and job ids are generated here, so no two names share a key.
@@ -51,6 +57,27 @@ class Keys:
 
     def events(self, job_id: str) -> str:
         return f"{self.prefix}:events:{job_id}"
+
+    def usage(self, tenant: str) -> str:
+        return f"{self.prefix}:{tenant}:usage"
+
+    def deleting_docs_of(self, tenant: str, kb: str) -> str:
+        return f"{self.prefix}:{tenant}:deleting:{kb}"
+
+    def gone_kb(self, tenant: str, kb: str, collection: str) -> str:
+        return f"{self.prefix}:{tenant}:gone:{kb}:{collection}"
+
+    @property
+    def deleting_docs(self) -> str:
+        return f"{self.prefix}:deleting_docs"
+
+    @property
+    def deleting_kbs(self) -> str:
+        return f"{self.prefix}:deleting_kbs"
+
+    @property
+    def retained_blobs(self) -> str:
+        return f"{self.prefix}:retained_blobs"
 
     @property
     def active_jobs(self) -> str:

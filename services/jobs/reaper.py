@@ -7,7 +7,6 @@ lost runs); a QUEUED job whose message seems lost is sent again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -150,9 +149,11 @@ class Reaper:
         return False
 
     def run_once(self) -> ReapResult:
-        """A pass if this replica holds the lease; re-sends what it re-queued."""
-        if not self.try_lease():
-            return ReapResult()
+        """A pass if this replica holds the lease (else an empty result)."""
+        return self.run_pass() if self.try_lease() else ReapResult()
+
+    def run_pass(self) -> ReapResult:
+        """One pass; re-sends what it re-queued."""
         result = self.reap()
         for job_id in result.requeue:
             log.warning("re-queueing job %s (worker lost or message missing)", job_id)
@@ -160,11 +161,3 @@ class Reaper:
         for job_id in result.failed:
             log.warning("job %s failed: no worker finished it", job_id)
         return result
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:
-                log.exception("reaper pass failed")
-            await asyncio.sleep(self.policy.interval_s)

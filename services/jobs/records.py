@@ -42,6 +42,9 @@ class DocumentState(StrEnum):
     PENDING = "PENDING"
     INDEXED = "INDEXED"
     FAILED = "FAILED"
+    # Hidden from Search, Ask and lists while its chunks are deleted; the record
+    # goes once they are (services.jobs.deletes).
+    DELETING = "DELETING"
 
 
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
@@ -184,6 +187,12 @@ class JobRecord(_Record):
     # Times the worker running it vanished (reaper re-queues); bounded by
     # RAGMESH_GATEWAY_JOB_MAX_ATTEMPTS.
     lost_count: int = 0
+    # The knowledge base's collection when the job was made: a job never writes
+    # into a collection made after it (the knowledge base deleted and re-created).
+    collection: str = ""
+    # Bytes of the upload this job holds in the blob store (0 once dropped);
+    # counted in the tenant's stored bytes.
+    blob_bytes: int = 0
     deduplicated: bool = False
     create_time: float = 0.0
     update_time: float = 0.0

@@ -92,6 +92,18 @@ class RetrievalSettings(BaseSettings):
     max_filter_values: int = Field(
         default=1_024, ge=1, description="Most values one `in` filter condition may list."
     )
+    faults: str = Field(
+        default="",
+        description="Tests only: `operation=count,...` fails the next `count` calls of "
+        "delete_document_chunks, delete_collection or upsert_chunks as if Milvus were down. "
+        "Empty: never.",
+    )
+    max_excluded_documents: int = Field(
+        default=1000,
+        ge=0,
+        description="Most document ids a search may exclude (the gateway excludes documents "
+        "being deleted).",
+    )
     flush_after_upsert: Literal["auto", "always", "never"] = Field(
         default="auto",
         description="Flush the collection after each UpsertChunks. `auto`: on Milvus Lite "

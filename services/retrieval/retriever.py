@@ -21,6 +21,7 @@ from services.common import api
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from services.retrieval import fusion
 from services.retrieval.config import RetrievalSettings
+from services.retrieval.faults import Faults
 from services.retrieval.filters import compile_filters, string_literal
 from services.retrieval.rows import record_from_row
 from services.retrieval.schema import (
@@ -80,6 +81,7 @@ class Retriever:
         self.milvus_up = False
         self._last_error = ""
         self._connect_lock = asyncio.Lock()
+        self.faults = Faults(settings.faults)
 
     # -- plumbing -------------------------------------------------------------
     def _timeout(self, deadline: float | None) -> float:
@@ -216,6 +218,7 @@ class Retriever:
 
     async def delete_collection(self, name: str, deadline: float | None) -> None:
         validate_collection_name(name)
+        self.faults.check("delete_collection")
         # NOT_FOUND for an unknown knowledge base (and never drop a foreign collection).
         await self._run(deadline, self.store.describe_collection, name)
         await self._run(deadline, self.store.drop_collection, name)
@@ -243,6 +246,7 @@ class Retriever:
             chunk.document_id = chunk.document_id or document_id
             chunk.document_version = version
         validate_chunks(info, document_id, version, chunks, self.settings)
+        self.faults.check("upsert_chunks")
         doc = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         stale = f"{F_DOCUMENT_VERSION} != {string_literal(version)}"
         if mode is UpsertMode.REPLACE:
@@ -272,6 +276,7 @@ class Retriever:
     ) -> int:
         validate_document_id(document_id)
         await self._info(collection, deadline)
+        self.faults.check("delete_document_chunks")
         doc = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         deleted = 0
         while True:
@@ -356,6 +361,10 @@ class Retriever:
         info = await self._info(query.collection, deadline)
         top_k = validate_search(query, info, self.settings)
         expr = compile_filters(query.filters, self.settings.max_filter_values)
+        if query.exclude_document_ids:
+            excluded = ", ".join(string_literal(d) for d in sorted(set(query.exclude_document_ids)))
+            gone = f"not ({F_DOCUMENT_ID} in [{excluded}])"
+            expr = f"({expr}) and {gone}" if expr else gone
         mode = resolve_mode(query, info, self.store.capabilities)
         fusion_spec = (
             hybrid_fusion(query.fusion, self.settings) if mode is SearchMode.HYBRID else None

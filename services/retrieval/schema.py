@@ -267,3 +267,4 @@ class SearchQuery:
     top_k: int = 0
     min_score: float | None = None
     filters: list[FilterSpec] = field(default_factory=list)
+    exclude_document_ids: list[str] = field(default_factory=list)

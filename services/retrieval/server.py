@@ -299,6 +299,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             top_k=request.top_k,
             min_score=request.min_score if request.HasField("min_score") else None,
             filters=[filter_spec(c) for c in request.filters],
+            exclude_document_ids=list(request.exclude_document_ids),
         )
         hits, mode = await self.r.search(query, _deadline(context))
         return pb.SearchChunksResponse(results=[scored_pb(h) for h in hits], mode=_MODE_PB[mode])

@@ -340,16 +340,21 @@ class MilvusStore:
     ) -> Iterator[dict[str, Any]]:
         """Every matching row, in batches (for collections beyond one query's cap)."""
         deadline = time.monotonic() + timeout
-        with self._call("query iterator") as client:
-            kwargs = self._read_kwargs(name)
-            it = client.query_iterator(
+        kwargs = self._read_kwargs(name)
+        it = self._read(
+            name,
+            "query iterator",
+            timeout,
+            lambda client: client.query_iterator(
                 name,
                 batch_size=4_096,
                 filter=filter_expr,
                 output_fields=list(fields),
                 timeout=timeout,
                 **kwargs,
-            )
+            ),
+        )
+        with self._call("query iterator"):
             try:
                 while True:
                     left = deadline - time.monotonic()

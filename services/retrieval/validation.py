@@ -192,6 +192,14 @@ def validate_search(query: SearchQuery, info: CollectionInfo, settings: Retrieva
             f"{settings.max_filter_conditions} are allowed",
             reason="TOO_MANY_FILTERS",
         )
+    if len(query.exclude_document_ids) > settings.max_excluded_documents:
+        raise InvalidArgument(
+            f"{len(query.exclude_document_ids)} excluded documents; at most "
+            f"{settings.max_excluded_documents} are allowed",
+            reason="TOO_MANY_EXCLUDED_DOCUMENTS",
+        )
+    for document_id in query.exclude_document_ids:
+        validate_document_id(document_id)
     if query.min_score is not None and not math.isfinite(query.min_score):
         raise InvalidArgument("min_score must be a finite number", reason="INVALID_MIN_SCORE")
     return top_k

@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
 from services.common.errors import NotFound
+from services.common.text import truncate_utf8
 from services.jobs.records import (
     DocumentRecord,
     ErrorRecord,
@@ -36,6 +37,8 @@ from services.worker.errors import JobLost, PermanentError, TransientError
 
 log = logging.getLogger("ragmesh.worker")
 
+# The retrieval service stores a chunk's source (its file name) in this many bytes.
+SOURCE_MAX_BYTES = 1024
 LANGUAGE_CODES: dict[int, str] = {
     common_pb2.TEXT_LANGUAGE_ENGLISH: "en",
     common_pb2.TEXT_LANGUAGE_CHINESE: "zh",
@@ -163,6 +166,9 @@ class Ingestor:
             doc = self.state.catalogue.get_doc(job.tenant, job.knowledge_base_id, job.document_id)
         except NotFound as exc:
             raise JobLost(exc.reason) from exc
+        if job.collection and job.collection != kb.collection:
+            # The knowledge base was deleted and made again since the upload.
+            raise JobLost("KNOWLEDGE_BASE_RECREATED")
         content = self.state.blobs.get(job.job_id)
         if content is None:
             raise PermanentError(
@@ -244,7 +250,7 @@ class Ingestor:
         stored.id = f"{doc.document_id}:{chunk.chunk_index}"
         stored.document_id = doc.document_id
         stored.document_version = job.version
-        stored.source = doc.file_name
+        stored.source = truncate_utf8(doc.file_name, SOURCE_MAX_BYTES)
         stored.media_type = chunked.media_type
         stored.language = LANGUAGE_CODES.get(kb.language, "")
         if not stored.title:
@@ -254,14 +260,13 @@ class Ingestor:
 
     @contextmanager
     def _doc_lock(self, job: JobRecord, beat: Heartbeat) -> Iterator[None]:
-        """Held around chunk writes; a document delete takes it too, so once a
-        delete (or a newer upload) cancelled this job no write of ours follows."""
+        """Held (and renewed) around chunk writes; a document delete takes it too,
+        so once a delete (or a newer upload) cancelled this job no write of ours
+        follows."""
         locks = self.state.locks
+        tenant, kb, doc = job.tenant, job.knowledge_base_id, job.document_id
         deadline = time.monotonic() + self.settings.lock_wait_s
-        while True:
-            lock = locks.acquire(job.tenant, job.knowledge_base_id, job.document_id)
-            if lock is not None:
-                break
+        while (token := locks.acquire(tenant, kb, doc)) is None:
             if time.monotonic() > deadline:
                 raise TransientError(
                     ErrorRecord(
@@ -269,8 +274,6 @@ class Ingestor:
                     )
                 )
             time.sleep(0.05)
-        try:
+        with locks.hold(tenant, kb, doc, token):
             beat.progress()  # still ours, checked under the lock
             yield
-        finally:
-            locks.release(job.tenant, job.knowledge_base_id, job.document_id, lock)

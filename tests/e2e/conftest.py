@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from devstack.procs import ManagedProcess, worker_process
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
@@ -20,7 +21,7 @@ from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.gateway.validation import collection_name
+from services.jobs.keys import Keys
 
 ALPHA_KEY, BETA_KEY = "alpha-key-0001", "beta-key-0002"
 MAX_UPLOAD = 300_000
@@ -32,6 +33,7 @@ class Stack:
         self, gateway: str, chunking: str, retrieval: str, worker_env: dict[str, str], log_dir: Path
     ) -> None:
         self.gateway = gateway
+        self.retrieval_addr = retrieval
         self.channel = grpc.insecure_channel(gateway)
         self.rag = gateway_pb2_grpc.RagServiceStub(self.channel)
         self.chunking = chunking_pb2_grpc.ChunkingServiceStub(grpc.insecure_channel(chunking))
@@ -39,6 +41,7 @@ class Stack:
         self.worker_env = worker_env
         self.log_dir = log_dir
         self.workers: list[ManagedProcess] = []
+        self.retrieval_proc: ManagedProcess | None = None
 
     def start_worker(self) -> ManagedProcess:
         proc = worker_process(
@@ -111,7 +114,7 @@ class Stack:
         while True:
             resp = self.retrieval.ListChunks(
                 retrieval_pb2.ListChunksRequest(
-                    collection=collection_name(tenant, kb),
+                    collection=self.collection(tenant, kb),
                     document_id=document_id,
                     page_size=500,
                     page_token=token,
@@ -123,6 +126,16 @@ class Stack:
             token = resp.next_page_token
             if not token:
                 return sorted(indexes)
+
+    def collection(self, tenant: str, kb: str) -> str:
+        """The Milvus collection of a knowledge base, from its record in Redis."""
+        client = redis.Redis.from_url(self.worker_env["RAGMESH_REDIS_URL"])
+        try:
+            name = client.hget(Keys().kb(tenant, kb), "collection")
+        finally:
+            client.close()
+        assert name, f"no knowledge base {kb!r} of {tenant!r}"
+        return bytes(name).decode()
 
     def chunk_count(self, data: bytes, name: str) -> int:
         resp = self.chunking.ChunkDocument(
@@ -144,23 +157,27 @@ class Stack:
         return str(resp.normalized_text)
 
 
-@pytest.fixture(scope="module")
-def stack(
+def build_stack(
+    start: Any,
     redis_url: str,
-    llm_base_url: str,
-    start_ragmesh_service: Any,
-    tmp_path_factory: pytest.TempPathFactory,
+    milvus_dir: Path,
     log_dir: Path,
-) -> Iterator[Stack]:
-    _, retrieval = start_ragmesh_service(
+    *,
+    llm_base_url: str | None = None,
+    retrieval_env: dict[str, str] | None = None,
+    gateway_env: dict[str, str] | None = None,
+) -> Stack:
+    """The five services (generation only with an LLM) and one worker, on free
+    ports; `start` is the `start_ragmesh_service` fixture."""
+    retrieval_proc, retrieval = start(
         "retrieval",
-        env={"RAGMESH_RETRIEVAL_MILVUS_URI": str(tmp_path_factory.mktemp("milvus") / "e2e.db")},
+        env={"RAGMESH_RETRIEVAL_MILVUS_URI": str(milvus_dir / "e2e.db"), **(retrieval_env or {})},
     )
-    _, chunking = start_ragmesh_service("chunking")
-    _, embedding = start_ragmesh_service("embedding")
-    _, generation = start_ragmesh_service(
-        "generation", env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url}
-    )
+    _, chunking = start("chunking")
+    _, embedding = start("embedding")
+    generation = "127.0.0.1:9"  # nothing listens: Ask is not used without an LLM
+    if llm_base_url is not None:
+        _, generation = start("generation", env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url})
     shared = {
         "RAGMESH_REDIS_URL": redis_url,
         "RAGMESH_CHUNKING_ADDR": chunking,
@@ -171,13 +188,14 @@ def stack(
         "RAGMESH_WORKER_QUEUE": f"ragmesh-e2e-{uuid.uuid4().hex[:8]}",
         "RAGMESH_JOB_HEARTBEAT_TIMEOUT_S": "5",
     }
-    _, gateway = start_ragmesh_service(
+    _, gateway = start(
         "gateway",
         env={
             **shared,
             "RAGMESH_GATEWAY_API_KEYS": f"{ALPHA_KEY}:alpha,{BETA_KEY}:beta",
             "RAGMESH_GATEWAY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
             "RAGMESH_GATEWAY_REAPER_INTERVAL_S": "1",
+            **(gateway_env or {}),
         },
     )
     worker_env = {
@@ -187,7 +205,26 @@ def stack(
         "RAGMESH_WORKER_RETRY_BACKOFF_MAX_S": "2",
     }
     s = Stack(gateway, chunking, retrieval, worker_env, log_dir)
+    s.retrieval_proc = retrieval_proc
     s.start_worker()
+    return s
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_url: str,
+    llm_base_url: str,
+    start_ragmesh_service: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    log_dir: Path,
+) -> Iterator[Stack]:
+    s = build_stack(
+        start_ragmesh_service,
+        redis_url,
+        tmp_path_factory.mktemp("milvus"),
+        log_dir,
+        llm_base_url=llm_base_url,
+    )
     try:
         yield s
     finally:

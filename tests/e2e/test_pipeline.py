@@ -18,7 +18,6 @@ from ragmesh.client.bulk import Upload
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2
 from services.common.status import error_info_of
-from services.gateway.validation import collection_name
 from tests.e2e.conftest import ALPHA_KEY, BETA_KEY, MAX_UPLOAD, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
@@ -479,6 +478,7 @@ def test_cancel_retry_delete_of_running_jobs_and_kb_delete(stack: Stack) -> None
     assert stack.stored_chunks("alpha", "cancel", "other.txt") == []
 
     # Deleting the knowledge base removes its collection, documents and jobs.
+    collection = stack.collection("alpha", "cancel")
     stack.call("DeleteKnowledgeBase", pb.DeleteKnowledgeBaseRequest(knowledge_base_id="cancel"))
     expect_error(
         grpc.StatusCode.NOT_FOUND,
@@ -491,7 +491,7 @@ def test_cancel_retry_delete_of_running_jobs_and_kb_delete(stack: Stack) -> None
         grpc.StatusCode.NOT_FOUND,
         "COLLECTION_NOT_FOUND",
         stack.retrieval.GetCollection,
-        retrieval_pb2.GetCollectionRequest(name=collection_name("alpha", "cancel")),
+        retrieval_pb2.GetCollectionRequest(name=collection),
         timeout=30,
     )
     listed = stack.call("ListKnowledgeBases", pb.ListKnowledgeBasesRequest())

@@ -872,3 +872,47 @@ def test_service_starts_while_milvus_is_down(tmp_path: Path, log_dir: Path) -> N
         service.stop()
         if milvus is not None:
             milvus.stop()
+
+
+def test_every_read_loads_a_released_collection(tmp_path: Path, log_dir: Path) -> None:
+    """After a Milvus restart a collection is released; every RPC that reads it
+    (lists, counts, search) loads it again instead of failing."""
+    from pymilvus import MilvusClient
+
+    port = free_port()
+    milvus = _milvus_lite_server(tmp_path / "lite", port, log_dir)
+    service = None
+    try:
+        service, addr = start_service(
+            "retrieval",
+            env={"RAGMESH_RETRIEVAL_MILVUS_URI": f"http://127.0.0.1:{port}"},
+            log_dir=log_dir,
+            timeout=120,
+        )
+        with grpc.insecure_channel(addr) as channel:
+            backend = Backend(
+                "lite-server", addr, retrieval_pb2_grpc.RetrievalServiceStub(channel), bm25=True
+            )
+            kb = KB(backend)
+            kb.upsert("d", "v1", [kb.chunk("d", i, f"t{i}") for i in range(3)])
+            reads: list[Callable[[], Any]] = [
+                lambda: backend.stub.ListDocuments(
+                    pb.ListDocumentsRequest(collection=kb.name), timeout=30
+                ),
+                lambda: kb.chunks("d"),
+                lambda: backend.stub.GetCollection(
+                    pb.GetCollectionRequest(name=kb.name), timeout=30
+                ),
+                lambda: kb.search(query_vector=kb.vectors["d:1"], top_k=1),
+            ]
+            for read in reads:
+                client = MilvusClient(uri=f"http://127.0.0.1:{port}")
+                client.release_collection(kb.name)
+                client.close()
+                read()  # would fail with "call load() before search/get/query"
+            assert [c.chunk_index for c in kb.chunks("d")] == [0, 1, 2]
+            kb.drop()
+    finally:
+        if service is not None:
+            service.stop()
+        milvus.stop()

@@ -109,8 +109,24 @@ def test_limits_and_names() -> None:
         v.check_media_type("image/png")
     with pytest.raises(InvalidArgument):
         v.check_kb_id("UPPER")
-    a, b = v.collection_name("t", "a-b"), v.collection_name("t", "a_b")
+    a, b = v.collection_name("t", "a-b", "g1"), v.collection_name("t", "a_b", "g1")
     assert a != b and a.replace("_", "").isalnum() and not a[0].isdigit()
+    # A re-created knowledge base gets a collection of its own.
+    assert v.collection_name("t", "a-b", v.new_generation()) != a
+    assert v.check_job_id("0" * 32) == "0" * 32
+    # A trailing newline would make another Redis key: refused like any bad id.
+    with pytest.raises(InvalidArgument):
+        v.check_kb_id("kb\n")
+    with pytest.raises(InvalidArgument):
+        v.check_document_id("a.md\n")
+    for bad in ("", "x" * 32, "0" * 31, "rm:job:" + "0" * 25, "0" * 32 + "\n"):
+        with pytest.raises(InvalidArgument) as exc:
+            v.check_job_id(bad)
+        assert exc.value.reason == "INVALID_JOB_ID"
+    long = "report " * 60 + ".pdf"
+    cut = v.truncate_file_name(long)
+    assert len(cut) == v.MAX_FILE_NAME_CHARS and cut.endswith("….pdf")
+    assert v.truncate_file_name("short.md") == "short.md"
     base = v.document_version("sha", "text/plain", "a.txt", {"k": 1})
     assert base == v.document_version("sha", "text/plain", "a.txt", {"k": 1})
     assert base != v.document_version("sha", "text/plain", "a.txt", {"k": 2})

@@ -13,8 +13,17 @@ import pytest
 
 from devstack.deps import start_redis
 from devstack.procs import free_port
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.jobs.locks import DocumentLocks
 from services.jobs.queue import IngestionQueue
+from services.jobs.quotas import Quotas, Usage
 from services.jobs.reaper import Reaper, ReaperPolicy
 from services.jobs.records import DocumentRecord, ErrorRecord, JobState, KnowledgeBaseRecord
 from services.jobs.settings import JobsSettings
@@ -87,7 +96,7 @@ def test_kb_create_get_list_delete(store: Store, tenant: str) -> None:
     assert store.catalogue.list_kbs(tenant + "x", 10, "") == ([], "")
     with pytest.raises(NotFound):
         store.catalogue.get_kb(tenant + "x", "kb1")
-    store.catalogue.delete_kb_record(tenant, "kb1")
+    store.deletes.begin_kb_delete(tenant, "kb1")
     with pytest.raises(NotFound):
         store.catalogue.get_kb(tenant, "kb1")
     with pytest.raises(InvalidArgument):
@@ -229,17 +238,36 @@ def test_delete_document_cancels_its_job(store: Store, tenant: str) -> None:
     run_to_success(store, run, 4)
     job_id = store.book.register_upload(tenant, "kb1", doc(tenant, "b.md"), b"y").job.job_id
     store.runs.claim_job(job_id, "w", 30)
-    store.book.delete_doc(tenant, "kb1", "b.md")
+    marked, collection = store.deletes.mark_doc_deleting(tenant, "kb1", "b.md")
+    assert collection == f"c_{tenant}_kb1" and marked.document_id == "b.md"
     job = store.book.get_job(job_id, tenant)
     assert job.state == "CANCELLED" and job.error and job.error.reason == "DOCUMENT_DELETED"
     assert store.blobs.get(job_id) is None
+    # Hidden at once, while its chunks are being deleted; listed for the sweeper.
     with pytest.raises(NotFound) as exc:
         store.catalogue.get_doc(tenant, "kb1", "b.md")
     assert exc.value.reason == "DOCUMENT_NOT_FOUND"
-    store.book.delete_doc(tenant, "kb1", "done.md")
+    assert [d.document_id for d in store.catalogue.list_docs(tenant, "kb1", 10, "")[0]] == [
+        "done.md"
+    ]
+    assert store.catalogue.document_count(tenant, "kb1") == 1
+    pending = [p for p in store.deletes.pending_docs() if p.tenant == tenant]
+    assert [(p.knowledge_base_id, p.document_id) for p in pending] == [("kb1", "b.md")]
+    # Just attempted: the sweeper leaves it alone for a while.
+    assert not [p for p in store.deletes.pending_docs(idle_s=60) if p.tenant == tenant]
+    # Marking again is harmless (a repeated delete), a new upload waits.
+    store.deletes.mark_doc_deleting(tenant, "kb1", "b.md")
+    with pytest.raises(Unavailable) as busy:
+        store.book.register_upload(tenant, "kb1", doc(tenant, "b.md", version="v9"), b"z")
+    assert busy.value.reason == "DOCUMENT_BEING_DELETED" and busy.value.retry_after_s
+    store.deletes.finish_doc_delete(tenant, "kb1", "b.md")
+    assert not [p for p in store.deletes.pending_docs() if p.tenant == tenant]
+    store.deletes.mark_doc_deleting(tenant, "kb1", "done.md")
+    store.deletes.finish_doc_delete(tenant, "kb1", "done.md")
     assert store.catalogue.get_kb(tenant, "kb1").chunk_count == 0
     docs, _ = store.catalogue.list_docs(tenant, "kb1", 10, "")
     assert docs == []
+    assert Usage.read(store.db.r, store.db.keys, tenant) == Usage(documents=0, stored_bytes=0)
 
 
 def test_list_jobs_pages_and_filters(store: Store, tenant: str) -> None:
@@ -298,14 +326,29 @@ def test_reaper_resends_and_times_out_queued_jobs(store: Store, tenant: str) -> 
     assert job.state == "FAILED" and job.error and job.error.reason == "QUEUE_TIMEOUT"
 
 
-def test_purge_kb_removes_everything(store: Store, tenant: str) -> None:
+def test_kb_delete_tombstone_purge_and_recreate(store: Store, tenant: str) -> None:
     make_kb(store, tenant)
     job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
-    store.catalogue.delete_kb_record(tenant, "kb1")
-    store.book.purge_kb(tenant, "kb1")
-    assert store.db.r.keys(f"rm:{tenant}:*") == []
+    store.deletes.begin_kb_delete(tenant, "kb1")
+    with pytest.raises(NotFound):
+        store.catalogue.get_kb(tenant, "kb1")
+    (pending,) = store.deletes.pending_kbs_of(tenant, "kb1")
+    assert pending.collection == f"c_{tenant}_kb1"
+    # Its records are not purged yet: the id cannot be taken again.
+    with pytest.raises(FailedPrecondition) as exc:
+        store.deletes.check_recreate(tenant, "kb1")
+    assert exc.value.reason == "KNOWLEDGE_BASE_BEING_DELETED"
+    store.deletes.purge_kb(pending)
+    store.deletes.purge_kb(pending)  # again: harmless
+    store.deletes.check_recreate(tenant, "kb1")  # purged: the id is free again
+    with pytest.raises(NotFound):
+        store.book.get_job(job_id)
     assert store.db.r.exists(f"rm:job:{job_id}", f"rm:blob:{job_id}") == 0
     assert store.db.r.zscore(store.db.keys.active_jobs, job_id) is None
+    assert Usage.read(store.db.r, store.db.keys, tenant) == Usage(documents=0, stored_bytes=0)
+    store.deletes.finish_kb_delete(pending)
+    assert store.deletes.pending_kbs_of(tenant, "kb1") == []
+    assert store.db.r.keys(f"rm:{tenant}:*") == [f"rm:{tenant}:usage".encode()]
 
 
 def test_document_lock(store: Store, tenant: str) -> None:
@@ -355,3 +398,59 @@ def test_reaper_pass_sends_what_it_requeues_and_one_replica_reaps(
     assert second.run_once().requeue == [] and second.queue.sent == []  # type: ignore[attr-defined]
     assert store.book.get_job(job_id).state == JobState.QUEUED
     store.db.r.delete(store.db.keys.reaper_lease)
+
+
+def test_quotas_count_documents_and_stored_bytes(redis_url: str, tenant: str) -> None:
+    quotas = Quotas(max_knowledge_bases=1, max_documents=2, max_stored_bytes=10)
+    store = Store.open(Store.from_settings(JobsSettings(redis_url=redis_url)).db, quotas=quotas)
+    make_kb(store, tenant)
+    with pytest.raises(ResourceExhausted) as exc:
+        make_kb(store, tenant, "kb2")
+    assert exc.value.reason == "KNOWLEDGE_BASE_QUOTA_EXCEEDED"
+    a = store.book.register_upload(tenant, "kb1", doc(tenant, "a.md"), b"123456").job
+    with pytest.raises(ResourceExhausted) as exc:
+        store.book.register_upload(tenant, "kb1", doc(tenant, "b.md"), b"123456")
+    assert exc.value.reason == "STORAGE_QUOTA_EXCEEDED"
+    assert exc.value.retry_after_s is None  # a limit, not a moment
+    # Replacing a.md frees its queued bytes first.
+    store.book.register_upload(tenant, "kb1", doc(tenant, "a.md", version="v2"), b"12345678")
+    assert Usage.read(store.db.r, store.db.keys, tenant) == Usage(documents=1, stored_bytes=8)
+    assert store.book.get_job(a.job_id).blob_bytes == 0
+    b = store.book.register_upload(tenant, "kb1", doc(tenant, "b.md"), b"12").job
+    with pytest.raises(ResourceExhausted) as exc:
+        store.book.register_upload(tenant, "kb1", doc(tenant, "c.md"), b"1")
+    assert exc.value.reason == "DOCUMENT_QUOTA_EXCEEDED"
+    run_to_success(store, b.job_id, 1)  # indexed: its bytes are dropped
+    assert Usage.read(store.db.r, store.db.keys, tenant) == Usage(documents=2, stored_bytes=8)
+
+
+def test_bytes_of_failed_jobs_expire_and_a_late_retry_says_so(store: Store, tenant: str) -> None:
+    make_kb(store, tenant)
+    job_id = store.book.register_upload(tenant, "kb1", doc(tenant), b"bytes").job.job_id
+    store.runs.claim_job(job_id, "w", 30)
+    err = ErrorRecord("INVALID_ARGUMENT", "CORRUPT_DOCUMENT", "bad")
+    store.runs.fail_job(job_id, err, token="w")
+    assert store.blobs.get(job_id) == b"bytes"  # kept for a retry
+    assert store.deletes.expire_retained_blobs(time.time() - 3600) == []  # not old enough
+    assert job_id in store.deletes.expire_retained_blobs(time.time() + 1)
+    assert store.blobs.get(job_id) is None
+    assert Usage.read(store.db.r, store.db.keys, tenant).stored_bytes == 0
+    with pytest.raises(FailedPrecondition) as exc:
+        store.book.retry_job(tenant, job_id)
+    assert exc.value.reason == "UPLOAD_GONE" and "limited time" in exc.value.message
+
+
+def test_a_held_lock_is_renewed_beyond_its_ttl_and_freed_after(store: Store, tenant: str) -> None:
+    locks = DocumentLocks(store.db, ttl_s=0.3)
+    token = locks.acquire(tenant, "kb1", "slow.md")
+    assert token is not None
+    with locks.hold(tenant, "kb1", "slow.md", token):
+        deadline = time.monotonic() + 1.2  # four times the ttl
+        while time.monotonic() < deadline:
+            assert locks.acquire(tenant, "kb1", "slow.md") is None
+            time.sleep(0.05)
+    assert locks.acquire(tenant, "kb1", "slow.md") is not None  # released on exit
+    # Without renewal a holder that died frees it within the ttl.
+    assert locks.acquire(tenant, "kb1", "dead.md") is not None
+    time.sleep(0.4)
+    assert locks.acquire(tenant, "kb1", "dead.md") is not None

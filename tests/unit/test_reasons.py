@@ -28,7 +28,11 @@ EXCEPTION_CODES = {
     "RagmeshError": "(none)",
 }
 # Helpers whose positional argument is a reason, with the code they raise it with.
-HELPERS = {"cancelled": (0, "CANCELLED"), "_fail": (2, "UNAVAILABLE")}
+HELPERS = {
+    "cancelled": (0, "CANCELLED"),
+    "_fail": (2, "UNAVAILABLE"),
+    "Slots": (2, "RESOURCE_EXHAUSTED"),
+}
 
 
 def _name(node: ast.expr) -> str:
