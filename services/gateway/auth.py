@@ -236,4 +236,12 @@ class Authenticator:
             return self.keys.tenant_of(metadata)
         except Unauthenticated:
             self.limiter.record_failure(source)
+            wait = self.limiter.blocked_for(source)
+            if wait > 0:  # this failure tripped the limit: once per lockout
+                log.warning(
+                    "%s locked out for %.0f s after %d failed authentications",
+                    source,
+                    wait,
+                    self.limiter.max_failures,
+                )
             raise
