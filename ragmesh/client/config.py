@@ -7,9 +7,10 @@ default address 127.0.0.1:50051.
 TLS follows the same order: `tls` / `ca_file` arguments (`--tls`, `--no-tls`,
 `--ca-file`), then RAGMESH_TLS (true/false) and RAGMESH_TLS_CA_FILE, then the
 config file's `tls` and `ca_file` keys, which describe the gateway the file
-names and so apply only while the address comes from the file too. A CA file
-implies TLS (unless TLS is explicitly off); TLS without a CA file trusts the
-system's roots.
+names and so apply only while the address comes from the file too. At each
+level a CA file means TLS unless that level also turns TLS off; the highest
+level that says anything decides. TLS without a CA file trusts the system's
+roots.
 
 The config file is the first that exists of: $RAGMESH_CONFIG,
 `.ragmesh/config.json` in the working directory or a parent, and
@@ -128,10 +129,10 @@ class ClientSettings:
             if isinstance(services, dict):
                 settings.services = {str(k): str(v) for k, v in services.items()}
             settings.source = str(path)
-            settings.tls = parse_bool(file_data.get("tls", False), f"{path}: tls")
             if file_data.get("ca_file"):
                 # relative to the config file, not to the working directory
                 settings.ca_file = str(path.parent / str(file_data["ca_file"]))
+            settings.tls = parse_bool(file_data.get("tls", bool(settings.ca_file)), f"{path}: tls")
         if env.get("RAGMESH_GATEWAY_ADDR"):
             settings.gateway_addr = env["RAGMESH_GATEWAY_ADDR"]
             settings.source = "RAGMESH_GATEWAY_ADDR"
@@ -151,13 +152,19 @@ class ClientSettings:
     def _resolve_tls(
         self, tls: bool | None, ca_file: str | os.PathLike[str] | None, env: Mapping[str, str]
     ) -> None:
+        """Each level (arguments, then the environment; the file's already in place)
+        may say TLS on or off, explicitly or by naming a CA file; the highest that
+        says anything wins. The CA file is the highest level's that names one."""
+        env_tls: bool | None = None
         if env.get("RAGMESH_TLS") is not None:
-            self.tls = parse_bool(env["RAGMESH_TLS"], "RAGMESH_TLS")
+            env_tls = parse_bool(env["RAGMESH_TLS"], "RAGMESH_TLS")
         if env.get("RAGMESH_TLS_CA_FILE"):
             self.ca_file = env["RAGMESH_TLS_CA_FILE"]
+            env_tls = True if env_tls is None else env_tls
+        if env_tls is not None:
+            self.tls = env_tls
         if ca_file:
             self.ca_file = os.fspath(ca_file)
+            tls = True if tls is None else tls
         if tls is not None:
-            self.tls = tls  # explicit: --no-tls wins over a CA file from elsewhere
-        elif self.ca_file:
-            self.tls = True
+            self.tls = tls
