@@ -44,6 +44,8 @@ class AsyncRagmeshClient:
     ...     await rag.wait_for_job(resp.job.job_id, check=True)
     ...     async for event in rag.ask("docs", "What changed in v2?"):
     ...         ...
+
+    TLS as for RagmeshClient: `ca_file`, `root_certificates`, `tls`.
     """
 
     def __init__(

@@ -49,6 +49,11 @@ class RagmeshClient:
 
     Every method raises a `RagmeshError` subclass on failure. `timeout` is the
     per-call deadline in seconds for unary calls; streams have their own.
+
+    TLS: `ca_file` (a PEM CA bundle) or `root_certificates` (its bytes) verify a
+    gateway that serves TLS; `tls=True` alone trusts the system's roots, `tls=False`
+    forces plaintext. Left unset, RAGMESH_TLS / RAGMESH_TLS_CA_FILE decide, then the
+    config file when the address comes from it (docs/cli.md).
     """
 
     def __init__(
