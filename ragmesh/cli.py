@@ -18,7 +18,8 @@ app = typer.Typer(
     help="ragmesh: grounded, cited answers from your documents.\n\n"
     "After `make run` every command finds the local stack and its development key by itself "
     "(config in .ragmesh/config.json); elsewhere pass --addr/--api-key or set "
-    "RAGMESH_GATEWAY_ADDR and RAGMESH_API_KEY. Exit codes: 0 ok, 1 something failed, 2 bad "
+    "RAGMESH_GATEWAY_ADDR and RAGMESH_API_KEY (and --ca-file or RAGMESH_TLS_CA_FILE for a "
+    "gateway serving TLS). Exit codes: 0 ok, 1 something failed, 2 bad "
     "arguments, 3 not found, 4 already exists, 5 bad API key, 6 stack unreachable or timed "
     "out, 7 a server limit, 10 other server errors.",
     no_args_is_help=True,

@@ -64,6 +64,24 @@ ApiKeyOption = Annotated[
         show_default=False,
     ),
 ]
+TlsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls/--no-tls",
+        help="Talk TLS to the gateway (env RAGMESH_TLS; default: on with a CA file, else the "
+        "config file's `tls`, else off).",
+        show_default=False,
+    ),
+]
+CaFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-file",
+        help="PEM CA bundle to verify the gateway's certificate with; implies --tls (env "
+        "RAGMESH_TLS_CA_FILE; default: the system's roots).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
 ]
@@ -88,16 +106,30 @@ class Cli:
     err: Console
 
     @classmethod
-    def create(cls, addr: str | None, api_key: str | None, as_json: bool = False) -> Cli:
+    def create(
+        cls,
+        addr: str | None,
+        api_key: str | None,
+        as_json: bool = False,
+        *,
+        tls: bool | None = None,
+        ca_file: str | None = None,
+    ) -> Cli:
         try:
-            settings = ClientSettings.resolve(addr, api_key)
+            settings = ClientSettings.resolve(addr, api_key, tls=tls, ca_file=ca_file)
         except ValueError as exc:
             Console(stderr=True).print(f"[red]error:[/] {exc}")
             raise typer.Exit(EXIT_USAGE) from None
         return cls(settings, as_json, Console(), Console(stderr=True))
 
     def client(self, timeout: float = 30.0) -> RagmeshClient:
-        return RagmeshClient(self.settings.gateway_addr, self.settings.api_key, timeout=timeout)
+        return RagmeshClient(
+            self.settings.gateway_addr,
+            self.settings.api_key,
+            timeout=timeout,
+            tls=self.settings.tls,
+            ca_file=self.settings.ca_file or None,
+        )
 
     def kb(self, value: str | None) -> str:
         import os
@@ -125,12 +157,19 @@ class Cli:
             if err.code == grpc.StatusCode.UNAVAILABLE and not err.domain:
                 # No ErrorInfo: the gateway itself did not answer (a service behind it would
                 # have sent a reason such as LLM_UNAVAILABLE).
+                transport = (
+                    f"TLS, CA {self.settings.ca_file or 'system roots'}"
+                    if self.settings.tls
+                    else "plaintext; a gateway serving TLS needs --tls or --ca-file"
+                )
                 hint = (
                     f"\n  (is the stack running? gateway {self.settings.gateway_addr} from "
-                    f"{self.settings.source}; start it with `make run`)"
+                    f"{self.settings.source}, {transport}; start it with `make run`)"
                 )
             elif err.code == grpc.StatusCode.UNAUTHENTICATED:
                 hint = "\n  (pass --api-key or set RAGMESH_API_KEY; `make run` prints the key)"
+            elif err.reason == "AUTH_RATE_LIMITED":
+                hint = "\n  (too many wrong API keys from this address: fix the key, then wait)"
             reason = f" [{err.reason}]" if err.reason else ""
             self.err.print(
                 f"[red]error:[/] {err.code.name}{reason}: {err.message}{hint}",

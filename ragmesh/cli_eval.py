@@ -22,7 +22,9 @@ from ragmesh.cli_common import (
     EXIT_USAGE,
     AddrOption,
     ApiKeyOption,
+    CaFileOption,
     Cli,
+    TlsOption,
     examples,
 )
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
@@ -243,6 +245,8 @@ def eval_command(
     concurrency: Annotated[int, typer.Option(help="Parallel uploads and searches.")] = 4,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
 ) -> None:
     """Score retrieval and answers on a data set (recall, MRR, nDCG).
 
@@ -250,7 +254,7 @@ def eval_command(
 
     DATASET is a folder with corpus.jsonl + qa.jsonl ({question, answers, doc_id}), or BEIR's corpus.jsonl + queries.jsonl + qrels.tsv (or qrels/test.tsv). Every passage becomes one document of a fresh knowledge base, deleted at the end unless --keep.
     """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
-    cli = Cli.create(addr, api_key)
+    cli = Cli.create(addr, api_key, tls=tls, ca_file=ca_file)
     try:
         full = load_dataset(dataset)
     except DatasetError as exc:

@@ -26,8 +26,10 @@ from ragmesh.cli_common import (
     EXIT_OK,
     AddrOption,
     ApiKeyOption,
+    CaFileOption,
     Cli,
     JsonOption,
+    TlsOption,
     examples,
 )
 from ragmesh.client import NotFoundError, RagmeshClient
@@ -197,13 +199,15 @@ def ingest(
     timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait in all.")] = 3600,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Upload documents (Markdown, HTML, PDF, text) into a knowledge base.
 
     The media type comes from the content and the extension. Without --wait the command returns once every file is stored and queued; `ragmesh jobs` shows how the ingestion goes. Exit code 1 when any file failed.
     """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     try:
         items, skipped = collect_files(paths)
     except FileNotFoundError as exc:

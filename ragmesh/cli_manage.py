@@ -17,9 +17,11 @@ from ragmesh.cli_common import (
     EXIT_USAGE,
     AddrOption,
     ApiKeyOption,
+    CaFileOption,
     Cli,
     JsonOption,
     KbOption,
+    TlsOption,
     examples,
     message_dict,
     timestamp_text,
@@ -74,10 +76,12 @@ def kb_create(
     metric: Annotated[str, typer.Option(help="cosine, l2 or ip (server default).")] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a knowledge base."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     with cli.errors(), cli.client() as rag:
         try:
             kb = rag.create_knowledge_base(
@@ -101,10 +105,14 @@ def kb_create(
 
 @kb_app.command("list", epilog=examples("ragmesh kb list", "ragmesh kb list --json"))
 def kb_list(
-    addr: AddrOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List your knowledge bases."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     with cli.errors(), cli.client() as rag:
         kbs = list(rag.iter_knowledge_bases())
     if as_json:
@@ -134,10 +142,12 @@ def kb_delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete a knowledge base with all its documents, chunks and jobs."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     if not yes:
         if not os.isatty(0):
             cli.fail("deleting needs --yes when not run interactively", EXIT_USAGE)
@@ -160,10 +170,12 @@ def docs_list(
     kb: KbOption = None,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the documents of a knowledge base with their state and chunk count."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     kb_id = cli.kb(kb)
     with cli.errors(), cli.client() as rag:
         docs = list(rag.iter_documents(kb_id))
@@ -196,10 +208,12 @@ def docs_delete(
     kb: KbOption = None,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete documents: their chunks leave search at once."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     kb_id = cli.kb(kb)
     with cli.errors(), cli.client() as rag:
         for doc in document_ids:
@@ -265,12 +279,14 @@ def jobs_list(
     limit: Annotated[int, typer.Option(help="Show at most this many jobs.")] = 50,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List ingestion jobs (newest first as the gateway returns them)."""
     if ctx.invoked_subcommand is not None:
         return
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     jobs: list[gateway_pb2.IngestionJob] = []
     with cli.errors(), cli.client() as rag:
         try:
@@ -292,9 +308,15 @@ def jobs_list(
 
 
 def _job_action(
-    action: str, job_id: str, addr: str | None, api_key: str | None, as_json: bool
+    action: str,
+    job_id: str,
+    addr: str | None,
+    api_key: str | None,
+    as_json: bool,
+    tls: bool | None,
+    ca_file: str | None,
 ) -> None:
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     with cli.errors(), cli.client() as rag:
         job = (
             rag.cancel_ingestion_job(job_id)
@@ -314,10 +336,12 @@ def jobs_cancel(
     job_id: Annotated[str, typer.Argument(help="The job id (see `ragmesh jobs`).")],
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a queued or running ingestion job."""
-    _job_action("cancel", job_id, addr, api_key, as_json)
+    _job_action("cancel", job_id, addr, api_key, as_json, tls, ca_file)
 
 
 @jobs_app.command("retry", epilog=examples("ragmesh jobs retry 0f9c...e1"))
@@ -325,34 +349,44 @@ def jobs_retry(
     job_id: Annotated[str, typer.Argument(help="The job id (see `ragmesh jobs --state failed`).")],
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Queue a FAILED or CANCELLED job again."""
-    _job_action("retry", job_id, addr, api_key, as_json)
+    _job_action("retry", job_id, addr, api_key, as_json, tls, ca_file)
 
 
 # -- status -------------------------------------------------------------------------------
 
 
 def status(
-    addr: AddrOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False
+    addr: AddrOption = None,
+    api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Health of every ragmesh service, and whether the API key is accepted."""
     from ragmesh.client import RagmeshError
+    from ragmesh.client._channel import channel_credentials
     from ragmesh.ports import DEFAULT_PORTS
     from ragmesh.rpc import health_status
 
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     addrs: dict[str, str] = {}
     for service, port in DEFAULT_PORTS.items():
         env_addr = os.environ.get(f"RAGMESH_{service.upper()}_ADDR")
         addrs[service] = env_addr or cli.settings.services.get(service) or f"127.0.0.1:{port}"
     addrs["gateway"] = cli.settings.gateway_addr
+    with cli.errors():  # an unreadable CA file
+        gateway_credentials = channel_credentials(cli.settings.tls, cli.settings.ca_file)
     rows = []
     for service, target in addrs.items():
-        rows.append(
-            {"service": service, "address": target, "status": health_status(target, timeout=3.0)}
-        )
+        # only the gateway speaks TLS; the internal services are plaintext
+        creds = gateway_credentials if service == "gateway" else None
+        status = health_status(target, timeout=3.0, credentials=creds)
+        rows.append({"service": service, "address": target, "status": status})
     auth = "not checked"
     if any(r["service"] == "gateway" and r["status"] == "SERVING" for r in rows):
         try:

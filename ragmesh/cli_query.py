@@ -13,9 +13,11 @@ from ragmesh.cli_common import (
     EXIT_USAGE,
     AddrOption,
     ApiKeyOption,
+    CaFileOption,
     Cli,
     JsonOption,
     KbOption,
+    TlsOption,
     examples,
     message_dict,
     snippet,
@@ -71,10 +73,12 @@ def search(
     filters: FilterOption = None,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Retrieval only: the passages that match best, with scores and documents."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     kb_id = cli.kb(kb)
     with cli.errors(), cli.client() as rag:
         try:
@@ -127,10 +131,12 @@ def ask(
     ] = "all",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
+    tls: TlsOption = None,
+    ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the knowledge base, streamed, with numbered sources."""
-    cli = Cli.create(addr, api_key, as_json)
+    cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     kb_id = cli.kb(kb)
     if show_sources not in {"cited", "all", "none"}:
         cli.fail("--sources must be cited, all or none", EXIT_USAGE)

@@ -132,10 +132,20 @@ async def health_check_async(
     return HEALTH_STATUS_NAMES.get(await check(service, timeout=timeout), "UNKNOWN")
 
 
-def health_status(addr: str, service: str = "", timeout: float = 1.0) -> str:
-    """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNREACHABLE for a plaintext address."""
+def health_status(
+    addr: str,
+    service: str = "",
+    timeout: float = 1.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> str:
+    """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNREACHABLE for an address, in
+    plaintext or, given channel credentials, over TLS."""
     try:
-        with grpc.insecure_channel(addr) as channel:
+        if credentials is not None:
+            channel = grpc.secure_channel(addr, credentials)
+        else:
+            channel = grpc.insecure_channel(addr)
+        with channel:
             return health_check(channel, service, timeout)
     except grpc.RpcError:
         return "UNREACHABLE"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import grpc
+
+from ragmesh.client.errors import RagmeshError
 from ragmesh.rpc import retry_service_config
 
 SERVICE = "ragmesh.gateway.v1.RagService"
@@ -42,3 +47,25 @@ def channel_options() -> list[tuple[str, Any]]:
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def channel_credentials(
+    tls: bool,
+    ca_file: str | os.PathLike[str] | None = None,
+    root_certificates: bytes | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials, or None for plaintext (`tls` False). With TLS the gateway's
+    certificate is verified against `root_certificates`, else the CA file, else
+    the system's roots."""
+    if not tls:
+        return None
+    if root_certificates is None and ca_file:
+        try:
+            root_certificates = Path(ca_file).read_bytes()
+        except OSError as exc:
+            raise RagmeshError(
+                f"cannot read the CA file {os.fspath(ca_file)}: {exc.strerror or exc}",
+                code=grpc.StatusCode.INVALID_ARGUMENT,
+                reason="UNREADABLE_CA_FILE",
+            ) from exc
+    return grpc.ssl_channel_credentials(root_certificates)

@@ -21,6 +21,7 @@ from ragmesh.client._channel import (
     DEFAULT_UPLOAD_TIMEOUT_S,
     DEFAULT_WATCH_TIMEOUT_S,
     auth_metadata,
+    channel_credentials,
     channel_options,
 )
 from ragmesh.client.builders import FilterSpec, UploadSource
@@ -43,6 +44,8 @@ class AsyncRagmeshClient:
     ...     await rag.wait_for_job(resp.job.job_id, check=True)
     ...     async for event in rag.ask("docs", "What changed in v2?"):
     ...         ...
+
+    TLS as for RagmeshClient: `ca_file`, `root_certificates`, `tls`.
     """
 
     def __init__(
@@ -51,19 +54,30 @@ class AsyncRagmeshClient:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
-        tls: bool = False,
+        tls: bool | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         root_certificates: bytes | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        if target is None or api_key is None:
-            settings = ClientSettings.resolve(target, api_key)
-            target, api_key = settings.gateway_addr, settings.api_key
+        # TLS: explicit arguments, else RAGMESH_TLS / RAGMESH_TLS_CA_FILE, else the config
+        # file when the address comes from it (ragmesh.client.config). root_certificates
+        # or a CA file imply TLS.
+        settings = ClientSettings.resolve(
+            target,
+            api_key,
+            tls=True if root_certificates is not None and tls is None else tls,
+            ca_file=ca_file,
+            read_file=target is None or api_key is None,
+        )
+        target = target if target is not None else settings.gateway_addr
+        api_key = api_key if api_key is not None else settings.api_key
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.tls = settings.tls
         self._metadata = auth_metadata(api_key)
-        if tls:
-            creds = grpc.ssl_channel_credentials(root_certificates)
+        creds = channel_credentials(settings.tls, settings.ca_file, root_certificates)
+        if creds is not None:
             self._channel = grpc.aio.secure_channel(target, creds, options=channel_options())
         else:
             self._channel = grpc.aio.insecure_channel(target, options=channel_options())
@@ -71,8 +85,11 @@ class AsyncRagmeshClient:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncRagmeshClient:
-        """Address and key from RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY or the config file."""
+        """Address, key and TLS from RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY /
+        RAGMESH_TLS / RAGMESH_TLS_CA_FILE or the config file."""
         settings = ClientSettings.resolve()
+        kwargs.setdefault("tls", settings.tls)
+        kwargs.setdefault("ca_file", settings.ca_file or None)
         return cls(settings.gateway_addr, settings.api_key, **kwargs)
 
     async def close(self) -> None:

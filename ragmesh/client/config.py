@@ -1,8 +1,16 @@
-"""Where the SDK and the CLI find the gateway and the API key.
+"""Where the SDK and the CLI find the gateway, the API key and how to reach it.
 
 Precedence: explicit arguments, then RAGMESH_GATEWAY_ADDR / RAGMESH_API_KEY,
 then the client config file the local launcher (`make run`) writes, then the
 default address 127.0.0.1:50051.
+
+TLS follows the same order: `tls` / `ca_file` arguments (`--tls`, `--no-tls`,
+`--ca-file`), then RAGMESH_TLS (true/false) and RAGMESH_TLS_CA_FILE, then the
+config file's `tls` and `ca_file` keys, which describe the gateway the file
+names and so apply only while the address comes from the file too. At each
+level a CA file means TLS unless that level also turns TLS off; the highest
+level that says anything decides. TLS without a CA file trusts the system's
+roots.
 
 The config file is the first that exists of: $RAGMESH_CONFIG,
 `.ragmesh/config.json` in the working directory or a parent, and
@@ -65,6 +73,21 @@ def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{what} must be true or false, not {value!r}")
+
+
 @dataclass
 class ClientSettings:
     gateway_addr: str = DEFAULT_GATEWAY_ADDR
@@ -73,6 +96,10 @@ class ClientSettings:
     # Internal services' addresses (for `ragmesh status`), by service name.
     services: dict[str, str] = field(default_factory=dict)
     source: str = "defaults"  # where gateway_addr came from, for error messages
+    #: talk TLS to the gateway
+    tls: bool = False
+    #: PEM CA bundle to verify the gateway's certificate with (empty: system roots)
+    ca_file: str = ""
 
     @classmethod
     def resolve(
@@ -80,16 +107,21 @@ class ClientSettings:
         gateway_addr: str | None = None,
         api_key: str | None = None,
         *,
+        tls: bool | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        read_file: bool = True,
     ) -> ClientSettings:
+        """Settings from the arguments, the environment and (unless `read_file` is
+        False) the config file, in that order of precedence."""
         env = os.environ if env is None else env
         file_data: dict[str, Any] = {}
-        path = find_config_file(cwd, env)
+        path = find_config_file(cwd, env) if read_file else None
         if path is not None:
             file_data = read_config_file(path)
         settings = cls()
-        if file_data:
+        if file_data and path is not None:
             settings.gateway_addr = str(file_data.get("gateway_addr") or settings.gateway_addr)
             settings.api_key = str(file_data.get("api_key") or "")
             settings.knowledge_base = str(file_data.get("knowledge_base") or "")
@@ -97,6 +129,10 @@ class ClientSettings:
             if isinstance(services, dict):
                 settings.services = {str(k): str(v) for k, v in services.items()}
             settings.source = str(path)
+            if file_data.get("ca_file"):
+                # relative to the config file, not to the working directory
+                settings.ca_file = str(path.parent / str(file_data["ca_file"]))
+            settings.tls = parse_bool(file_data.get("tls", bool(settings.ca_file)), f"{path}: tls")
         if env.get("RAGMESH_GATEWAY_ADDR"):
             settings.gateway_addr = env["RAGMESH_GATEWAY_ADDR"]
             settings.source = "RAGMESH_GATEWAY_ADDR"
@@ -107,4 +143,28 @@ class ClientSettings:
             settings.source = "--addr"
         if api_key:
             settings.api_key = api_key
+        if settings.source != str(path):
+            # the file's TLS settings describe the file's gateway, not this one
+            settings.tls, settings.ca_file = False, ""
+        settings._resolve_tls(tls, ca_file, env)
         return settings
+
+    def _resolve_tls(
+        self, tls: bool | None, ca_file: str | os.PathLike[str] | None, env: Mapping[str, str]
+    ) -> None:
+        """Each level (arguments, then the environment; the file's already in place)
+        may say TLS on or off, explicitly or by naming a CA file; the highest that
+        says anything wins. The CA file is the highest level's that names one."""
+        env_tls: bool | None = None
+        if env.get("RAGMESH_TLS") is not None:
+            env_tls = parse_bool(env["RAGMESH_TLS"], "RAGMESH_TLS")
+        if env.get("RAGMESH_TLS_CA_FILE"):
+            self.ca_file = env["RAGMESH_TLS_CA_FILE"]
+            env_tls = True if env_tls is None else env_tls
+        if env_tls is not None:
+            self.tls = env_tls
+        if ca_file:
+            self.ca_file = os.fspath(ca_file)
+            tls = True if tls is None else tls
+        if tls is not None:
+            self.tls = tls

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import grpc
 
-from ragmesh.rpc import error_info_of
+from ragmesh.rpc import error_info_of, retry_delay_of
 
 
 class RagmeshError(Exception):
@@ -28,6 +28,7 @@ class RagmeshError(Exception):
         reason: str = "",
         domain: str = "",
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -36,6 +37,8 @@ class RagmeshError(Exception):
         self.reason = reason
         self.domain = domain
         self.metadata: dict[str, str] = dict(metadata or {})
+        #: the server's RetryInfo delay, when it sent one (e.g. AUTH_RATE_LIMITED)
+        self.retry_after_s = retry_after_s
 
     @property
     def code_name(self) -> str:
@@ -138,12 +141,14 @@ def from_rpc_error(err: grpc.RpcError) -> RagmeshError:
     message = (details_fn() if callable(details_fn) else None) or str(err)
     info = error_info_of(err)
     cls = error_class(code)
+    retry_after_s = retry_delay_of(err)
     if info is None:
-        return cls(message, code=code)
+        return cls(message, code=code, retry_after_s=retry_after_s)
     return cls(
         message,
         code=code,
         reason=info.reason,
         domain=info.domain,
         metadata=dict(info.metadata),
+        retry_after_s=retry_after_s,
     )

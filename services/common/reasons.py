@@ -59,6 +59,28 @@ _CATALOGUE = (
         "An API key entry is malformed (startup).",
         "Write entries as `key:tenant`, keys of 8+ characters.",
     ),
+    # authentication and transport (hostile input)
+    Reason(
+        "AUTH_RATE_LIMITED",
+        "RESOURCE_EXHAUSTED",
+        "Too many failed authentications from the caller's address "
+        "(RAGMESH_GATEWAY_AUTH_FAILURE_LIMIT within RAGMESH_GATEWAY_AUTH_FAILURE_WINDOW_S); "
+        "every call from it is refused, even with a right key, until the window passes.",
+        "Fix the API key, then wait the RetryInfo delay (the SDK does not retry this by itself).",
+    ),
+    Reason(
+        "BAD_TLS_CONFIG",
+        "INVALID_ARGUMENT",
+        "The gateway's TLS files are missing, unreadable, not PEM, or the key does not fit "
+        "the certificate (startup).",
+        "Operator: fix RAGMESH_GATEWAY_TLS_CERT_FILE / _KEY_FILE / _CLIENT_CA_FILE.",
+    ),
+    Reason(
+        "UNREADABLE_CA_FILE",
+        "(none)",
+        "SDK: the CA file given for TLS (ca_file, --ca-file, RAGMESH_TLS_CA_FILE) cannot be read.",
+        "Check the path and its permissions.",
+    ),
     # ---------------------------------------------------------------- request shape
     Reason("MISSING_KNOWLEDGE_BASE_ID", "INVALID_ARGUMENT", "knowledge_base_id is empty."),
     Reason(

@@ -4,6 +4,12 @@ It adds the standard health service (NOT_SERVING until the service says it is
 ready, and again while shutting down), reflection, the interceptor (request id,
 access log, metrics, exception → status), Prometheus metrics over HTTP, and a
 graceful shutdown on SIGTERM/SIGINT.
+
+A service that names TLS files (its `tls` attribute, a services.common.tls.ServerTLS)
+is served over TLS only, with the certificate re-read when its files change; its
+`health_port`, when not 0, serves grpc.health.v1 alone in plaintext for probes
+that cannot speak TLS (Kubernetes' gRPC probes). Other services stay plaintext:
+inside a cluster their traffic is fenced by NetworkPolicies (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,6 +31,7 @@ from services.common.config import CommonSettings, default_metrics_port
 from services.common.interceptors import ServerInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
+from services.common.tls import CertificateFiles, ServerTLS, TLSMaterial
 
 log = logging.getLogger("ragmesh.server")
 
@@ -70,6 +77,32 @@ def server_options(
     ]
 
 
+def _certificate_configuration(material: TLSMaterial) -> Any:
+    return grpc.ssl_server_certificate_configuration(
+        [(material.private_key, material.certificate_chain)],
+        root_certificates=material.client_ca,
+    )
+
+
+def server_credentials(files: CertificateFiles) -> grpc.ServerCredentials:
+    """TLS credentials whose certificate follows the files: gRPC asks before every
+    new handshake, and gets new material only when the files changed."""
+
+    def fetch() -> Any:
+        try:
+            material = files.changed_material()
+        except Exception:  # never fail a handshake over a reload check
+            log.exception("TLS reload check failed")
+            return None
+        return _certificate_configuration(material) if material is not None else None
+
+    return grpc.dynamic_ssl_server_credentials(
+        _certificate_configuration(files.material),
+        fetch,
+        require_client_authentication=files.material.client_ca is not None,
+    )
+
+
 @dataclass
 class RunningServer:
     """A started server; `stop()` drains it gracefully."""
@@ -79,6 +112,11 @@ class RunningServer:
     service: GrpcService
     port: int
     settings: CommonSettings
+    #: the certificate files when the server speaks TLS
+    certificates: CertificateFiles | None = None
+    #: the plaintext health-only server and its port, when there is one
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     _watch: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def set_serving(self, serving: bool) -> None:
@@ -112,13 +150,40 @@ class RunningServer:
         await self.set_serving(False)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.shutdown_grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.service.close()
         log.info("stopped")
 
 
+def _health_only_server(
+    health: health_aio.HealthServicer, host: str, port: int, settings: CommonSettings
+) -> tuple[grpc.aio.Server, int]:
+    """grpc.health.v1 alone, in plaintext: it tells a prober SERVING or NOT_SERVING
+    and nothing else (no reflection, no API)."""
+    server = grpc.aio.server(options=server_options(settings))
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the health port {host}:{port}")
+    return server, bound
+
+
 async def start_server(
-    service: GrpcService, port: int, settings: CommonSettings, metrics_port: int | None = None
+    service: GrpcService,
+    port: int,
+    settings: CommonSettings,
+    metrics_port: int | None = None,
+    *,
+    tls: ServerTLS | None = None,
+    health_port: int | None = None,
 ) -> RunningServer:
+    """Bind, start and return the server. `tls` and `health_port` default to the
+    service's attributes of those names (absent: plaintext, no health port)."""
+    tls = tls if tls is not None else getattr(service, "tls", None)
+    health_port = health_port if health_port is not None else getattr(service, "health_port", 0)
+    # Read and check the certificate before binding anything: a bad file stops startup.
+    certificates = CertificateFiles(tls) if tls is not None else None
     interceptor = ServerInterceptor(
         service.name,
         translate=getattr(service, "translate_error", None),
@@ -139,12 +204,23 @@ async def start_server(
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{settings.bind_host}:{port}")
+    address = f"{settings.bind_host}:{port}"
+    if certificates is not None:
+        bound = server.add_secure_port(address, server_credentials(certificates))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
-        raise OSError(f"cannot bind {settings.bind_host}:{port}")
-    running = RunningServer(server, health, service, bound, settings)
+        raise OSError(f"cannot bind {address}")
+    running = RunningServer(server, health, service, bound, settings, certificates)
+    if health_port:
+        running.health_server, running.health_port = _health_only_server(
+            health, settings.bind_host, health_port, settings
+        )
     await running.set_serving(False)
     await server.start()
+    if running.health_server is not None:
+        await running.health_server.start()
+        log.info("plaintext health on %s:%d", settings.bind_host, running.health_port)
     if settings.metrics_enabled:
         mport = metrics_port if metrics_port is not None else default_metrics_port(bound)
         try:
@@ -152,7 +228,15 @@ async def start_server(
             log.info("metrics on http://%s:%d/metrics", settings.bind_host, mport)
         except OSError as exc:
             log.warning("metrics port %d unavailable: %s", mport, exc)
-    log.info("%s listening on %s:%d, starting up", service.name, settings.bind_host, bound)
+    log.info(
+        "%s listening on %s:%d (%s), starting up",
+        service.name,
+        settings.bind_host,
+        bound,
+        "plaintext"
+        if certificates is None
+        else "TLS" + (", client certificates required" if certificates.material.client_ca else ""),
+    )
     await service.start()
     running._watch = asyncio.create_task(running.watch_readiness())
     return running

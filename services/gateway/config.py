@@ -26,6 +26,54 @@ class GatewaySettings(BaseSettings):
         description="Without any key configured, serve every caller as tenant `default` "
         "(local development only).",
     )
+    api_keys_reload_interval_s: float = Field(
+        default=5.0,
+        description="How often, at most, a call checks whether RAGMESH_GATEWAY_API_KEYS_FILE "
+        "changed (mtime, size, inode) and reloads it; a broken file keeps the previous keys. "
+        "0 = read it at startup only.",
+    )
+    auth_failure_limit: int = Field(
+        default=10,
+        description="Failed authentications one source may have within "
+        "RAGMESH_GATEWAY_AUTH_FAILURE_WINDOW_S; further calls from it are RESOURCE_EXHAUSTED / "
+        "AUTH_RATE_LIMITED, even with a right key, until the window passes. 0 = no limit.",
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, description="The sliding window over which failed authentications count."
+    )
+    auth_failure_max_sources: int = Field(
+        default=10000,
+        description="Sources whose failed authentications are remembered (least recently "
+        "failed forgotten first); bounds the limiter's memory.",
+    )
+    trusted_proxy_hops: int = Field(
+        default=0,
+        description="Proxies in front of the gateway that append to `x-forwarded-for` (e.g. 1 "
+        "for an ingress); the client address for the failed-authentication limit is then the "
+        "entry that many from the right. 0 = the TCP peer address; only raise it when clients "
+        "cannot reach the gateway except through those proxies.",
+    )
+    tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate chain of the gateway; with RAGMESH_GATEWAY_TLS_KEY_FILE the "
+        "gateway serves TLS only (no plaintext). Re-read when the files change.",
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of that certificate.")
+    tls_client_ca_file: str = Field(
+        default="",
+        description="PEM CA bundle; when set, clients must present a certificate it signed "
+        "(mutual TLS), in addition to their API key.",
+    )
+    tls_reload_interval_s: float = Field(
+        default=10.0,
+        description="How often, at most, a new connection checks the certificate files for "
+        "changes (cert-manager renewals); a broken pair keeps the previous one.",
+    )
+    health_port: int = Field(
+        default=0,
+        description="A plaintext port serving only grpc.health.v1 (for Kubernetes gRPC probes, "
+        "which cannot speak TLS); 0 = none.",
+    )
     max_upload_bytes: int = Field(
         default=32 * MIB, description="Largest document accepted (bytes)."
     )

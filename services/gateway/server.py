@@ -24,8 +24,10 @@ from services.common.channels import remaining_timeout
 from services.common.config import DEFAULT_PORTS, ServiceAddresses
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
+from services.common.tls import ServerTLS
 from services.gateway.ask import Asker, AskParams
-from services.gateway.auth import ApiKeyAuth
+from services.gateway.auth import ApiKeyAuth, Authenticator
+from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
 from services.gateway.convert import doc_to_pb, job_to_pb, kb_to_pb
@@ -74,7 +76,9 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
         self.s = gateway.settings
 
     def _tenant(self, context: Context) -> str:
-        return self.g.auth.tenant_of(context.invocation_metadata())
+        """The caller's tenant; its source address (the peer, or x-forwarded-for when
+        trusted) counts its failed authentications."""
+        return self.g.auth.tenant_of(context.invocation_metadata(), context.peer())
 
     def _deadline(self, context: Context, default: float | None = None) -> Deadline:
         return Deadline.after(remaining_timeout(context, default or self.s.downstream_timeout_s))
@@ -277,11 +281,22 @@ class GatewayService:
         self.settings = settings or GatewaySettings()
         self.jobs_settings = jobs or JobsSettings()
         self.addresses = addresses or ServiceAddresses()
-        # Fail at startup, not at the first call, when no key is configured.
-        self.auth = ApiKeyAuth.from_settings(
-            self.settings.api_keys, self.settings.api_keys_file, self.settings.allow_anonymous
-        )
         s = self.settings
+        # Fail at startup, not at the first call, when no key is configured or the
+        # TLS files are unusable.
+        keys = ApiKeyAuth.from_settings(
+            s.api_keys, s.api_keys_file, s.allow_anonymous, s.api_keys_reload_interval_s
+        )
+        limiter = FailedAuthLimiter(
+            s.auth_failure_limit, s.auth_failure_window_s, s.auth_failure_max_sources
+        )
+        self.auth = Authenticator(keys, limiter, s.trusted_proxy_hops)
+        # Read by the server bootstrap: TLS on the API port, a plaintext health port,
+        # the gRPC receive limit.
+        self.tls = ServerTLS.from_files(
+            s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file, s.tls_reload_interval_s
+        )
+        self.health_port = s.health_port
         self.max_receive_bytes = s.max_receive_bytes
         self.state = JobsState.from_settings(
             self.jobs_settings,

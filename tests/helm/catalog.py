@@ -60,6 +60,11 @@ CHART_MANAGED: dict[str, str] = {
     "RAGMESH_RETRIEVAL_MILVUS_URI": "the bundled Milvus Service or `externalMilvus.uri`",
     "RAGMESH_REDIS_URL": "the bundled Redis or `externalRedis.*` (password from a Secret)",
     "RAGMESH_GATEWAY_API_KEYS_FILE": "the mounted `apiKeys` Secret",
+    # only with gateway.tls.existingSecret: the mounted kubernetes.io/tls Secret
+    "RAGMESH_GATEWAY_TLS_CERT_FILE": "`gateway.tls.existingSecret` (its tls.crt, mounted)",
+    "RAGMESH_GATEWAY_TLS_KEY_FILE": "`gateway.tls.existingSecret` (its tls.key, mounted)",
+    "RAGMESH_GATEWAY_TLS_CLIENT_CA_FILE": "`gateway.tls.requireClientCert` (the Secret's ca.crt)",
+    "RAGMESH_GATEWAY_HEALTH_PORT": "`gateway.tls.healthPort` (with TLS, for the kubelet's probes)",
     "RAGMESH_GENERATION_LLM_BASE_URL": "the vLLM Service or `llm.external.baseUrl`",
     "RAGMESH_GENERATION_LLM_MODEL": "`vllm.model` or `llm.external.model`",
     "RAGMESH_WORKER_QUEUE": "`worker.queue` (also the workers' `--queues` and KEDA's list)",
@@ -68,7 +73,8 @@ CHART_MANAGED: dict[str, str] = {
 # Secret settings and the Secret each comes from; none of them is ever in the ConfigMap.
 SECRET_SOURCES: dict[str, str] = {
     "RAGMESH_EMBEDDING_OPENAI_API_KEY": "`embedding.openai.existingSecret`",
-    "RAGMESH_RETRIEVAL_MILVUS_TOKEN": "`externalMilvus.existingSecret`",
+    "RAGMESH_RETRIEVAL_MILVUS_TOKEN": "`externalMilvus.existingSecret`, or for the bundled Milvus "
+    "`root:$(MILVUS_ROOT_PASSWORD)` with the password from the Secret Milvus reads it from",
     "RAGMESH_GATEWAY_API_KEYS": "not set: the keys come from the `apiKeys` Secret as a file",
     "RAGMESH_GENERATION_LLM_API_KEY": "`llm.external.existingSecret`",
 }

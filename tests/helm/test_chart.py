@@ -43,6 +43,8 @@ SKIPPED_CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 GRPC_SERVICES = ("gateway", "chunking", "embedding", "retrieval", "generation")
+# NetworkPolicies the chart writes for the bundled dependencies' pods, by component label
+DEPENDENCY_POLICIES = ("milvus", "milvus-etcd", "milvus-minio", "redis")
 INTERNAL_SERVICES = ("chunking", "embedding", "retrieval", "generation")
 VALUE_SETS = ["default", *sorted(p.name for p in CI_DIR.glob("*.yaml"))]
 
@@ -55,6 +57,9 @@ STANDIN_FULLNAME = """\
 {{- else }}{{ printf "%s-%s" .Release.Name .Chart.Name }}{{ end }}
 {{- end }}
 """
+# As milvus-helm 5.x: user.yaml from extraConfigFiles in the ConfigMap <fullname>, and
+# the component that creates the root user (standalone, or mixcoord in cluster mode) with
+# its extraEnv and the pod labels milvus.matchLabels + component.
 STANDIN_MILVUS = """\
 apiVersion: v1
 kind: Service
@@ -66,6 +71,51 @@ spec:
   selector: {app.kubernetes.io/name: milvus, app.kubernetes.io/instance: {{ .Release.Name }}}
   ports:
     - {name: milvus, port: {{ .Values.service.port | default 19530 }}, targetPort: 19530}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "standin.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+  labels: {app.kubernetes.io/name: milvus, app.kubernetes.io/instance: {{ .Release.Name }}}
+data:
+  {{- range $name, $text := .Values.extraConfigFiles }}
+  {{ $name }}: {{ $text | quote }}
+  {{- end }}
+---
+{{- $component := ternary "mixcoord" "standalone" .Values.cluster.enabled }}
+{{- $cluster := .Values.cluster.enabled }}
+{{- $env := ternary .Values.mixCoordinator.extraEnv .Values.standalone.extraEnv $cluster }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "standin.fullname" . }}-{{ $component }}
+  namespace: {{ .Release.Namespace }}
+  labels: &labels
+    app.kubernetes.io/name: milvus
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    component: {{ $component }}
+spec:
+  selector:
+    matchLabels: *labels
+  template:
+    metadata:
+      labels: *labels
+    spec:
+      containers:
+        - name: {{ $component }}
+          image: milvusdb/milvus:v2.6.15
+          {{- with $env }}
+          env:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+"""
+STANDIN_MILVUS_VALUES = """\
+service: {}
+cluster: {enabled: false}
+standalone: {extraEnv: []}
+mixCoordinator: {extraEnv: []}
+extraConfigFiles: {}
 """
 STANDIN_REDIS = """\
 apiVersion: v1
@@ -100,14 +150,17 @@ def chart_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart with stand-in milvus and redis subcharts in charts/."""
     dest = tmp_path_factory.mktemp("chart") / "ragmesh"
     shutil.copytree(CHART, dest)
-    for name, template in (("milvus", STANDIN_MILVUS), ("redis", STANDIN_REDIS)):
+    for name, template, values in (
+        ("milvus", STANDIN_MILVUS, STANDIN_MILVUS_VALUES),
+        ("redis", STANDIN_REDIS, "service: {}\n"),
+    ):
         sub = dest / "charts" / name
         (sub / "templates").mkdir(parents=True)
         (sub / "Chart.yaml").write_text(
             f"apiVersion: v2\nname: {name}\nversion: {chart_dependencies()[name]}\n"
             f"description: stand-in for the {name} chart in tests\n"
         )
-        (sub / "values.yaml").write_text("service: {}\n")
+        (sub / "values.yaml").write_text(values)
         (sub / "templates" / f"{name}.yaml").write_text(template)
         (sub / "templates" / "_helpers.tpl").write_text(STANDIN_FULLNAME)
     return dest
@@ -342,6 +395,8 @@ def test_optional_objects_can_be_switched_off(chart_copy: Path) -> None:
     assert "HorizontalPodAutoscaler" not in kinds
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        if doc["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "ragmesh":
+            continue  # a stand-in subchart's
         if doc["kind"] == "Deployment":
             spec = doc["spec"]
             assert spec["replicas"] >= 1  # no autoscaler: the chart sets the count
@@ -381,7 +436,12 @@ def test_bundled_dependencies_are_found_by_the_names_their_charts_give(
     ]
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
     secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
-    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (configmap,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap"
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "ragmesh"
+    ]
     assert configmap["data"]["RAGMESH_RETRIEVAL_MILVUS_URI"] == f"http://{milvus_host}:19530"
     assert milvus_host in services
     gateway = next(
@@ -400,6 +460,8 @@ def test_every_deployment_has_readiness_and_liveness_probes(rendered: Rendered) 
         assert "readinessProbe" in c and "livenessProbe" in c, component
         if component in GRPC_SERVICES:
             port = rendered.merged[component]["port"]
+            if component == "gateway" and rendered.merged["gateway"]["tls"]["existingSecret"]:
+                port = rendered.merged["gateway"]["tls"]["healthPort"]  # probes cannot do TLS
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 # Kubernetes' native gRPC probe on grpc.health.v1, overall status
                 assert c[probe]["grpc"] == {"port": port}, (component, probe)
@@ -442,6 +504,9 @@ def test_selectors_match_pod_labels(rendered: Rendered) -> None:
         for obj in rendered.ours(kind):
             selector = obj[path[0]][path[1]]
             selected = {c for c, labels in pods.items() if selects(selector, labels)}
+            if obj["metadata"]["labels"]["app.kubernetes.io/component"] in DEPENDENCY_POLICIES:
+                assert not selected, obj["metadata"]["name"]  # a dependency's, none of ours
+                continue
             assert selected == {obj["metadata"]["labels"]["app.kubernetes.io/component"]}, (
                 kind,
                 obj["metadata"]["name"],
@@ -457,10 +522,10 @@ def test_container_ports_match_the_configured_ports(rendered: Rendered) -> None:
     for component in GRPC_SERVICES:
         port, metrics_port = merged[component]["port"], merged[component]["metricsPort"]
         c = container(rendered.component("Deployment", component))
-        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
-            "grpc": port,
-            "metrics": metrics_port,
-        }
+        expected_ports = {"grpc": port, "metrics": metrics_port}
+        if component == "gateway" and merged["gateway"]["tls"]["existingSecret"]:
+            expected_ports["health"] = merged["gateway"]["tls"]["healthPort"]
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == expected_ports
         assert c["args"] == [
             "serve", component, "--port", str(port), "--metrics-port", str(metrics_port),
         ]  # fmt: skip
@@ -549,6 +614,8 @@ def test_every_setting_reaches_the_pods(rendered: Rendered) -> None:
         if s.env in catalog.CHART_MANAGED:
             if s.env.startswith(("RAGMESH_EMBEDDING_TEI", "RAGMESH_EMBEDDING_OPENAI")):
                 continue  # only with that backend; checked in test_backends_wire_their_urls
+            if s.env.startswith("RAGMESH_GATEWAY_TLS_") or s.env == "RAGMESH_GATEWAY_HEALTH_PORT":
+                continue  # only with gateway.tls; checked in test_gateway_tls_from_a_secret
             assert s.env in config or s.env in env_names, f"{s.env} not set by the chart"
             continue
         # present in values.yaml (Helm drops null values from the merged values)
@@ -598,12 +665,22 @@ def test_no_secret_is_inlined_in_a_configmap(rendered: Rendered) -> None:
         for key, value in configmap.get("data", {}).items():
             assert not catalog._is_secret(key, str), f"secret-like key {key} in a ConfigMap"
             assert not SECRET_VALUE.search(value), f"{key}={value!r} looks like a secret"
-    # secrets reach containers only as secretKeyRef, never as literal values
-    secret_envs = set(catalog.SECRET_SOURCES) | {"REDIS_PASSWORD", "HF_TOKEN"}
+    # secrets reach containers only as secretKeyRef, never as literal values; a value
+    # may only combine secret variables defined before it, as $(VAR)
+    secret_envs = set(catalog.SECRET_SOURCES) | {
+        "REDIS_PASSWORD",
+        "HF_TOKEN",
+        "MILVUS_ROOT_PASSWORD",
+    }
     for component, _, c in all_containers(rendered):
+        from_secrets: set[str] = set()
         for name, entry in env_of(c).items():
-            if name in secret_envs:
-                assert "secretKeyRef" in entry.get("valueFrom", {}), (component, name)
+            if "secretKeyRef" in entry.get("valueFrom", {}):
+                from_secrets.add(name)
+            elif name in secret_envs:
+                value = str(entry.get("value", ""))
+                refs = re.findall(r"\$\((\w+)\)", value)
+                assert refs and set(refs) <= from_secrets, (component, name, value)
             assert not SECRET_VALUE.search(str(entry.get("value", ""))), (component, name)
 
 
@@ -769,8 +846,281 @@ def test_backends_wire_their_urls(rendered: Rendered) -> None:
         assert "secretKeyRef" in token["RAGMESH_RETRIEVAL_MILVUS_TOKEN"]["valueFrom"]
 
 
+# ---- the bundled Milvus with authentication ----------------------------------------------
+
+
+def milvus_pod(rendered: Rendered) -> dict[str, Any]:
+    """The (stand-in) Milvus Deployment that creates the root user."""
+    (deployment,) = [
+        d
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/name") == "milvus"
+    ]
+    return deployment
+
+
+def test_bundled_milvus_requires_authentication_with_the_retrieval_s_secret(
+    rendered: Rendered,
+) -> None:
+    if not rendered.merged["milvus"]["enabled"]:
+        pytest.skip("external Milvus: its token comes from externalMilvus.existingSecret")
+    (milvus_config,) = [
+        d for d in rendered.of_kind("ConfigMap") if d["metadata"]["name"] == f"{RELEASE}-milvus"
+    ]
+    user = yaml.safe_load(milvus_config["data"]["user.yaml"])
+    assert user["common"]["security"]["authorizationEnabled"] is True
+    milvus_env = env_of(container(milvus_pod(rendered)))
+    milvus_ref = milvus_env["COMMON_SECURITY_DEFAULTROOTPASSWORD"]["valueFrom"]["secretKeyRef"]
+    retrieval = list(env_of(container(rendered.component("Deployment", "retrieval"))).items())
+    names = [n for n, _ in retrieval]
+    env = dict(retrieval)
+    # the retrieval service logs in as root with the very Secret Milvus reads
+    assert env["MILVUS_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == milvus_ref
+    assert env["RAGMESH_RETRIEVAL_MILVUS_TOKEN"] == {
+        "name": "RAGMESH_RETRIEVAL_MILVUS_TOKEN",
+        "value": "root:$(MILVUS_ROOT_PASSWORD)",
+    }
+    assert names.index("MILVUS_ROOT_PASSWORD") < names.index("RAGMESH_RETRIEVAL_MILVUS_TOKEN")
+    for component, _, c in all_containers(rendered):  # nobody else gets it
+        if component != "retrieval":
+            assert "MILVUS_ROOT_PASSWORD" not in env_of(c), component
+    assert "ragmesh-milvus-root" in rendered.notes
+
+
+def test_milvus_authentication_needs_a_root_password_from_a_secret(chart_copy: Path) -> None:
+    literal = [{"name": "COMMON_SECURITY_DEFAULTROOTPASSWORD", "value": "Milvus"}]
+    with helm.Chart.load(str(chart_copy)) as chart:
+        with pytest.raises(helm.HelmError, match="give it a root password from a Secret"):
+            chart.render({"milvus": {"standalone": {"extraEnv": []}}}, name=RELEASE)
+        with pytest.raises(helm.HelmError, match=r"from a Secret in milvus\.mixCoordinator"):
+            chart.render(
+                {"milvus": {"cluster": {"enabled": True}, "mixCoordinator": {"extraEnv": []}}},
+                name=RELEASE,
+            )
+        with pytest.raises(helm.HelmError, match="not a literal value"):
+            chart.render({"milvus": {"standalone": {"extraEnv": literal}}}, name=RELEASE)
+    # authentication off (not recommended): no token, and no password needed
+    off = {"milvus": {"extraConfigFiles": {"user.yaml": "common: {}\n"}, "standalone": {}}}
+    docs = manifests(chart_copy, off)
+    retrieval = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("retrieval")
+    )
+    assert "RAGMESH_RETRIEVAL_MILVUS_TOKEN" not in env_of(container(retrieval))
+    # another Secret name, set where Milvus reads it: the retrieval service follows
+    ref = {"name": "my-milvus", "key": "root-password"}
+    moved = [{"name": "COMMON_SECURITY_DEFAULTROOTPASSWORD", "valueFrom": {"secretKeyRef": ref}}]
+    docs = manifests(chart_copy, {"milvus": {"standalone": {"extraEnv": moved}}})
+    retrieval = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("retrieval")
+    )
+    assert env_of(container(retrieval))["MILVUS_ROOT_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": ref
+    }
+
+
+# ---- TLS on the gateway --------------------------------------------------------------------
+
+
+def test_gateway_tls_from_a_secret(chart_copy: Path) -> None:
+    values = {"gateway": {"tls": {"existingSecret": "gw-tls", "requireClientCert": True}}}
+    docs = manifests(chart_copy, values)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    ours = [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of")]
+    (config,) = [d["data"] for d in ours if d["kind"] == "ConfigMap"]
+    gateway = next(
+        d for d in ours if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("gateway")
+    )
+    pod = gateway["spec"]["template"]["spec"]
+    c = container(gateway)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == "gw-tls"
+    items = {i["key"]: i["path"] for i in volume["secret"]["items"]}
+    assert items == {"tls.crt": "tls.crt", "tls.key": "tls.key", "ca.crt": "ca.crt"}
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+    assert "subPath" not in mount and mount["readOnly"]  # renewals reach the files
+    base = mount["mountPath"]
+    assert config["RAGMESH_GATEWAY_TLS_CERT_FILE"] == f"{base}/tls.crt"
+    assert config["RAGMESH_GATEWAY_TLS_KEY_FILE"] == f"{base}/tls.key"
+    assert config["RAGMESH_GATEWAY_TLS_CLIENT_CA_FILE"] == f"{base}/ca.crt"
+    assert config["RAGMESH_GATEWAY_HEALTH_PORT"] == "50061"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"] == {"port": 50061}
+    assert {"name": "health", "containerPort": 50061, "protocol": "TCP"} in c["ports"]
+    service = next(
+        d for d in ours if d["kind"] == "Service" and d["metadata"]["name"].endswith("gateway")
+    )
+    assert 50061 not in {p["port"] for p in service["spec"]["ports"]}  # probes only
+    policy = next(
+        d
+        for d in ours
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("gateway")
+    )
+    opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert 50061 not in opened
+    for other in ours:  # only the gateway reads the certificate
+        if other["kind"] == "Deployment" and other is not gateway:
+            volumes = other["spec"]["template"]["spec"].get("volumes", [])
+            assert "tls" not in {v["name"] for v in volumes}
+    notes = render(chart_copy, values)["ragmesh/templates/NOTES.txt"]
+    assert "grpcurl -cacert" in notes and "-plaintext" not in notes
+    # without TLS nothing of it is rendered
+    plain = manifests(chart_copy, {})
+    (plain_config,) = [
+        d["data"]
+        for d in plain
+        if d["kind"] == "ConfigMap"
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "ragmesh"
+    ]
+    for key in ("CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE"):
+        assert f"RAGMESH_GATEWAY_TLS_{key}" not in plain_config
+    assert "RAGMESH_GATEWAY_HEALTH_PORT" not in plain_config
+
+
+# ---- network policies of the bundled dependencies ------------------------------------------
+
+# Pod labels as the real charts set them: milvus-helm 5.0.19 (milvus.matchLabels + component),
+# its etcd (Bitnami) and MinIO charts, Bitnami's Redis 23.
+MILVUS_COMPONENTS = ("standalone", "proxy", "mixcoord", "querynode", "datanode", "streamingnode")
+
+
+def dependency_pods(release: str) -> dict[str, tuple[str, dict[str, str]]]:
+    pods = {
+        f"milvus-{c}": (
+            NAMESPACE,
+            {"app.kubernetes.io/name": "milvus", "app.kubernetes.io/instance": release,
+             "component": c},
+        )
+        for c in MILVUS_COMPONENTS
+    }  # fmt: skip
+    pods["etcd"] = (NAMESPACE, {"app.kubernetes.io/name": "etcd",
+                                "app.kubernetes.io/instance": release})  # fmt: skip
+    pods["minio"] = (NAMESPACE, {"app": "minio", "release": release})
+    for role in ("master", "replica"):
+        pods[f"redis-{role}"] = (
+            NAMESPACE,
+            {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": release,
+             "app.kubernetes.io/component": role},
+        )  # fmt: skip
+    pods["intruder"] = (NAMESPACE, {"app": "something-else"})
+    pods["other-release-milvus"] = (
+        NAMESPACE, {"app.kubernetes.io/name": "milvus", "app.kubernetes.io/instance": "other"}
+    )  # fmt: skip
+    pods["keda-operator"] = ("keda", {"app": "keda-operator"})
+    return pods
+
+
+def peer_admits(peer: dict[str, Any], namespace: str, labels: dict[str, str]) -> bool:
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        ns_labels = {"kubernetes.io/metadata.name": namespace}
+        if not selects(peer["namespaceSelector"], ns_labels):
+            return False
+    elif namespace != NAMESPACE:
+        return False  # a podSelector alone: the policy's own namespace
+    return "podSelector" not in peer or selects(peer["podSelector"], labels)
+
+
+def admitted_pods(
+    policies: list[dict[str, Any]],
+    pods: dict[str, tuple[str, dict[str, str]]],
+    target: dict[str, str],
+    port: int,
+) -> set[str]:
+    """Pods that may open `port` on a pod labelled `target`, under every policy selecting it."""
+    selecting = [p for p in policies if selects(p["spec"]["podSelector"], target)]
+    assert selecting, f"no policy selects {target}"
+    allowed = set()
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if ports and port not in ports:
+                continue
+            for name, (namespace, labels) in pods.items():
+                if "from" not in rule or any(
+                    peer_admits(peer, namespace, labels) for peer in rule["from"]
+                ):
+                    allowed.add(name)
+    return allowed
+
+
+def test_network_policies_fence_the_bundled_dependencies(rendered: Rendered) -> None:
+    merged = rendered.merged
+    policies = [
+        p
+        for p in rendered.ours("NetworkPolicy")
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] in DEPENDENCY_POLICIES
+    ]
+    if not (merged["networkPolicy"]["enabled"] and merged["networkPolicy"]["dependencies"]):
+        assert not policies
+        return
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in policies}
+    expected = set()
+    if merged["milvus"]["enabled"]:
+        expected |= {"milvus", "milvus-etcd", "milvus-minio"}
+    if merged["redis"]["enabled"]:
+        expected.add("redis")
+        assert merged["redis"]["networkPolicy"]["enabled"] is False  # its own admits anyone
+    assert components == expected
+    pods = {
+        c: (NAMESPACE, d["spec"]["template"]["metadata"]["labels"])
+        for c, d in rendered.deployments()
+    }
+    pods.update(dependency_pods(RELEASE))
+    milvus = {f"milvus-{c}" for c in MILVUS_COMPONENTS}
+    if merged["milvus"]["enabled"]:
+        standin = milvus_pod(rendered)["spec"]["template"]["metadata"]["labels"]
+        assert standin == pods[f"milvus-{standin['component']}"][1]
+        for name in milvus:
+            target = pods[name][1]
+            assert admitted_pods(policies, pods, target, 19530) == milvus | {"retrieval"}
+            assert admitted_pods(policies, pods, target, 9091) == milvus  # no metricsFrom set
+        assert admitted_pods(policies, pods, pods["etcd"][1], 2379) == milvus | {"etcd"}
+        assert admitted_pods(policies, pods, pods["minio"][1], 9000) == milvus | {"minio"}
+    if merged["redis"]["enabled"]:
+        callers = {"gateway", "worker", "redis-master", "redis-replica"}
+        if merged["worker"]["keda"]["enabled"]:
+            callers.add("keda-operator")  # reads the queue length
+        for role in ("master", "replica"):
+            assert admitted_pods(policies, pods, pods[f"redis-{role}"][1], 6379) == callers
+
+
+def test_dependency_policies_take_extra_peers_and_can_be_switched_off(chart_copy: Path) -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}]
+    attu = [{"podSelector": {"matchLabels": {"app": "attu"}}}]
+    docs = manifests(
+        chart_copy,
+        {
+            "networkPolicy": {"metricsFrom": monitoring, "milvusFrom": attu, "redisFrom": attu},
+            "redis": {"metrics": {"enabled": True}},
+        },
+    )
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = dependency_pods(RELEASE)
+    pods["attu"] = (NAMESPACE, {"app": "attu"})
+    pods["prometheus"] = ("mon", {"app": "prometheus"})
+    standalone = pods["milvus-standalone"][1]
+    milvus = {f"milvus-{c}" for c in MILVUS_COMPONENTS}
+    assert admitted_pods(policies, pods, standalone, 19530) == milvus | {"attu"}
+    assert admitted_pods(policies, pods, standalone, 9091) == milvus | {"attu", "prometheus"}
+    redis = pods["redis-master"][1]
+    assert admitted_pods(policies, pods, redis, 9121) == {
+        "redis-master", "redis-replica", "prometheus"
+    }  # fmt: skip
+    assert "attu" in admitted_pods(policies, pods, redis, 6379)
+    off = manifests(chart_copy, {"networkPolicy": {"dependencies": False}})
+    components = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in off
+        if d["kind"] == "NetworkPolicy"
+    }
+    assert not components & set(DEPENDENCY_POLICIES)
+
+
 def test_notes_show_a_grpcurl_call(rendered: Rendered) -> None:
-    assert "grpcurl -plaintext" in rendered.notes
+    tls = rendered.merged["gateway"]["tls"]["existingSecret"]
+    assert ("grpcurl -cacert" if tls else "grpcurl -plaintext") in rendered.notes
     assert "ragmesh.gateway.v1.RagService/Ask" in rendered.notes
     assert "grpc.health.v1.Health/Check" in rendered.notes
 

@@ -144,3 +144,34 @@ def test_bad_config_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ValueError, match=r"cannot read ragmesh config .*bad\.json"):
         ClientSettings.resolve(env={"RAGMESH_CONFIG": str(bad)})
+
+
+def test_tls_settings_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.json"
+    write_config_file(
+        config, {"gateway_addr": "rag.example.com:443", "api_key": "k", "ca_file": "ca.pem"}
+    )
+    env = {"RAGMESH_CONFIG": str(config)}
+    s = ClientSettings.resolve(env=env)  # a CA file implies TLS; relative to the file
+    assert (s.tls, s.ca_file) == (True, str(tmp_path / "ca.pem"))
+    s = ClientSettings.resolve(tls=False, env=env)  # --no-tls wins
+    assert (s.tls, s.ca_file) == (False, str(tmp_path / "ca.pem"))
+    # the file's TLS describes the file's gateway: not one named elsewhere
+    for other in (
+        ClientSettings.resolve("127.0.0.1:50051", env=env),
+        ClientSettings.resolve(env={**env, "RAGMESH_GATEWAY_ADDR": "127.0.0.1:50051"}),
+    ):
+        assert (other.tls, other.ca_file) == (False, "")
+    s = ClientSettings.resolve("gw:1", env={**env, "RAGMESH_TLS_CA_FILE": "/etc/ca.pem"})
+    assert (s.tls, s.ca_file) == (True, "/etc/ca.pem")
+    s = ClientSettings.resolve("gw:1", env={"RAGMESH_TLS": "true"}, read_file=False)
+    assert (s.tls, s.ca_file) == (True, "")  # system roots
+    s = ClientSettings.resolve("gw:1", ca_file=tmp_path / "x.pem", env={"RAGMESH_TLS": "0"})
+    assert (s.tls, s.ca_file) == (True, str(tmp_path / "x.pem"))  # --ca-file beats the env
+    s = ClientSettings.resolve(env={**env, "RAGMESH_TLS": "0"})  # the env beats the file
+    assert (s.tls, s.ca_file) == (False, str(tmp_path / "ca.pem"))
+    s = ClientSettings.resolve("gw:1", tls=False, env={"RAGMESH_TLS_CA_FILE": "/etc/ca.pem"})
+    assert (s.tls, s.ca_file) == (False, "/etc/ca.pem")
+    write_config_file(config, {"gateway_addr": "g:1", "tls": "maybe"})
+    with pytest.raises(ValueError, match="tls must be true or false"):
+        ClientSettings.resolve(env=env)

@@ -64,6 +64,17 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
                     "gateway",
                 )
             )
+        if kb == "locked":  # a lockout: RetryInfo for the caller, never retried by the SDK
+            context.abort_with_status(
+                to_status(
+                    errors.ResourceExhausted(
+                        "too many failed authentications",
+                        reason="AUTH_RATE_LIMITED",
+                        retry_after_s=0.05,
+                    ),
+                    "gateway",
+                )
+            )
         if kb == "full":  # a limit, not a moment: no RetryInfo
             context.abort_with_status(
                 to_status(errors.ResourceExhausted("too large", reason="TOO_LARGE"), "gateway")
@@ -213,6 +224,15 @@ async def test_retry_info_is_honoured_by_the_asyncio_client(gateway: Any) -> Non
     async with AsyncRagmeshClient(addr, API_KEY) as rag:
         assert (await rag.get_knowledge_base("busy")).knowledge_base_id == "busy"
     assert servicer.calls["busy"] == 3
+
+
+def test_an_authentication_lockout_is_raised_at_once_with_its_delay(gateway: Any) -> None:
+    addr, servicer = gateway
+    with RagmeshClient(addr, API_KEY) as rag, pytest.raises(ResourceExhaustedError) as exc:
+        rag.get_knowledge_base("locked")
+    assert exc.value.reason == "AUTH_RATE_LIMITED"
+    assert exc.value.retry_after_s == pytest.approx(0.05)
+    assert servicer.calls["locked"] == 1
 
 
 def test_wrong_key_is_unauthenticated(gateway: Any) -> None:

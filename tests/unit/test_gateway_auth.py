@@ -1,4 +1,5 @@
-"""API keys → tenants, input validation and record → protobuf mapping."""
+"""API keys → tenants (reloaded from their file, behind the failed-authentication
+limit), input validation and record → protobuf mapping."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
 from services.common import api
-from services.common.errors import InvalidArgument, Unauthenticated
+from services.common.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from services.gateway import validation as v
-from services.gateway.auth import ApiKeyAuth
+from services.gateway.auth import ApiKeyAuth, Authenticator
+from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.convert import citation_from_scored, cited_sources, doc_to_pb, job_to_pb
 from services.jobs.records import (
     DocumentRecord,
@@ -238,3 +240,136 @@ def test_citation_mapping() -> None:
     ]
     assert mapped[1].text == "Saturn has 146 moons"
     assert not hits["saturn.pdf:0"].cited  # the sources themselves are not changed
+
+
+# ---- the key file reloaded without a restart ----------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """As Kubernetes updates a mounted Secret: a new file renamed over the old one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def test_key_file_changes_are_picked_up_after_the_interval(tmp_path: Path) -> None:
+    keys, clock = tmp_path / "keys", FakeClock()
+    keys.write_text("file-key-0001:alpha\n")
+    auth = ApiKeyAuth.from_settings("env-key-0001:beta", str(keys), False, 5.0, clock)
+    assert auth.tenant_of(bearer("file-key-0001")) == "alpha"
+    write_atomically(keys, "# rotated\nfile-key-0002:alpha\nfile-key-0003:gamma\n")
+    clock.now += 4.9  # not looked at yet
+    assert auth.tenant_of(bearer("file-key-0001")) == "alpha"
+    with pytest.raises(Unauthenticated):
+        auth.tenant_of(bearer("file-key-0002"))
+    clock.now += 0.2
+    assert auth.tenant_of(bearer("file-key-0002")) == "alpha"
+    assert auth.tenant_of(bearer("file-key-0003")) == "gamma"
+    with pytest.raises(Unauthenticated) as exc:
+        auth.tenant_of(bearer("file-key-0001"))  # removed: refused at once
+    assert exc.value.reason == "INVALID_API_KEY"
+    assert auth.tenant_of(bearer("env-key-0001")) == "beta"  # env keys stay
+    assert auth.reloads == 1 and auth.tenants == {"alpha", "beta", "gamma"}
+
+
+def test_a_broken_or_missing_key_file_keeps_the_previous_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys, clock = tmp_path / "keys", FakeClock()
+    keys.write_text("file-key-0001:alpha\n")
+    auth = ApiKeyAuth.from_settings("", str(keys), False, 1.0, clock)
+    for broken in (
+        "file-key-0002 alpha\n",  # no colon
+        "short:alpha\n",
+        "file-key-0002:not a tenant\n",
+        "file-key-0002:alpha\nfile-key-0002:beta\n",
+        b"\xff\xfe binary",
+    ):
+        if isinstance(broken, bytes):
+            keys.write_bytes(broken)
+        else:
+            write_atomically(keys, broken)
+        clock.now += 1.0
+        caplog.clear()
+        assert auth.tenant_of(bearer("file-key-0001")) == "alpha", broken
+        assert "API key file not reloaded" in caplog.text
+        clock.now += 1.0  # unchanged since: not parsed (nor logged) again
+        caplog.clear()
+        assert auth.tenant_of(bearer("file-key-0001")) == "alpha"
+        assert "not reloaded" not in caplog.text
+    keys.unlink()
+    clock.now += 1.0
+    assert auth.tenant_of(bearer("file-key-0001")) == "alpha"
+    write_atomically(keys, "file-key-0002:alpha\n")  # fixed: taken
+    clock.now += 1.0
+    assert auth.tenant_of(bearer("file-key-0002")) == "alpha"
+    assert "file-key" not in caplog.text  # keys never reach the log
+    assert auth.reloads == 1
+
+
+def test_an_emptied_key_file_revokes_every_key_and_never_opens_anonymous_access(
+    tmp_path: Path,
+) -> None:
+    keys, clock = tmp_path / "keys", FakeClock()
+    keys.write_text("file-key-0001:alpha\n")
+    auth = ApiKeyAuth.from_settings("", str(keys), True, 1.0, clock)
+    write_atomically(keys, "# all keys revoked\n")
+    clock.now += 1.0
+    for metadata in (bearer("file-key-0001"), []):
+        with pytest.raises(Unauthenticated):
+            auth.tenant_of(metadata)
+    assert len(auth) == 0
+
+
+def test_a_reload_interval_of_zero_reads_the_file_once(tmp_path: Path) -> None:
+    keys, clock = tmp_path / "keys", FakeClock()
+    keys.write_text("file-key-0001:alpha\n")
+    auth = ApiKeyAuth.from_settings("", str(keys), False, 0.0, clock)
+    write_atomically(keys, "file-key-0002:alpha\n")
+    clock.now += 3600
+    assert auth.tenant_of(bearer("file-key-0001")) == "alpha"
+    with pytest.raises(Unauthenticated):
+        auth.tenant_of(bearer("file-key-0002"))
+
+
+def test_authenticator_locks_a_source_out_after_repeated_failures() -> None:
+    clock = FakeClock()
+    keys = ApiKeyAuth.from_settings("env-key-0001:alpha", "", False)
+    auth = Authenticator(keys, FailedAuthLimiter(3, 60.0, clock=clock))
+    attacker, other = "ipv4:203.0.113.7:40000", "ipv4:198.51.100.2:40001"
+    for i in range(3):
+        clock.now += 1
+        with pytest.raises(Unauthenticated):
+            auth.tenant_of(bearer(f"guess-{i:08d}"), attacker)
+    assert auth.tenant_of(bearer("env-key-0001"), other) == "alpha"
+    # locked out, even with the right key (from another port of the same address)
+    with pytest.raises(ResourceExhausted) as exc:
+        auth.tenant_of(bearer("env-key-0001"), "ipv4:203.0.113.7:40002")
+    assert exc.value.reason == "AUTH_RATE_LIMITED"
+    assert exc.value.retry_after_s == pytest.approx(58.0)  # first failure at +1, now +3
+    clock.now += 57.9
+    with pytest.raises(ResourceExhausted):
+        auth.tenant_of(bearer("env-key-0001"), attacker)
+    clock.now += 0.2  # the first failure left the window: 2 of 3 remain
+    assert auth.tenant_of(bearer("env-key-0001"), attacker) == "alpha"
+    with pytest.raises(Unauthenticated):  # a success does not clear the count
+        auth.tenant_of([], attacker)
+    with pytest.raises(ResourceExhausted):
+        auth.tenant_of(bearer("env-key-0001"), attacker)
+
+
+def test_authenticator_without_a_limit() -> None:
+    keys = ApiKeyAuth.from_settings("env-key-0001:alpha", "", False)
+    auth = Authenticator(keys, FailedAuthLimiter(0, 60.0))
+    for _ in range(100):
+        with pytest.raises(Unauthenticated):
+            auth.tenant_of(bearer("wrong-key-000"), "ipv4:203.0.113.7:1")
+    assert auth.tenant_of(bearer("env-key-0001"), "ipv4:203.0.113.7:1") == "alpha"

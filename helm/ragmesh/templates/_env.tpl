@@ -26,6 +26,16 @@ one) needs, each read from a Secret with secretKeyRef. Call with
 - name: RAGMESH_REDIS_URL
   value: {{ include "ragmesh.redisUrl" $root | quote }}
 {{- end }}
+{{- if and (eq .component "retrieval") (include "ragmesh.milvusAuthorization" $root) }}
+# the bundled Milvus's root password, from the Secret Milvus itself reads it from;
+# defined before RAGMESH_RETRIEVAL_MILVUS_TOKEN, which refers to it
+- name: MILVUS_ROOT_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "ragmesh.milvusRootPasswordRef" $root | nindent 6 }}
+- name: RAGMESH_RETRIEVAL_MILVUS_TOKEN
+  value: "root:$(MILVUS_ROOT_PASSWORD)"
+{{- end }}
 {{- if and (eq .component "retrieval") (not $root.Values.milvus.enabled) $root.Values.externalMilvus.existingSecret }}
 - name: RAGMESH_RETRIEVAL_MILVUS_TOKEN
   valueFrom:

@@ -217,3 +217,46 @@ maps become JSON, which pydantic-settings parses.
 - name: cache
   mountPath: /cache
 {{- end }}
+
+{{/*
+Whether the bundled Milvus requires authentication: `common.security.authorizationEnabled`
+in the user.yaml the Milvus chart merges into milvus.yaml (milvus.extraConfigFiles).
+*/}}
+{{- define "ragmesh.milvusAuthorization" -}}
+{{- if .Values.milvus.enabled }}
+{{- $files := .Values.milvus.extraConfigFiles | default dict }}
+{{- $user := fromYaml (index $files "user.yaml" | default "") | default dict }}
+{{- if dig "common" "security" "authorizationEnabled" false $user }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The secretKeyRef (as YAML) of the bundled Milvus's root password: the
+COMMON_SECURITY_DEFAULTROOTPASSWORD variable of the Milvus component that creates
+the root user (standalone, or mixCoordinator in cluster mode). The retrieval
+service logs in with the same Secret, so the two cannot drift apart. Fails when
+authentication is on without a root password from a Secret.
+*/}}
+{{- define "ragmesh.milvusRootPasswordRef" -}}
+{{- $component := ternary "mixCoordinator" "standalone" (.Values.milvus.cluster.enabled | default false) }}
+{{- $values := index .Values.milvus $component | default dict }}
+{{- $ref := dict }}
+{{- range ($values.extraEnv | default list) }}
+{{- if eq .name "COMMON_SECURITY_DEFAULTROOTPASSWORD" }}
+{{- if not (and .valueFrom .valueFrom.secretKeyRef) }}
+{{- fail (printf "milvus.%s.extraEnv: take COMMON_SECURITY_DEFAULTROOTPASSWORD from a Secret (valueFrom.secretKeyRef), not a literal value" $component) }}
+{{- end }}
+{{- $ref = .valueFrom.secretKeyRef }}
+{{- end }}
+{{- end }}
+{{- if not $ref }}
+{{- fail (printf "the bundled Milvus requires authentication (milvus.extraConfigFiles): give it a root password from a Secret in milvus.%s.extraEnv (COMMON_SECURITY_DEFAULTROOTPASSWORD, valueFrom.secretKeyRef), or turn authorizationEnabled off" $component) }}
+{{- end }}
+{{- toYaml $ref }}
+{{- end }}
+
+{{/* Selector labels of the bundled Milvus's pods (milvus.matchLabels in milvus-helm). */}}
+{{- define "ragmesh.milvusPodLabels" -}}
+app.kubernetes.io/name: {{ (.Values.milvus.nameOverride | default "milvus") | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
