@@ -29,16 +29,18 @@ class LaunchedStack:
             **os.environ,
             "RAGMESH_DATA_DIR": str(self.data_dir),
             "RAGMESH_CONFIG": str(self.config),
-            "RAGMESH_REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
+            # Its own Redis, started by the launcher (as `make run` does by default).
+            "RAGMESH_REDIS_PORT": str(self.ports["redis"]),
             "RAGMESH_LLM_PORT": str(self.ports["llm"]),
             "RAGMESH_METRICS_PORT_BASE": str(free_port()),
             "RAGMESH_DEMO": "true" if demo else "false",
             "RAGMESH_HEALTH_TIMEOUT_S": "600",
             **{f"RAGMESH_{s.upper()}_PORT": str(self.ports[s]) for s in SERVICES},
-            **(extra_env or {}),
         }
         # Settings a developer's shell may carry must not leak into the stack under test.
         for name in (
+            "RAGMESH_REDIS_URL",
+            "RAGMESH_BLOB_DIR",
             "RAGMESH_RETRIEVAL_MILVUS_URI",
             "RAGMESH_GENERATION_LLM_BASE_URL",
             "RAGMESH_GATEWAY_ADDR",
@@ -47,6 +49,7 @@ class LaunchedStack:
             "RAGMESH_MILVUS",
         ):
             self.env.pop(name, None)
+        self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids_seen: set[int] = set()
 

@@ -119,6 +119,8 @@ class ManagedProcess:
             self.proc.wait(10)
 
     def wait_until(self, check: object, timeout: float, what: str) -> None:
+        """Waits for `check()`; a process that never gets there is stopped (with
+        its children) before the error is raised, so that no caller leaks it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -129,7 +131,9 @@ class ManagedProcess:
             if check():  # type: ignore[operator]
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: no {what} after {timeout:.0f}s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop()
+        raise TimeoutError(f"{self.name}: no {what} after {timeout:.0f}s:\n{tail}")
 
 
 def service_process(

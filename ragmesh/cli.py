@@ -12,6 +12,15 @@ from ragmesh.cli_eval import EVAL_EXAMPLES, eval_command
 from ragmesh.cli_ingest import INGEST_EXAMPLES, ingest
 from ragmesh.cli_manage import docs_app, jobs_app, kb_app, status
 from ragmesh.cli_query import ASK_EXAMPLES, SEARCH_EXAMPLES, ask, search
+from ragmesh.cli_state import (
+    CHECK_EXAMPLES,
+    DOWNLOAD_EXAMPLES,
+    REINDEX_EXAMPLES,
+    docs_download,
+    docs_text,
+    kb_check,
+    kb_reindex,
+)
 from ragmesh.ports import DEFAULT_PORTS
 
 app = typer.Typer(
@@ -72,6 +81,12 @@ def _server_modules(service: str) -> tuple[Any, Any]:
         raise typer.Exit(2) from exc
 
 
+kb_app.command("check", epilog=CHECK_EXAMPLES)(kb_check)
+kb_app.command("reindex", epilog=REINDEX_EXAMPLES)(kb_reindex)
+docs_app.command("download", epilog=DOWNLOAD_EXAMPLES)(docs_download)
+docs_app.command("text", epilog=examples("ragmesh docs text handbook.pdf --kb manuals | less"))(
+    docs_text
+)
 app.add_typer(kb_app, name="kb")
 app.add_typer(docs_app, name="docs")
 app.add_typer(jobs_app, name="jobs")

@@ -30,9 +30,11 @@ from ragmesh.client.builders import short_name
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2
 
-kb_app = typer.Typer(help="Create, list and delete knowledge bases.", no_args_is_help=True)
+kb_app = typer.Typer(
+    help="Create, list, delete, check and re-index knowledge bases.", no_args_is_help=True
+)
 docs_app = typer.Typer(
-    help="List and delete the documents of a knowledge base.", no_args_is_help=True
+    help="List, delete and download the documents of a knowledge base.", no_args_is_help=True
 )
 jobs_app = typer.Typer(help="Ingestion jobs: list (the default), cancel, retry.")
 
@@ -43,7 +45,13 @@ jobs_app = typer.Typer(help="Ingestion jobs: list (the default), cancel, retry."
 def _kb_row(kb: gateway_pb2.KnowledgeBase) -> list[str]:
     return [
         kb.knowledge_base_id,
-        str(kb.document_count),
+        str(kb.document_count)
+        + (
+            f" (re-indexing: {kb.reindex.documents_done} done,"
+            f" {kb.reindex.documents_pending} to do)"
+            if kb.HasField("reindex")
+            else ""
+        ),
         str(kb.chunk_count),
         short_name(common_pb2.TextLanguage, kb.language) if kb.language else "",
         f"{short_name(common_pb2.IndexType, kb.index_type) if kb.index_type else ''}"

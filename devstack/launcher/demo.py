@@ -19,6 +19,23 @@ def demo_files() -> list[Path]:
     return sorted(p for p in EXAMPLES.glob("*") if p.is_file() and p.name != "README.md")
 
 
+def check_and_repair(rag: RagmeshClient, out: IO[str] | None) -> None:
+    """The demo's records against its index (e.g. its Milvus data was wiped while
+    Redis kept its records): repaired from the kept originals."""
+    report = rag.check_knowledge_base(DEMO_KB, repair=True, timeout=120)
+    if not report.findings:
+        return
+    say(
+        f"knowledge base `{DEMO_KB}` did not match its index ({len(report.findings)} findings); "
+        "repairing: " + "; ".join(sorted({f.action for f in report.findings})),
+        out,
+    )
+    jobs = [f.job_id for f in report.findings if f.job_id]
+    for job_id in jobs:
+        rag.wait_for_job(job_id, timeout=900)
+    say(f"knowledge base `{DEMO_KB}` repaired ({len(jobs)} documents re-ingested)", out)
+
+
 def create_demo(gateway: str, api_key: str, out: IO[str] | None = None) -> None:
     """The `demo` knowledge base from examples/, when it does not exist yet."""
     files = demo_files()
@@ -30,6 +47,7 @@ def create_demo(gateway: str, api_key: str, out: IO[str] | None = None) -> None:
             try:
                 kb = rag.get_knowledge_base(DEMO_KB)
                 say(f"knowledge base `{DEMO_KB}` exists ({kb.document_count} documents)", out)
+                check_and_repair(rag, out)
                 return
             except NotFoundError:
                 pass

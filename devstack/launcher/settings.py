@@ -2,8 +2,9 @@
 
 External dependencies are used instead of starting local ones when their own
 settings are given: RAGMESH_RETRIEVAL_MILVUS_URI (any Milvus),
-RAGMESH_GENERATION_LLM_BASE_URL (any OpenAI-compatible server), and a Redis
-that already answers at RAGMESH_REDIS_URL.
+RAGMESH_GENERATION_LLM_BASE_URL (any OpenAI-compatible server) and
+RAGMESH_REDIS_URL (any Redis). Without them the stack starts its own, with its
+state under RAGMESH_DATA_DIR: it never writes into a Redis it did not start.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ class LauncherSettings(BaseSettings):
         19530, description="Port of the Milvus server (RAGMESH_MILVUS=server)."
     )
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        description="Redis of the gateway and the Celery broker; a local redis-server (AOF) is "
-        "started on its port unless one already answers there.",
+        "",
+        description="An existing Redis for the stack (records and Celery broker); empty: the "
+        "stack starts its own redis-server (AOF under DATA_DIR/redis) on RAGMESH_REDIS_PORT.",
+    )
+    redis_port: int = Field(
+        6390,
+        description="Port of the stack's own Redis (not Redis's usual 6379, so that a system "
+        "Redis is never written into by accident).",
     )
     llm_port: int = Field(8081, description="Port of the local llama.cpp server (SmolLM2).")
     llm_threads: int = Field(2, description="Threads of the local llama.cpp server.")

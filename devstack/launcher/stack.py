@@ -16,7 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlparse
 
 from devstack import deps
 from devstack.launcher.demo import DEMO_KB, create_demo
@@ -26,7 +25,6 @@ from devstack.procs import health_status, port_open, worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_TENANT = "dev"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 
 class LaunchError(RuntimeError):
@@ -47,6 +45,21 @@ def redis_answers(url: str) -> bool:
             client.close()
     except (redis.RedisError, OSError, ValueError):
         return False
+
+
+def redis_dir(url: str) -> Path | None:
+    """The data directory of the Redis answering at `url` (None: no Redis there)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            found = client.config_get("dir").get("dir")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    return Path(found).resolve() if found else None
 
 
 def ensure_redis_server(out: IO[str] | None = None) -> str:
@@ -104,7 +117,7 @@ class Stack:
         self.addrs = {s: f"127.0.0.1:{settings.port_of(s)}" for s in SERVICE_ORDER}
         self.processes: list[Supervised] = []
         self.stop_event = threading.Event()
-        self.redis_url = settings.redis_url
+        self.redis_url = settings.redis_url or f"redis://127.0.0.1:{settings.redis_port}/0"
         self.milvus_uri = os.environ.get("RAGMESH_RETRIEVAL_MILVUS_URI", "")
         self.llm_base_url = os.environ.get("RAGMESH_GENERATION_LLM_BASE_URL", "")
         self.started_deps: list[str] = []
@@ -120,20 +133,24 @@ class Stack:
         return proc
 
     def _redis_spec(self) -> ProcessSpec | None:
-        if redis_answers(self.redis_url):
-            say(f"using the Redis that answers at {self.redis_url}", self.out)
+        if self.settings.redis_url:  # named explicitly: used, never started
+            if not redis_answers(self.redis_url):
+                raise LaunchError(f"no Redis answers at {self.redis_url} (RAGMESH_REDIS_URL)")
+            say(f"using the Redis at {self.redis_url} (RAGMESH_REDIS_URL)", self.out)
             return None
-        parsed = urlparse(self.redis_url)
-        if parsed.hostname not in LOCAL_HOSTS:
-            raise LaunchError(f"no Redis answers at {self.redis_url} (RAGMESH_REDIS_URL)")
-        ensure_redis_server(self.out)
-        port = parsed.port or 6379
+        data = self.data_dir / "redis"
+        port = self.settings.redis_port
         if port_open("127.0.0.1", port):
+            if redis_dir(self.redis_url) == data.resolve():
+                say(f"using this stack's Redis, still running on port {port}", self.out)
+                return None
             raise LaunchError(
-                f"port {port} is taken by something that is not a Redis answering at "
-                f"{self.redis_url}; free it or set RAGMESH_REDIS_URL"
+                f"port {port} (RAGMESH_REDIS_PORT) is taken by something other than this "
+                "stack's Redis (another clone's `make run`?): set RAGMESH_REDIS_PORT to a free "
+                "port, or RAGMESH_REDIS_URL to use an existing Redis on purpose"
             )
-        argv = deps.redis_process(port, self.data_dir / "redis").argv
+        ensure_redis_server(self.out)
+        argv = deps.redis_process(port, data).argv
         url = self.redis_url
         self.started_deps.append("redis")
         return ProcessSpec("redis", argv, health=lambda: redis_answers(url))
@@ -187,6 +204,7 @@ class Stack:
         dev_entry = f"{self.api_key}:{DEV_TENANT}"
         env.update(
             RAGMESH_REDIS_URL=self.redis_url,
+            RAGMESH_BLOB_DIR=str(self.data_dir / "blobs"),
             RAGMESH_RETRIEVAL_MILVUS_URI=self.milvus_uri,
             RAGMESH_GENERATION_LLM_BASE_URL=self.llm_base_url,
             RAGMESH_GATEWAY_API_KEYS=f"{keys},{dev_entry}" if keys else dev_entry,

@@ -24,6 +24,7 @@ from ragmesh.client._channel import (
     channel_credentials,
     channel_options,
 )
+from ragmesh.client._documents_aio import AsyncDocumentCalls
 from ragmesh.client.builders import FilterSpec, UploadSource
 from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
@@ -36,7 +37,7 @@ from ragmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from ragmesh.rpc import health_check_async
 
 
-class AsyncRagmeshClient:
+class AsyncRagmeshClient(AsyncDocumentCalls):
     """Asyncio client of the ragmesh gateway.
 
     >>> async with AsyncRagmeshClient("127.0.0.1:50051", api_key="...") as rag:
@@ -193,14 +194,11 @@ class AsyncRagmeshClient:
     async def iter_knowledge_bases(
         self, *, page_size: int = 0
     ) -> AsyncIterator[gateway_pb2.KnowledgeBase]:
-        token = ""
-        while True:
-            page = await self.list_knowledge_bases(page_size=page_size, page_token=token)
+        async for page in builders.apages(
+            lambda t: self.list_knowledge_bases(page_size=page_size, page_token=t)
+        ):
             for kb in page.knowledge_bases:
                 yield kb
-            token = page.next_page_token
-            if not token:
-                return
 
     async def delete_knowledge_base(
         self, knowledge_base_id: str, *, timeout: float | None = None
@@ -267,19 +265,17 @@ class AsyncRagmeshClient:
     async def iter_ingestion_jobs(
         self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
     ) -> AsyncIterator[gateway_pb2.IngestionJob]:
-        token = ""
-        while True:
-            page = await self.list_ingestion_jobs(
+        async def fetch(token: str) -> gateway_pb2.ListIngestionJobsResponse:
+            return await self.list_ingestion_jobs(
                 knowledge_base_id=knowledge_base_id,
                 state=state,
                 page_size=page_size,
                 page_token=token,
             )
+
+        async for page in builders.apages(fetch):
             for job in page.jobs:
                 yield job
-            token = page.next_page_token
-            if not token:
-                return
 
     async def watch_ingestion_job(
         self, job_id: str, *, timeout: float = DEFAULT_WATCH_TIMEOUT_S
@@ -354,51 +350,6 @@ class AsyncRagmeshClient:
     ) -> gateway_pb2.IngestionJob:
         req = gateway_pb2.RetryIngestionJobRequest(job_id=job_id)
         return (await self._call(self._stub.RetryIngestionJob, req, timeout)).job
-
-    # -- documents --------------------------------------------------------------------------
-
-    async def get_document(
-        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
-    ) -> gateway_pb2.Document:
-        req = gateway_pb2.GetDocumentRequest(
-            knowledge_base_id=knowledge_base_id, document_id=document_id
-        )
-        return (await self._call(self._stub.GetDocument, req, timeout)).document
-
-    async def list_documents(
-        self,
-        knowledge_base_id: str,
-        *,
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> gateway_pb2.ListDocumentsResponse:
-        req = gateway_pb2.ListDocumentsRequest(
-            knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
-        )
-        return await self._call(self._stub.ListDocuments, req, timeout)
-
-    async def iter_documents(
-        self, knowledge_base_id: str, *, page_size: int = 0
-    ) -> AsyncIterator[gateway_pb2.Document]:
-        token = ""
-        while True:
-            page = await self.list_documents(
-                knowledge_base_id, page_size=page_size, page_token=token
-            )
-            for doc in page.documents:
-                yield doc
-            token = page.next_page_token
-            if not token:
-                return
-
-    async def delete_document(
-        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
-    ) -> None:
-        req = gateway_pb2.DeleteDocumentRequest(
-            knowledge_base_id=knowledge_base_id, document_id=document_id
-        )
-        await self._call(self._stub.DeleteDocument, req, timeout)
 
     # -- search and ask ---------------------------------------------------------------------
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from google.protobuf import struct_pb2
 
@@ -305,3 +313,65 @@ TERMINAL_JOB_STATES = frozenset(
 
 def job_is_done(job: gateway_pb2.IngestionJob) -> bool:
     return job.state in TERMINAL_JOB_STATES
+
+
+Page = TypeVar("Page")
+
+
+def pages(fetch: Callable[[str], Page]) -> Iterator[Page]:
+    """Every page of a List call: `fetch(page_token)` until no next_page_token."""
+    token = ""
+    while True:
+        page = fetch(token)
+        yield page
+        token = page.next_page_token  # type: ignore[attr-defined]
+        if not token:
+            return
+
+
+async def apages(fetch: Callable[[str], Awaitable[Page]]) -> AsyncIterator[Page]:
+    """`pages` for the asyncio client."""
+    token = ""
+    while True:
+        page = await fetch(token)
+        yield page
+        token = page.next_page_token  # type: ignore[attr-defined]
+        if not token:
+            return
+
+
+def text_request(
+    knowledge_base_id: str, document_id: str, offset: int, max_chars: int
+) -> gateway_pb2.GetDocumentTextRequest:
+    return gateway_pb2.GetDocumentTextRequest(
+        knowledge_base_id=knowledge_base_id,
+        document_id=document_id,
+        offset=offset,
+        max_chars=max_chars,
+    )
+
+
+def text_pages(
+    fetch: Callable[[int], gateway_pb2.GetDocumentTextResponse],
+) -> Iterator[gateway_pb2.GetDocumentTextResponse]:
+    """Every page of a document's text: `fetch(offset)` until no next_offset."""
+    offset = 0
+    while True:
+        page = fetch(offset)
+        yield page
+        offset = page.next_offset
+        if not offset:
+            return
+
+
+def download(
+    messages: Iterable[gateway_pb2.DownloadDocumentResponse],
+) -> tuple[gateway_pb2.DownloadHeader, bytes]:
+    """A DownloadDocument stream gathered: its header and the bytes."""
+    header, data = gateway_pb2.DownloadHeader(), bytearray()
+    for message in messages:
+        if message.WhichOneof("payload") == "header":
+            header.CopyFrom(message.header)
+        else:
+            data += message.data
+    return header, bytes(data)

@@ -20,6 +20,7 @@ from ragmesh.client._channel import (
     channel_credentials,
     channel_options,
 )
+from ragmesh.client._documents_sync import DocumentCalls
 from ragmesh.client.builders import FilterSpec, UploadSource
 from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
@@ -37,7 +38,7 @@ from ragmesh.rpc import health_check
 T = TypeVar("T")
 
 
-class RagmeshClient:
+class RagmeshClient(DocumentCalls):
     """Blocking client of the ragmesh gateway.
 
     >>> with RagmeshClient("127.0.0.1:50051", api_key="...") as rag:
@@ -199,13 +200,10 @@ class RagmeshClient:
         return self._call(self._stub.ListKnowledgeBases, req, timeout)
 
     def iter_knowledge_bases(self, *, page_size: int = 0) -> Iterator[gateway_pb2.KnowledgeBase]:
-        token = ""
-        while True:
-            page = self.list_knowledge_bases(page_size=page_size, page_token=token)
+        for page in builders.pages(
+            lambda t: self.list_knowledge_bases(page_size=page_size, page_token=t)
+        ):
             yield from page.knowledge_bases
-            token = page.next_page_token
-            if not token:
-                return
 
     def delete_knowledge_base(
         self, knowledge_base_id: str, *, timeout: float | None = None
@@ -276,18 +274,16 @@ class RagmeshClient:
     def iter_ingestion_jobs(
         self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
     ) -> Iterator[gateway_pb2.IngestionJob]:
-        token = ""
-        while True:
-            page = self.list_ingestion_jobs(
+        def fetch(token: str) -> gateway_pb2.ListIngestionJobsResponse:
+            return self.list_ingestion_jobs(
                 knowledge_base_id=knowledge_base_id,
                 state=state,
                 page_size=page_size,
                 page_token=token,
             )
+
+        for page in builders.pages(fetch):
             yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
 
     def watch_ingestion_job(
         self, job_id: str, *, timeout: float = DEFAULT_WATCH_TIMEOUT_S
@@ -361,48 +357,6 @@ class RagmeshClient:
     ) -> gateway_pb2.IngestionJob:
         req = gateway_pb2.RetryIngestionJobRequest(job_id=job_id)
         return self._call(self._stub.RetryIngestionJob, req, timeout).job
-
-    # -- documents --------------------------------------------------------------------------
-
-    def get_document(
-        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
-    ) -> gateway_pb2.Document:
-        req = gateway_pb2.GetDocumentRequest(
-            knowledge_base_id=knowledge_base_id, document_id=document_id
-        )
-        return self._call(self._stub.GetDocument, req, timeout).document
-
-    def list_documents(
-        self,
-        knowledge_base_id: str,
-        *,
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> gateway_pb2.ListDocumentsResponse:
-        req = gateway_pb2.ListDocumentsRequest(
-            knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
-        )
-        return self._call(self._stub.ListDocuments, req, timeout)
-
-    def iter_documents(
-        self, knowledge_base_id: str, *, page_size: int = 0
-    ) -> Iterator[gateway_pb2.Document]:
-        token = ""
-        while True:
-            page = self.list_documents(knowledge_base_id, page_size=page_size, page_token=token)
-            yield from page.documents
-            token = page.next_page_token
-            if not token:
-                return
-
-    def delete_document(
-        self, knowledge_base_id: str, document_id: str, *, timeout: float | None = None
-    ) -> None:
-        req = gateway_pb2.DeleteDocumentRequest(
-            knowledge_base_id=knowledge_base_id, document_id=document_id
-        )
-        self._call(self._stub.DeleteDocument, req, timeout)
 
     # -- search and ask ---------------------------------------------------------------------
 

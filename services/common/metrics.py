@@ -1,8 +1,9 @@
-"""Prometheus metrics: requests, errors and latency per gRPC method."""
+"""Prometheus metrics: requests, errors and latency per gRPC method; the
+findings of the gateway's periodic consistency check."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 REQUESTS = Counter(
     "ragmesh_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"]
@@ -25,6 +26,25 @@ def observe(service: str, method: str, code: str, seconds: float) -> None:
     if code != "OK":
         ERRORS.labels(service, method, code).inc()
     LATENCY.labels(service, method).observe(seconds)
+
+
+CONSISTENCY = Gauge(
+    "ragmesh_consistency_findings",
+    "Differences between the records and the index found by the last periodic kb check",
+    ["kind"],
+)
+CONSISTENCY_KINDS = (
+    "COLLECTION_MISSING",
+    "CHUNK_COUNT",
+    "VERSION",
+    "ORPHAN_CHUNKS",
+    "ORPHAN_COLLECTION",
+)
+
+
+def set_consistency_findings(counts: dict[str, int]) -> None:
+    for kind in CONSISTENCY_KINDS:
+        CONSISTENCY.labels(kind).set(counts.get(kind, 0))
 
 
 def start_metrics_server(host: str, port: int) -> None:

@@ -177,7 +177,8 @@ _CATALOGUE = (
         "COLLECTION_NOT_FOUND",
         "NOT_FOUND",
         "The Milvus collection behind a knowledge base does not exist.",
-        "Recreate the knowledge base (or repair it once `kb check` exists).",
+        "`ragmesh kb check KB --repair` re-creates it and re-indexes its documents from "
+        "their originals.",
     ),
     Reason(
         "COLLECTION_EXISTS",
@@ -374,6 +375,7 @@ _CATALOGUE = (
         "INVALID_ARGUMENT",
         "A collection name outside [a-zA-Z_][a-zA-Z0-9_]{0,254}.",
     ),
+    Reason("INVALID_LABELS", "INVALID_ARGUMENT", "Collection labels out of their bounds."),
     Reason("INVALID_DIMENSION", "INVALID_ARGUMENT", "A vector dimension out of bounds."),
     Reason(
         "DIMENSION_MISMATCH",
@@ -572,6 +574,38 @@ _CATALOGUE = (
         "RAGMESH_GATEWAY_MAX_STORED_BYTES_PER_TENANT.",
         "Wait for queued jobs to finish (their bytes are dropped), retry or delete failed "
         "ones, or delete documents.",
+    ),
+    Reason(
+        "ORIGINAL_GONE",
+        "FAILED_PRECONDITION",
+        "Job error: a repair or re-index job found no kept original of its document.",
+        "Upload the document again.",
+    ),
+    Reason(
+        "BLOB_STORE_UNAVAILABLE",
+        "UNAVAILABLE",
+        "The store of originals (a directory, or S3) failed.",
+        RETRY,
+    ),
+    Reason(
+        "ORIGINAL_NOT_KEPT",
+        "FAILED_PRECONDITION",
+        "The document's original (or text) is not kept: not indexed yet, indexed before "
+        "originals were kept, or RAGMESH_KEEP_ORIGINALS is off.",
+        "Wait for the document to be indexed, or upload it again.",
+    ),
+    Reason("INVALID_TEXT_RANGE", "INVALID_ARGUMENT", "A negative offset or max_chars."),
+    Reason(
+        "ORIGINALS_MISSING",
+        "FAILED_PRECONDITION",
+        "A re-index of a knowledge base with documents indexed before originals were kept.",
+        "Upload those documents again (the error names one), then re-index.",
+    ),
+    Reason(
+        "REINDEX_IN_PROGRESS",
+        "FAILED_PRECONDITION",
+        "A re-index of a knowledge base that is being re-indexed.",
+        "Wait for it to finish (`ragmesh kb check` shows its progress).",
     ),
     Reason(
         "DOCUMENT_BEING_DELETED",

@@ -36,7 +36,7 @@ def _status_error(backend: str, status: int, body: str) -> errors.ServiceError:
         )
     if status == 429:
         return errors.ResourceExhausted(
-            message, reason="EMBEDDING_BACKEND_OVERLOADED", metadata=meta
+            message, reason="EMBEDDING_BACKEND_OVERLOADED", metadata=meta, retry_after_s=1.0
         )
     if status in (401, 403):
         return errors.FailedPrecondition(

@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 RETRIEVAL_IDEMPOTENT = (
     "GetCollection",
+    "ListCollections",
+    "ListDocuments",
     "SearchChunks",
     "DeleteDocumentChunks",
     "DeleteCollection",
@@ -100,6 +102,53 @@ class Downstream:
             "retrieval CreateCollection",
             self.retrieval.CreateCollection(request, timeout=timeout_s),
         )
+
+    async def get_collection(self, name: str, timeout_s: float) -> retrieval_pb2.Collection:
+        resp: retrieval_pb2.GetCollectionResponse = await _call(
+            "retrieval GetCollection",
+            self.retrieval.GetCollection(
+                retrieval_pb2.GetCollectionRequest(name=name), timeout=timeout_s
+            ),
+        )
+        return resp.collection
+
+    async def list_collections(self, timeout_s: float) -> list[retrieval_pb2.Collection]:
+        """Every collection of the retrieval service (all pages)."""
+        found: list[retrieval_pb2.Collection] = []
+        token = ""
+        while True:
+            resp: retrieval_pb2.ListCollectionsResponse = await _call(
+                "retrieval ListCollections",
+                self.retrieval.ListCollections(
+                    retrieval_pb2.ListCollectionsRequest(page_size=1000, page_token=token),
+                    timeout=timeout_s,
+                ),
+            )
+            found.extend(resp.collections)
+            token = resp.next_page_token
+            if not token:
+                return found
+
+    async def list_documents(
+        self, collection: str, timeout_s: float
+    ) -> dict[str, retrieval_pb2.DocumentSummary]:
+        """The documents a collection holds chunks of, by id (all pages)."""
+        found: dict[str, retrieval_pb2.DocumentSummary] = {}
+        token = ""
+        while True:
+            resp: retrieval_pb2.ListDocumentsResponse = await _call(
+                "retrieval ListDocuments",
+                self.retrieval.ListDocuments(
+                    retrieval_pb2.ListDocumentsRequest(
+                        collection=collection, page_size=1000, page_token=token
+                    ),
+                    timeout=timeout_s,
+                ),
+            )
+            found.update((d.document_id, d) for d in resp.documents)
+            token = resp.next_page_token
+            if not token:
+                return found
 
     async def delete_collection(self, name: str, timeout_s: float) -> None:
         await _call(

@@ -115,6 +115,15 @@ class GatewaySettings(BaseSettings):
         description="Upload bytes a tenant may keep stored (queued uploads, and those of "
         "FAILED/CANCELLED jobs until they expire; 0: no limit).",
     )
+    text_page_chars: int = Field(
+        default=65_536, ge=1024, description="Most characters one GetDocumentText page returns."
+    )
+    check_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How often the gateway checks every knowledge base against Milvus (kb "
+        "check, no repair) and exports the findings as metrics; 0: never.",
+    )
     sweep_after_s: float = Field(
         default=30.0,
         ge=0,

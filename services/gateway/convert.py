@@ -9,12 +9,13 @@ from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
 from services.common.api import struct_from_dict, timestamp
 from services.common.reasons import SANITIZED_CODES, public_message
+from services.gateway.consistency import Report
+from services.gateway.knowledge_bases import KnowledgeBaseView
 from services.jobs.records import (
     DocumentRecord,
     DocumentState,
     JobRecord,
     JobState,
-    KnowledgeBaseRecord,
 )
 
 DOC_STATES = {
@@ -24,8 +25,9 @@ DOC_STATES = {
 }
 
 
-def kb_to_pb(rec: KnowledgeBaseRecord, document_count: int) -> pb.KnowledgeBase:
-    return pb.KnowledgeBase(
+def kb_to_pb(view: KnowledgeBaseView) -> pb.KnowledgeBase:
+    rec, progress = view.record, view.reindex
+    out = pb.KnowledgeBase(
         knowledge_base_id=rec.knowledge_base_id,
         description=rec.description,
         language=rec.language,  # type: ignore[arg-type]
@@ -34,10 +36,20 @@ def kb_to_pb(rec: KnowledgeBaseRecord, document_count: int) -> pb.KnowledgeBase:
         index_params=struct_from_dict(rec.index_params),
         embedding_model=rec.embedding_model,
         dimension=rec.dimension,
-        document_count=document_count,
+        document_count=view.document_count,
         chunk_count=rec.chunk_count,
         create_time=timestamp(rec.create_time),
     )
+    if progress is not None:
+        out.reindex.CopyFrom(
+            pb.ReindexStatus(
+                collection=progress.collection,
+                embedding_model=progress.model,
+                documents_done=progress.done,
+                documents_pending=progress.pending,
+            )
+        )
+    return out
 
 
 def job_to_pb(job: JobRecord) -> pb.IngestionJob:
@@ -129,3 +141,24 @@ def cited_sources(
         cited.cited = True
         out.append(cited)
     return out
+
+
+def check_to_pb(report: Report) -> pb.CheckKnowledgeBaseResponse:
+    return pb.CheckKnowledgeBaseResponse(
+        findings=[
+            pb.Finding(
+                kind=pb.Inconsistency.Value(f"INCONSISTENCY_{f.kind}"),
+                knowledge_base_id=f.knowledge_base_id,
+                document_id=f.document_id,
+                collection=f.collection,
+                recorded_chunks=f.recorded_chunks,
+                indexed_chunks=f.indexed_chunks,
+                action=f.action,
+                job_id=f.job_id,
+            )
+            for f in report.findings
+        ],
+        documents_checked=report.documents_checked,
+        knowledge_bases_checked=report.knowledge_bases_checked,
+        repaired=report.repaired,
+    )

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.gateway import validation as v
 from services.gateway.config import GatewaySettings
-from services.jobs.jobbook import GATEWAY_DOMAIN, UploadResult
+from services.jobs.db import async_client
+from services.jobs.outcomes import GATEWAY_DOMAIN, UploadResult
 from services.jobs.queue import IngestionQueue
 from services.jobs.records import DocumentRecord, ErrorRecord, JobRecord, JobState
 from services.jobs.state import JobsState
@@ -129,7 +130,7 @@ class Ingestion:
 
     async def start(self, redis_url: str) -> None:
         """The asyncio Redis client (pub/sub for watches) belongs to the running loop."""
-        self.aredis = aioredis.Redis.from_url(redis_url)
+        self.aredis = async_client(redis_url)
 
     async def close(self) -> None:
         if self.aredis is not None:

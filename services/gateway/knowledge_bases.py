@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument, NotFound, ServiceError
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
 from services.jobs.deletes import PendingKb
+from services.jobs.rebuilds import ReindexProgress
 from services.jobs.records import KnowledgeBaseRecord
 from services.jobs.state import JobsState
 
@@ -32,6 +33,36 @@ class KnowledgeBaseSpec:
     metric: int = 0
     index_type: int = 0
     index_params: dict[str, Any] = field(default_factory=dict)
+
+
+# Labels every collection of a knowledge base carries (kb check finds orphans by them).
+TENANT_LABEL, KB_LABEL = "ragmesh.tenant", "ragmesh.knowledge_base"
+
+
+def collection_request(
+    record: KnowledgeBaseRecord, name: str, dimension: int
+) -> retrieval_pb2.CreateCollectionRequest:
+    """The collection `name` of a knowledge base (its first, a re-created one, or
+    one a re-index fills), as its record describes it."""
+    return retrieval_pb2.CreateCollectionRequest(
+        name=name,
+        dimension=dimension,
+        metric=record.metric,  # type: ignore[arg-type]
+        index_type=record.index_type,  # type: ignore[arg-type]
+        index_params=struct_from_dict(record.index_params),
+        language=record.language,  # type: ignore[arg-type]
+        labels={TENANT_LABEL: record.tenant, KB_LABEL: record.knowledge_base_id},
+    )
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseView:
+    """What GetKnowledgeBase shows: the record, its document count and, while
+    it is being re-indexed, how far that has got."""
+
+    record: KnowledgeBaseRecord
+    document_count: int
+    reindex: ReindexProgress | None = None
 
 
 class KnowledgeBases:
@@ -70,14 +101,7 @@ class KnowledgeBases:
         await asyncio.to_thread(catalogue.create_kb, record)
         try:
             created = await self.downstream.create_collection(
-                retrieval_pb2.CreateCollectionRequest(
-                    name=record.collection,
-                    dimension=info.dimension,
-                    metric=spec.metric,  # type: ignore[arg-type]
-                    index_type=spec.index_type,  # type: ignore[arg-type]
-                    index_params=struct_from_dict(spec.index_params),
-                    language=spec.language,  # type: ignore[arg-type]
-                ),
+                collection_request(record, record.collection, record.dimension),
                 deadline.remaining(),
             )
         except ServiceError:
@@ -102,23 +126,26 @@ class KnowledgeBases:
             )
         return record
 
-    async def get(self, tenant: str, kb_id: str) -> tuple[KnowledgeBaseRecord, int]:
-        """The record and its document count."""
+    async def get(self, tenant: str, kb_id: str) -> KnowledgeBaseView:
+        """The record, its document count and the progress of a re-index."""
         kb = v.check_kb_id(kb_id)
         record = await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)
-        count = await asyncio.to_thread(self.state.catalogue.document_count, tenant, kb)
-        return record, count
+        return await self._view(record)
 
     async def list(
         self, tenant: str, page_size: int, page_token: str
-    ) -> tuple[list[tuple[KnowledgeBaseRecord, int]], str]:
+    ) -> tuple[list[KnowledgeBaseView], str]:
         catalogue = self.state.catalogue
         records, nxt = await asyncio.to_thread(catalogue.list_kbs, tenant, page_size, page_token)
-        counted = [
-            (rec, await asyncio.to_thread(catalogue.document_count, tenant, rec.knowledge_base_id))
-            for rec in records
-        ]
-        return counted, nxt
+        return [await self._view(rec) for rec in records], nxt
+
+    async def _view(self, record: KnowledgeBaseRecord) -> KnowledgeBaseView:
+        tenant, kb = record.tenant, record.knowledge_base_id
+        count = await asyncio.to_thread(self.state.catalogue.document_count, tenant, kb)
+        reindex = None
+        if record.reindex_collection:
+            reindex = await asyncio.to_thread(self.state.rebuilds.progress, tenant, kb)
+        return KnowledgeBaseView(record, count, reindex)
 
     async def delete(self, tenant: str, kb_id: str, deadline: Deadline) -> None:
         """Gone for the tenant at once (a tombstone replaces the record), then its

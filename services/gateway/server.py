@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,7 +20,7 @@ from grpc.aio import ServicerContext as Context
 
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
-from services.common import api
+from services.common import api, metrics
 from services.common.channels import remaining_timeout
 from services.common.config import DEFAULT_PORTS, ServiceAddresses
 from services.common.deadlines import Deadline
@@ -30,13 +31,15 @@ from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
-from services.gateway.convert import doc_to_pb, job_to_pb, kb_to_pb
+from services.gateway.consistency import Checker
+from services.gateway.convert import check_to_pb, doc_to_pb, job_to_pb, kb_to_pb
 from services.gateway.documents import Documents
 from services.gateway.ingestion import Ingestion, UploadSpec
-from services.gateway.knowledge_bases import KnowledgeBases, KnowledgeBaseSpec
+from services.gateway.knowledge_bases import KnowledgeBases, KnowledgeBaseSpec, KnowledgeBaseView
+from services.gateway.reindex import Reindexer
 from services.gateway.search import Searcher, SearchParams
 from services.gateway.sweeper import Sweeper
-from services.jobs.db import translate_redis_error
+from services.jobs.db import async_client, translate_redis_error
 from services.jobs.queue import CeleryQueue
 from services.jobs.quotas import Quotas
 from services.jobs.reaper import Reaper, ReaperPolicy
@@ -45,6 +48,7 @@ from services.jobs.settings import JobsSettings
 from services.jobs.state import JobsState
 
 SERVICE_NAME = "ragmesh.gateway.v1.RagService"
+DOWNLOAD_PIECE_BYTES = 64 * 1024
 log = logging.getLogger("ragmesh.gateway")
 
 
@@ -101,24 +105,24 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             index_params=json_format.MessageToDict(request.index_params),
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
-        return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(record, 0))
+        return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
 
     async def GetKnowledgeBase(
         self, request: pb.GetKnowledgeBaseRequest, context: Context
     ) -> pb.GetKnowledgeBaseResponse:
         tenant = self._tenant(context)
-        record, count = await self.g.knowledge_bases.get(tenant, request.knowledge_base_id)
-        return pb.GetKnowledgeBaseResponse(knowledge_base=kb_to_pb(record, count))
+        view = await self.g.knowledge_bases.get(tenant, request.knowledge_base_id)
+        return pb.GetKnowledgeBaseResponse(knowledge_base=kb_to_pb(view))
 
     async def ListKnowledgeBases(
         self, request: pb.ListKnowledgeBasesRequest, context: Context
     ) -> pb.ListKnowledgeBasesResponse:
         tenant = self._tenant(context)
-        counted, nxt = await self.g.knowledge_bases.list(
+        views, nxt = await self.g.knowledge_bases.list(
             tenant, self._page_size(request.page_size), request.page_token
         )
         return pb.ListKnowledgeBasesResponse(
-            knowledge_bases=[kb_to_pb(rec, count) for rec, count in counted],
+            knowledge_bases=[kb_to_pb(view) for view in views],
             next_page_token=nxt,
         )
 
@@ -230,6 +234,67 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
         )
         return pb.DeleteDocumentResponse()
 
+    async def GetDocumentText(
+        self, request: pb.GetDocumentTextRequest, context: Context
+    ) -> pb.GetDocumentTextResponse:
+        page = await self.g.documents.text(
+            self._tenant(context),
+            request.knowledge_base_id,
+            request.document_id,
+            request.offset,
+            request.max_chars,
+        )
+        return pb.GetDocumentTextResponse(
+            text=page.text,
+            offset=page.offset,
+            total_chars=page.total_chars,
+            next_offset=page.next_offset,
+            document_version=page.version,
+        )
+
+    async def DownloadDocument(
+        self, request: pb.DownloadDocumentRequest, context: Context
+    ) -> AsyncIterator[pb.DownloadDocumentResponse]:
+        doc, data = await self.g.documents.original(
+            self._tenant(context), request.knowledge_base_id, request.document_id
+        )
+        yield pb.DownloadDocumentResponse(
+            header=pb.DownloadHeader(
+                file_name=doc.file_name,
+                media_type=doc.media_type,
+                size_bytes=len(data),
+                content_sha256=doc.content_sha256,
+            )
+        )
+        view = memoryview(data)
+        for start in range(0, len(data), DOWNLOAD_PIECE_BYTES):
+            yield pb.DownloadDocumentResponse(
+                data=bytes(view[start : start + DOWNLOAD_PIECE_BYTES])
+            )
+
+    # consistency
+
+    async def CheckKnowledgeBase(
+        self, request: pb.CheckKnowledgeBaseRequest, context: Context
+    ) -> pb.CheckKnowledgeBaseResponse:
+        report = await self.g.checker.check(
+            self._tenant(context),
+            request.knowledge_base_id or None,
+            request.repair,
+            self._deadline(context),
+        )
+        return check_to_pb(report)
+
+    async def ReindexKnowledgeBase(
+        self, request: pb.ReindexKnowledgeBaseRequest, context: Context
+    ) -> pb.ReindexKnowledgeBaseResponse:
+        started = await self.g.reindexer.start(
+            self._tenant(context), request.knowledge_base_id, self._deadline(context)
+        )
+        return pb.ReindexKnowledgeBaseResponse(
+            collection=started.collection, documents=started.documents, job_ids=started.job_ids
+        )
+
     # search and ask
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
@@ -321,11 +386,14 @@ class GatewayService:
         )
         self.knowledge_bases = KnowledgeBases(self.state, self.downstream)
         self.ingestion = Ingestion(self.state, self.queue, s)
-        self.documents = Documents(self.state, self.downstream)
+        self.documents = Documents(self.state, self.downstream, s.text_page_chars)
+        self.checker = Checker(self.state, self.downstream, self.queue)
+        self.reindexer = Reindexer(self.state, self.downstream, self.queue)
         self.sweeper = Sweeper(
             self.state, self.downstream, s.failed_upload_retention_s, s.sweep_after_s
         )
         self._housekeeping: asyncio.Task[None] | None = None
+        self._last_check = float("-inf")
         self._aredis: aioredis.Redis | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -335,17 +403,36 @@ class GatewayService:
         # Channels and asyncio Redis clients belong to the server's event loop.
         await self.downstream.start()
         await self.ingestion.start(self.jobs_settings.redis_url)
-        self._aredis = aioredis.Redis.from_url(self.jobs_settings.redis_url)
+        self._aredis = async_client(self.jobs_settings.redis_url)
         self.searcher = Searcher(self.state.db.keys, self._aredis, self.downstream, self.settings)
         self.asker = Asker(self.searcher, self.downstream, self.settings)
         await asyncio.to_thread(self.state.ping)
         self._housekeeping = asyncio.create_task(self._housekeep_forever())
 
     async def housekeep_once(self) -> None:
-        """On the replica holding the reaper's lease: a reaper pass, then the sweeper."""
+        """On the replica holding the reaper's lease: a reaper pass, the sweeper,
+        re-indexes moved along, and (when configured) a consistency check."""
         if await asyncio.to_thread(self.reaper.try_lease):
             await asyncio.to_thread(self.reaper.run_pass)
             await self.sweeper.run_once()
+            await self.reindexer.reconcile()
+            await self.reindexer.drop_unused(self.settings.sweep_after_s)
+            await self.periodic_check()
+
+    async def periodic_check(self) -> None:
+        """Every RAGMESH_GATEWAY_CHECK_INTERVAL_S (0: never), `kb check` of every
+        tenant, without repair; the findings by kind become metrics."""
+        interval = self.settings.check_interval_s
+        now = time.monotonic()
+        if not interval or now - self._last_check < interval:
+            return
+        self._last_check = now
+        counts: dict[str, int] = {}
+        for tenant in await asyncio.to_thread(self.state.catalogue.tenants):
+            report = await self.checker.check(tenant, None, False, Deadline.after(300))
+            for finding in report.findings:
+                counts[finding.kind] = counts.get(finding.kind, 0) + 1
+        metrics.set_consistency_findings(counts)
 
     async def _housekeep_forever(self) -> None:
         while True:

@@ -58,11 +58,12 @@ class Sweeper:
                 )
                 continue
             try:
+                collections = [c for c in (kb.collection, kb.reindex_collection) if c]
                 await delete_document_chunks(
                     self.state,
                     self.downstream,
                     pending,
-                    kb.collection,
+                    collections,
                     Deadline.after(STEP_TIMEOUT_S),
                 )
                 result.documents += 1

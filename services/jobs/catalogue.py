@@ -89,6 +89,15 @@ class Catalogue:
         raws = self.db.hashes(self.keys.kb(tenant, kb) for kb in ids)
         return [KnowledgeBaseRecord.from_hash(r) for r in raws if r], nxt
 
+    def tenants(self) -> list[str]:
+        """Tenants that have (or had) knowledge bases."""
+        pattern = f"{self.keys.prefix}:*:kbs"
+        found = {
+            key.decode()[len(self.keys.prefix) + 1 : -len(":kbs")]
+            for key in self.db.r.scan_iter(match=pattern, count=1000)
+        }
+        return sorted(found)
+
     # ---------------------------------------------------------------- documents
 
     def get_doc(self, tenant: str, kb: str, doc: str) -> DocumentRecord:

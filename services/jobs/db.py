@@ -8,6 +8,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from services.common.api import decode_page_token, encode_page_token
 from services.common.errors import ServiceError, Unavailable
@@ -24,9 +28,7 @@ class RedisDb:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "rm") -> RedisDb:
-        client = redis.Redis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
-        )
+        client = redis.Redis.from_url(url, **client_options())
         return cls(client, Keys(prefix))
 
     def ping(self) -> bool:
@@ -69,6 +71,32 @@ class RedisDb:
         for key in keys:
             pipe.hgetall(key)
         return list(pipe.execute())
+
+
+def client_options() -> dict[str, Any]:
+    """Options of every Redis client of the ingestion state: a command that meets
+    a connection Redis dropped (a restart) is sent again on a new one, with a
+    short backoff, instead of failing the caller's request."""
+    return {
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def async_client(url: str) -> aioredis.Redis:
+    """An asyncio client (pub/sub for watches, the hot reads of Search and Ask)
+    with the same reconnection as the blocking one."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 def translate_redis_error(exc: BaseException) -> ServiceError | None:

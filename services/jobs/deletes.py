@@ -21,8 +21,10 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.jobs.catalogue import doc_not_found, kb_not_found
-from services.jobs.jobbook import JobBook, cancelled
+from services.jobs.jobbook import JobBook
+from services.jobs.outcomes import cancelled
 from services.jobs.quotas import queue_usage_change
+from services.jobs.rebuilds import reindex_jobs_key
 from services.jobs.records import (
     ACTIVE_STATES,
     DocumentRecord,
@@ -64,17 +66,20 @@ class Deletes:
 
     # ---------------------------------------------------------------- documents
 
-    def mark_doc_deleting(self, tenant: str, kb: str, doc_id: str) -> tuple[DocumentRecord, str]:
-        """Hides the document and cancels its job; (the record, the collection
-        whose chunks to delete). Again on a DELETING document: the same answer."""
+    def mark_doc_deleting(
+        self, tenant: str, kb: str, doc_id: str
+    ) -> tuple[DocumentRecord, list[str]]:
+        """Hides the document and cancels its job; (the record, the collections
+        whose chunks to delete: the knowledge base's, and the one a re-index
+        fills). Again on a DELETING document: the same answer."""
         k = self.keys
         dkey, kkey = k.doc(tenant, kb, doc_id), k.kb(tenant, kb)
         drop_blobs: list[str] = []
         now = time.time()
 
-        def body(pipe: Any) -> tuple[DocumentRecord, str]:
+        def body(pipe: Any) -> tuple[DocumentRecord, list[str]]:
             drop_blobs.clear()
-            collection = pipe.hget(kkey, "collection")
+            collection, reindexing = pipe.hmget(kkey, "collection", "reindex_collection")
             raw = pipe.hgetall(dkey)
             if collection is None:
                 raise kb_not_found(kb)
@@ -86,6 +91,8 @@ class Deletes:
             if doc.state != DocumentState.DELETING:
                 pipe.hset(dkey, mapping={"state": DocumentState.DELETING, "update_time": str(now)})
                 pipe.sadd(k.deleting_docs_of(tenant, kb), doc_id)
+                pipe.srem(k.reindex_pending(tenant, kb), doc_id)
+                pipe.hdel(k.reindexed(tenant, kb), doc_id)
             # Scored by the last attempt: the sweeper leaves a fresh one to its caller.
             pipe.zadd(k.deleting_docs, {PendingDoc(tenant, kb, doc_id).member: now})
             if job is not None:
@@ -94,7 +101,7 @@ class Deletes:
                 if job.active:
                     reason = cancelled("DOCUMENT_DELETED", "the document was deleted")
                     self.book.queue_end(pipe, job, JobState.CANCELLED, reason, now)
-            return doc, collection.decode()
+            return doc, [c.decode() for c in (collection, reindexing) if c]
 
         result = self.db.txn(body, dkey, kkey)
         self.blobs.delete(*drop_blobs)
@@ -116,11 +123,15 @@ class Deletes:
                 return
             pipe.delete(dkey)
             pipe.zrem(k.docs(tenant, kb), doc_id)
-            queue_usage_change(pipe, k, tenant, documents=-1)
+            queue_usage_change(pipe, k, tenant, documents=-1, stored_bytes=-doc.original_bytes)
             if kb_exists and doc.chunk_count:
                 pipe.hincrby(kkey, "chunk_count", -doc.chunk_count)
+            gone.append(doc.original_version)
 
+        gone: list[str] = []
         self.db.txn(body, dkey, kkey)
+        for version in gone:
+            self.book.drop_originals(tenant, kb, doc_id, version)
 
     def pending_docs(self, idle_s: float = 0.0) -> list[PendingDoc]:
         """Documents being deleted whose last attempt is at least `idle_s` old;
@@ -155,6 +166,9 @@ class Deletes:
             pipe.zadd(k.deleting_kbs, {PendingKb(tenant, kb, rec.collection).member: time.time()})
             pipe.delete(key)
             pipe.zrem(k.kbs(tenant), kb)
+            if rec.reindex_collection:  # a re-index under way: its collection goes too
+                pipe.zadd(k.drop_collections, {rec.reindex_collection: 0})
+                pipe.srem(k.reindexing, f"{tenant}|{kb}")
             return rec
 
         return self.db.txn(body, key)
@@ -166,9 +180,12 @@ class Deletes:
 
     def pending_kbs_of(self, tenant: str, kb: str) -> list[PendingKb]:
         """The deleted knowledge bases of that id not gone yet (their collection)."""
+        return [p for p in self.pending_kbs_of_tenant(tenant) if p.knowledge_base_id == kb]
+
+    def pending_kbs_of_tenant(self, tenant: str) -> list[PendingKb]:
         members = [m.decode() for m in self.db.r.zrange(self.keys.deleting_kbs, 0, -1)]
         found = [PendingKb(*m.split("|", 2)) for m in members if m.count("|") == 2]
-        return [p for p in found if p.tenant == tenant and p.knowledge_base_id == kb]
+        return [p for p in found if p.tenant == tenant]
 
     def check_recreate(self, tenant: str, kb: str) -> None:
         """A knowledge base can be created again once its deleted namesake's
@@ -193,6 +210,9 @@ class Deletes:
         raws = self.db.hashes(k.job(j) for j in job_ids)
         held = sum(JobRecord.from_hash(r).blob_bytes for r in raws if r)
         docs = [m.decode() for m in self.db.r.zrange(k.docs(tenant, kb), 0, -1)]
+        doc_raws = self.db.hashes(k.doc(tenant, kb, d) for d in docs)
+        kept = [DocumentRecord.from_hash(r) for r in doc_raws if r]
+        held += sum(d.original_bytes for d in kept)
         pipe = self.db.r.pipeline(transaction=True)
         for doc in docs:
             pipe.delete(k.doc(tenant, kb, doc))
@@ -203,11 +223,18 @@ class Deletes:
             pipe.zrem(k.jobs(tenant), member)
             pipe.zrem(k.active_jobs, job_id)
             pipe.zrem(k.retained_blobs, job_id)
-        pipe.delete(k.jobs(tenant, kb))
+        pipe.delete(
+            k.jobs(tenant, kb),
+            k.reindex_pending(tenant, kb),
+            k.reindexed(tenant, kb),
+            reindex_jobs_key(k, tenant, kb),
+        )
         queue_usage_change(pipe, k, tenant, documents=-len(docs), stored_bytes=-held)
         pipe.hset(k.gone_kb(tenant, kb, pending.collection), "purged", "1")
         pipe.execute()
         self.blobs.delete(*job_ids)
+        for doc in kept:
+            self.book.drop_originals(tenant, kb, doc.document_id, doc.original_version)
 
     def finish_kb_delete(self, pending: PendingKb) -> None:
         """Once the collection is dropped: the tombstone goes."""

@@ -19,61 +19,54 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from services.common.api import encode_page_token
-from services.common.errors import FailedPrecondition, NotFound, Unavailable
-from services.jobs.blobs import BlobStore
+from services.common.errors import FailedPrecondition
+from services.jobs.blobs import BlobStore, original_key, text_key
 from services.jobs.catalogue import kb_not_found
 from services.jobs.db import RedisDb
+from services.jobs.outcomes import (
+    DocOutcome,
+    UploadResult,
+    cancelled,
+    check_not_deleting,
+    job_not_found,
+)
 from services.jobs.quotas import Quotas, Usage, check_upload, queue_usage_change
+from services.jobs.rebuilds import queue_reindex_again, queue_reindexed
 from services.jobs.records import (
     ACTIVE_STATES,
     DocumentRecord,
     DocumentState,
     ErrorRecord,
+    JobKind,
     JobRecord,
     JobState,
 )
 
-GATEWAY_DOMAIN = "gateway.ragmesh"
-
-
-def job_not_found(job_id: str) -> NotFound:
-    return NotFound(
-        f"ingestion job {job_id!r} not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
-    )
-
-
-def check_not_deleting(doc: DocumentRecord | None) -> None:
-    if doc is not None and doc.state == DocumentState.DELETING:
-        raise Unavailable(
-            f"document {doc.document_id!r} is being deleted; upload it again once it is gone",
-            reason="DOCUMENT_BEING_DELETED",
-            retry_after_s=2.0,
-        )
-
-
-def cancelled(reason: str, message: str) -> ErrorRecord:
-    return ErrorRecord("CANCELLED", reason, message, domain=GATEWAY_DOMAIN)
-
-
-@dataclass
-class UploadResult:
-    job: JobRecord
-    document: DocumentRecord
-    #: whether a task must be sent (False: deduplicated or already in progress)
-    enqueue: bool
-    superseded_job_id: str = ""
-
 
 class JobBook:
-    def __init__(self, db: RedisDb, blobs: BlobStore, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self,
+        db: RedisDb,
+        blobs: BlobStore,
+        quotas: Quotas | None = None,
+        originals: BlobStore | None = None,
+    ) -> None:
         self.db = db
         self.keys = db.keys
         self.blobs = blobs
         self.quotas = quotas or Quotas()
+        self.originals = originals
+
+    def drop_originals(self, tenant: str, kb: str, doc: str, version: str) -> None:
+        """Deletes a document version's kept original and text (if any)."""
+        if self.originals is not None and version:
+            self.originals.delete(
+                original_key(tenant, kb, doc, version), text_key(tenant, kb, doc, version)
+            )
 
     def queue_drop_blob(self, pipe: Any, job: JobRecord) -> None:
         """Queue the bookkeeping of a job letting go of its upload bytes (pipe in
@@ -111,7 +104,7 @@ class JobBook:
         def body(pipe: Any) -> UploadResult:
             nonlocal stored_blob
             drop_blobs.clear()
-            collection = pipe.hget(kkey, "collection")
+            collection, reindexing = pipe.hmget(kkey, "collection", "reindex_collection")
             if collection is None:
                 raise kb_not_found(kb)
             raw_doc = pipe.hgetall(dkey)
@@ -186,6 +179,7 @@ class JobBook:
             )
             pipe.zadd(k.active_jobs, {job_id: now})
             pipe.zadd(k.docs(tenant, kb), {document.document_id: 0})
+            queue_reindex_again(pipe, k, tenant, kb, document.document_id, bool(reindexing))
             return UploadResult(job, doc, enqueue=True, superseded_job_id=superseded)
 
         try:
@@ -309,15 +303,19 @@ class JobBook:
         tenant: str | None = None,
         chunk_count: int | None = None,
         title: str | None = None,
+        original_bytes: int | None = None,
     ) -> JobRecord | None:
         """Moves a job to a final state and its document along with it (when it
-        is the document's latest job). None when the job was not in
-        `from_states` (or not owned by `token`)."""
+        is the document's latest job; a REINDEX job records its chunks for the
+        switch instead). None when the job was not in `from_states` (or not owned
+        by `token`). `original_bytes`: the job kept its document's original."""
         now = time.time()
         jkey = self.keys.job(job_id)
         allowed = tuple(from_states)
+        replaced: list[str] = []
 
         def body(pipe: Any) -> JobRecord | None:
+            replaced.clear()
             raw = pipe.hgetall(jkey)
             job: JobRecord | None = JobRecord.from_hash(raw) if raw else None
             if (
@@ -343,24 +341,18 @@ class JobBook:
             elif job.blob_bytes:
                 # Kept for a retry, for RAGMESH_GATEWAY_FAILED_UPLOAD_RETENTION_S.
                 pipe.zadd(self.keys.retained_blobs, {job_id: now})
-            if (
+            if job.kind == JobKind.REINDEX:
+                if state == JobState.SUCCEEDED and doc is not None:
+                    queue_reindexed(pipe, self.keys, job, doc, chunk_count or 0)
+            elif (
                 doc is not None
                 and doc.last_job_id == job_id
                 and doc.state != DocumentState.DELETING
             ):
-                doc_fields = {
-                    "state": DocumentState.INDEXED
-                    if state == JobState.SUCCEEDED
-                    else DocumentState.FAILED,
-                    "update_time": str(now),
-                }
-                if title is not None:
-                    doc_fields["title"] = title
-                if chunk_count is not None:
-                    doc_fields["chunk_count"] = str(chunk_count)
-                    if kb_exists:
-                        pipe.hincrby(kkey, "chunk_count", chunk_count - doc.chunk_count)
-                pipe.hset(dkey, mapping=doc_fields)
+                outcome = DocOutcome(state, now, chunk_count, title, original_bytes)
+                replaced.extend(
+                    self._queue_doc_end(pipe, job, doc, outcome, kkey if kb_exists else "")
+                )
             job.state = state
             job.error = error
             job.end_time = now
@@ -369,7 +361,38 @@ class JobBook:
         ended = self.db.txn(body, jkey)
         if ended is not None and state == JobState.SUCCEEDED:
             self.blobs.delete(job_id)
+            for version in replaced:
+                self.drop_originals(
+                    ended.tenant, ended.knowledge_base_id, ended.document_id, version
+                )
         return ended
+
+    def _queue_doc_end(
+        self, pipe: Any, job: JobRecord, doc: DocumentRecord, outcome: DocOutcome, kkey: str
+    ) -> list[str]:
+        """Queue the writes that move a document along with its last job's end;
+        the versions whose kept originals the caller deletes after."""
+        indexed = outcome.state == JobState.SUCCEEDED
+        fields = {
+            "state": DocumentState.INDEXED if indexed else DocumentState.FAILED,
+            "update_time": str(outcome.now),
+        }
+        if outcome.title is not None:
+            fields["title"] = outcome.title
+        if outcome.chunk_count is not None:
+            fields["chunk_count"] = str(outcome.chunk_count)
+            if kkey:
+                pipe.hincrby(kkey, "chunk_count", outcome.chunk_count - doc.chunk_count)
+        replaced = []
+        if indexed and outcome.original_bytes is not None:
+            fields["original_version"] = job.version
+            fields["original_bytes"] = str(outcome.original_bytes)
+            growth = outcome.original_bytes - doc.original_bytes
+            queue_usage_change(pipe, self.keys, job.tenant, stored_bytes=growth)
+            if doc.original_version and doc.original_version != job.version:
+                replaced.append(doc.original_version)
+        pipe.hset(self.keys.doc(job.tenant, job.knowledge_base_id, job.document_id), mapping=fields)
+        return replaced
 
     def cancel_job(self, tenant: str, job_id: str) -> JobRecord:
         self.get_job(job_id, tenant)

@@ -17,6 +17,10 @@
   {p}:{t}:gone:{kb}:{col}    hash  a deleted knowledge base until its collection is dropped
   {p}:deleting_kbs           zset  "t|kb|col" of those, by last attempt
   {p}:retained_blobs         zset  job ids of FAILED/CANCELLED jobs holding bytes, by end time
+  {p}:{t}:reindex:{kb}       set   documents still to embed into the re-index collection
+  {p}:{t}:reindexed:{kb}     hash  document → "version|chunks" in the re-index collection
+  {p}:reindexing             set   "t|kb" of knowledge bases being re-indexed
+  {p}:drop_collections       zset  collections nobody uses any more, by last drop attempt
 
 Tenants, knowledge base ids and document ids are validated against patterns
 without `:`, and job ids are generated here, so no two names share a key.
@@ -66,6 +70,20 @@ class Keys:
 
     def gone_kb(self, tenant: str, kb: str, collection: str) -> str:
         return f"{self.prefix}:{tenant}:gone:{kb}:{collection}"
+
+    def reindex_pending(self, tenant: str, kb: str) -> str:
+        return f"{self.prefix}:{tenant}:reindex:{kb}"
+
+    def reindexed(self, tenant: str, kb: str) -> str:
+        return f"{self.prefix}:{tenant}:reindexed:{kb}"
+
+    @property
+    def reindexing(self) -> str:
+        return f"{self.prefix}:reindexing"
+
+    @property
+    def drop_collections(self) -> str:
+        return f"{self.prefix}:drop_collections"
 
     @property
     def deleting_docs(self) -> str:

@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.jobs.jobbook import GATEWAY_DOMAIN, JobBook
+from services.jobs.jobbook import JobBook
+from services.jobs.outcomes import GATEWAY_DOMAIN
 from services.jobs.queue import IngestionQueue
 from services.jobs.records import ErrorRecord, JobRecord, JobState
 

@@ -37,6 +37,16 @@ class JobStage(StrEnum):
     INDEXING = "INDEXING"
 
 
+class JobKind(StrEnum):
+    # An upload: its bytes wait in the blob store for the job.
+    UPLOAD = "UPLOAD"
+    # A document ingested again from its kept original (kb check --repair).
+    REPAIR = "REPAIR"
+    # A document embedded from its original into a new collection (kb reindex);
+    # the document's record is not touched until the knowledge base switches.
+    REINDEX = "REINDEX"
+
+
 class DocumentState(StrEnum):
     # Waiting for or being ingested.
     PENDING = "PENDING"
@@ -87,6 +97,7 @@ def _encode(value: Any) -> str:
 # Field types (as written in the annotations) that decode to an enum member;
 # an empty string decodes to the field's default.
 _ENUMS: dict[str, type[StrEnum]] = {
+    "JobKind": JobKind,
     "JobState": JobState,
     "DocumentState": DocumentState,
     "JobStage | None": JobStage,
@@ -145,6 +156,10 @@ class KnowledgeBaseRecord(_Record):
     dimension: int = 0
     chunk_count: int = 0
     create_time: float = 0.0
+    # While `kb reindex` runs: the collection being filled, with its model.
+    reindex_collection: str = ""
+    reindex_model: str = ""
+    reindex_dimension: int = 0
 
 
 @dataclass
@@ -166,6 +181,9 @@ class DocumentRecord(_Record):
     last_job_id: str = ""
     create_time: float = 0.0
     update_time: float = 0.0
+    # The version whose original (and normalised text) is kept, and its size.
+    original_version: str = ""
+    original_bytes: int = 0
 
 
 @dataclass
@@ -178,6 +196,7 @@ class JobRecord(_Record):
     media_type: str = ""
     version: str = ""
     state: JobState = JobState.QUEUED
+    kind: JobKind = JobKind.UPLOAD
     # Set while RUNNING.
     stage: JobStage | None = None
     chunks_done: int = 0

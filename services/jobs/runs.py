@@ -72,7 +72,15 @@ class JobRuns:
 
         return self.db.txn(body, jkey)
 
-    def finish_job(self, job_id: str, token: str, chunk_count: int, title: str) -> JobRecord | None:
+    def finish_job(
+        self,
+        job_id: str,
+        token: str,
+        chunk_count: int,
+        title: str,
+        original_bytes: int | None = None,
+    ) -> JobRecord | None:
+        """SUCCEEDED; `original_bytes` when the job kept its document's original."""
         return self.book.end_job(
             job_id,
             JobState.SUCCEEDED,
@@ -81,6 +89,7 @@ class JobRuns:
             token=token,
             chunk_count=chunk_count,
             title=title,
+            original_bytes=original_bytes,
         )
 
     def fail_job(

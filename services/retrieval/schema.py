@@ -174,6 +174,7 @@ class CollectionSpec:
     index_type: IndexType = IndexType.HNSW
     index_params: dict[str, int] = field(default_factory=dict)
     language: Language = Language.ENGLISH
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def collection_pb(info: CollectionInfo) -> pb.Collection:
         language=_LANGUAGE_PB[spec.language],
         sparse_enabled=info.sparse_enabled,
         chunk_count=info.chunk_count,
+        labels=spec.labels,
     )
 
 
@@ -200,6 +201,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             index_type=_enum(_INDEXES, request.index_type, "index type", IndexType.HNSW),
             index_params=params,
             language=_enum(_LANGUAGES, request.language, "language", Language.ENGLISH),
+            labels=dict(request.labels),
         )
         info = await self.r.create_collection(spec, _deadline(context))
         return pb.CreateCollectionResponse(collection=collection_pb(info))

@@ -228,6 +228,7 @@ class MilvusStore:
                 "index_params": params,
                 "language": spec.language.value,
                 "sparse": sparse,
+                "labels": spec.labels,
             },
             separators=(",", ":"),
         )
@@ -275,6 +276,7 @@ class MilvusStore:
             index_type=IndexType(meta["index_type"]),
             index_params={k: int(v) for k, v in (meta.get("index_params") or {}).items()},
             language=Language(meta["language"]),
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
         )
         info = CollectionInfo(spec=spec, sparse_enabled=bool(meta.get("sparse")))
         self._info_cache[name] = info

@@ -132,8 +132,20 @@ def _validate_chunk(
         )
 
 
+MAX_LABELS, MAX_LABEL_BYTES = 16, 256
+
+
 def validate_collection_spec(spec: CollectionSpec) -> None:
-    """Name, dimension and index parameters within their bounds."""
+    """Name, dimension, labels and index parameters within their bounds."""
+    if len(spec.labels) > MAX_LABELS or any(
+        not k or len(k.encode()) > MAX_LABEL_BYTES or len(v.encode()) > MAX_LABEL_BYTES
+        for k, v in spec.labels.items()
+    ):
+        raise InvalidArgument(
+            f"at most {MAX_LABELS} labels, keys not empty, keys and values of at most "
+            f"{MAX_LABEL_BYTES} bytes",
+            reason="INVALID_LABELS",
+        )
     validate_collection_name(spec.name)
     if not MIN_DIMENSION <= spec.dimension <= MAX_DIMENSION:
         raise InvalidArgument(

@@ -14,6 +14,7 @@ from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.common.v1 import common_pb2
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from ragmesh.rpc import retry_delay_of
 from services.common.channels import create_sync_channel
 from services.common.config import ServiceAddresses
 from services.common.status import error_info_of
@@ -22,11 +23,12 @@ from services.worker.errors import PermanentError, TransientError
 
 T = TypeVar("T")
 
-# Codes worth retrying later: the dependency is down, overloaded or slow.
+# Codes worth retrying later: the dependency is down or slow. RESOURCE_EXHAUSTED
+# is transient only with a RetryInfo (overloaded, come back later); without one it
+# is a limit this document exceeds (DOCUMENT_TOO_LARGE, ...), the same on every try.
 TRANSIENT_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.CANCELLED,
 }
@@ -43,7 +45,10 @@ def classify_rpc_error(err: grpc.RpcError, what: str) -> Exception:
         domain=info.domain if info is not None and info.domain else "worker.ragmesh",
         metadata=dict(info.metadata) if info is not None else {},
     )
-    return TransientError(error) if code in TRANSIENT_CODES else PermanentError(error)
+    transient = code in TRANSIENT_CODES or (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_delay_of(err) is not None
+    )
+    return TransientError(error) if transient else PermanentError(error)
 
 
 def _call(what: str, fn: Callable[..., T], request: Any, timeout: float) -> T:

@@ -23,9 +23,11 @@ from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
 from services.common.errors import NotFound
 from services.common.text import truncate_utf8
+from services.jobs.blobs import original_key, text_key
 from services.jobs.records import (
     DocumentRecord,
     ErrorRecord,
+    JobKind,
     JobRecord,
     JobStage,
     KnowledgeBaseRecord,
@@ -46,6 +48,16 @@ LANGUAGE_CODES: dict[int, str] = {
 # Passes over the stored chunks before giving up on a document whose chunks
 # keep disappearing (a concurrent writer of another version removed some).
 INDEX_PASSES = 3
+
+
+def target_collection(job: JobRecord, kb: KnowledgeBaseRecord) -> str:
+    """The collection a job writes into: its knowledge base's (a REINDEX job: the
+    one being filled). A job made for a collection that is not that any more
+    (the knowledge base deleted and made again, a re-index switched) is lost."""
+    current = kb.reindex_collection if job.kind == JobKind.REINDEX else kb.collection
+    if not current or (job.collection and job.collection != current):
+        raise JobLost("KNOWLEDGE_BASE_RECREATED")
+    return current
 
 
 class Heartbeat:
@@ -166,16 +178,10 @@ class Ingestor:
             doc = self.state.catalogue.get_doc(job.tenant, job.knowledge_base_id, job.document_id)
         except NotFound as exc:
             raise JobLost(exc.reason) from exc
-        if job.collection and job.collection != kb.collection:
-            # The knowledge base was deleted and made again since the upload.
-            raise JobLost("KNOWLEDGE_BASE_RECREATED")
-        content = self.state.blobs.get(job.job_id)
-        if content is None:
-            raise PermanentError(
-                ErrorRecord(
-                    "FAILED_PRECONDITION", "UPLOAD_GONE", "the uploaded bytes are no longer stored"
-                )
-            )
+        target = target_collection(job, kb)
+        content = self._content(job)
+        originals = self.state.originals
+        keep = originals is not None and job.kind != JobKind.REINDEX
         beat.progress(stage=JobStage.PARSING)
         chunked = self.clients.chunk(
             chunking_pb2.ChunkDocumentRequest(
@@ -183,23 +189,52 @@ class Ingestor:
                 media_type=doc.media_type,
                 document_id=doc.document_id,
                 file_name=doc.file_name,
+                options=chunking_pb2.ChunkingOptions(include_normalized_text=keep),
             )
         )
         total = len(chunked.chunks)
         beat.progress(stage=JobStage.CHUNKING, chunks_total=total, chunks_done=0)
         if total == 0:
             with self._doc_lock(job, beat):
-                self.clients.delete_chunks(kb.collection, doc.document_id)
-        embedded = self._index(job, kb, doc, chunked, beat)
-        ended = self.state.runs.finish_job(job.job_id, token, total, chunked.title)
+                self.clients.delete_chunks(target, doc.document_id)
+        embedded = self._index(job, target, kb, doc, chunked, beat)
+        if keep and originals is not None:
+            t, kbid, d = job.tenant, job.knowledge_base_id, job.document_id
+            if job.kind == JobKind.UPLOAD:
+                originals.put(original_key(t, kbid, d, job.version), content)
+            originals.put(text_key(t, kbid, d, job.version), chunked.normalized_text.encode())
+        ended = self.state.runs.finish_job(
+            job.job_id, token, total, chunked.title, len(content) if keep else None
+        )
         if ended is None:
             raise JobLost("finish refused")
         log.info("job %s: %d chunks (%d embedded now)", job.job_id, total, embedded)
         return embedded
 
+    def _content(self, job: JobRecord) -> bytes:
+        """The bytes to ingest: the upload's, or the kept original's."""
+        if job.kind == JobKind.UPLOAD:
+            content = self.state.blobs.get(job.job_id)
+            gone = ErrorRecord(
+                "FAILED_PRECONDITION", "UPLOAD_GONE", "the uploaded bytes are no longer stored"
+            )
+        else:
+            originals = self.state.originals
+            key = original_key(job.tenant, job.knowledge_base_id, job.document_id, job.version)
+            content = originals.get(key) if originals is not None else None
+            gone = ErrorRecord(
+                "FAILED_PRECONDITION",
+                "ORIGINAL_GONE",
+                "the document's kept original is gone; upload it again",
+            )
+        if content is None:
+            raise PermanentError(gone)
+        return content
+
     def _index(
         self,
         job: JobRecord,
+        target: str,
         kb: KnowledgeBaseRecord,
         doc: DocumentRecord,
         chunked: chunking_pb2.ChunkDocumentResponse,
@@ -211,7 +246,7 @@ class Ingestor:
         metadata = struct_pb2.Struct()
         metadata.update(doc.metadata)
         for _ in range(INDEX_PASSES):
-            stored = self.clients.stored_indexes(kb.collection, doc.document_id, job.version)
+            stored = self.clients.stored_indexes(target, doc.document_id, job.version)
             missing = [c for c in chunked.chunks if c.chunk_index not in stored]
             if not missing:
                 return embedded
@@ -228,7 +263,7 @@ class Ingestor:
                 ]
                 beat.progress(stage=JobStage.INDEXING)
                 with self._doc_lock(job, beat):
-                    self.clients.upsert(kb.collection, doc.document_id, job.version, to_upsert)
+                    self.clients.upsert(target, doc.document_id, job.version, to_upsert)
                 done += len(batch)
                 beat.progress(chunks_done=done)
         raise TransientError(

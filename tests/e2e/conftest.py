@@ -187,6 +187,8 @@ def build_stack(
         # A queue of this module's own, so no other test's worker takes its tasks.
         "RAGMESH_WORKER_QUEUE": f"ragmesh-e2e-{uuid.uuid4().hex[:8]}",
         "RAGMESH_JOB_HEARTBEAT_TIMEOUT_S": "5",
+        # Kept originals, shared by the gateway and the worker like `make run`'s data/blobs.
+        "RAGMESH_BLOB_DIR": str(milvus_dir / "blobs"),
     }
     _, gateway = start(
         "gateway",

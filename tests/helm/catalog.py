@@ -68,6 +68,13 @@ CHART_MANAGED: dict[str, str] = {
     "RAGMESH_GENERATION_LLM_BASE_URL": "the vLLM Service or `llm.external.baseUrl`",
     "RAGMESH_GENERATION_LLM_MODEL": "`vllm.model` or `llm.external.model`",
     "RAGMESH_WORKER_QUEUE": "`worker.queue` (also the workers' `--queues` and KEDA's list)",
+    "RAGMESH_KEEP_ORIGINALS": "`originals.store` (`none`: false)",
+    "RAGMESH_BLOB_STORE": "`originals.store` (pods share no directory: always `s3`)",
+    "RAGMESH_BLOB_S3_ENDPOINT": "`originals.s3.endpoint`, or the bundled Milvus's MinIO",
+    "RAGMESH_BLOB_S3_BUCKET": "`originals.s3.bucket`",
+    "RAGMESH_BLOB_S3_PREFIX": "`originals.s3.prefix`",
+    "RAGMESH_BLOB_S3_REGION": "`originals.s3.region`",
+    "RAGMESH_BLOB_S3_ACCESS_KEY": "`originals.s3.existingSecret`, or the bundled MinIO's Secret",
 }
 
 # Secret settings and the Secret each comes from; none of them is ever in the ConfigMap.
@@ -77,6 +84,7 @@ SECRET_SOURCES: dict[str, str] = {
     "`root:$(MILVUS_ROOT_PASSWORD)` with the password from the Secret Milvus reads it from",
     "RAGMESH_GATEWAY_API_KEYS": "not set: the keys come from the `apiKeys` Secret as a file",
     "RAGMESH_GENERATION_LLM_API_KEY": "`llm.external.existingSecret`",
+    "RAGMESH_BLOB_S3_SECRET_KEY": "`originals.s3.existingSecret`, or the bundled MinIO's Secret",
 }
 
 # Defaults that differ in a cluster from a developer's machine.

@@ -1077,7 +1077,10 @@ def test_network_policies_fence_the_bundled_dependencies(rendered: Rendered) -> 
             assert admitted_pods(policies, pods, target, 19530) == milvus | {"retrieval"}
             assert admitted_pods(policies, pods, target, 9091) == milvus  # no metricsFrom set
         assert admitted_pods(policies, pods, pods["etcd"][1], 2379) == milvus | {"etcd"}
-        assert admitted_pods(policies, pods, pods["minio"][1], 9000) == milvus | {"minio"}
+        minio_callers = milvus | {"minio"}
+        if merged["originals"]["store"] == "s3" and not merged["originals"]["s3"]["endpoint"]:
+            minio_callers |= {"gateway", "worker"}  # the originals live in the bundled MinIO
+        assert admitted_pods(policies, pods, pods["minio"][1], 9000) == minio_callers
     if merged["redis"]["enabled"]:
         callers = {"gateway", "worker", "redis-master", "redis-replica"}
         if merged["worker"]["keda"]["enabled"]:
@@ -1116,6 +1119,47 @@ def test_dependency_policies_take_extra_peers_and_can_be_switched_off(chart_copy
         if d["kind"] == "NetworkPolicy"
     }
     assert not components & set(DEPENDENCY_POLICIES)
+
+
+def test_originals_go_to_s3_with_credentials_from_a_secret(rendered: Rendered) -> None:
+    """The pods share no directory: the gateway and the workers keep originals in S3."""
+    merged, config = rendered.merged, rendered.config
+    originals = merged["originals"]
+    assert config["RAGMESH_KEEP_ORIGINALS"] == "true"
+    assert config["RAGMESH_BLOB_STORE"] == "s3"
+    assert config["RAGMESH_BLOB_S3_BUCKET"] == originals["s3"]["bucket"]
+    if originals["s3"]["endpoint"]:
+        assert config["RAGMESH_BLOB_S3_ENDPOINT"] == originals["s3"]["endpoint"]
+        secret = originals["s3"]["existingSecret"]
+    else:
+        assert merged["milvus"]["enabled"]
+        assert config["RAGMESH_BLOB_S3_ENDPOINT"] == f"http://{RELEASE}-minio:9000"
+        secret = f"{RELEASE}-minio"  # the Secret the Milvus chart's MinIO reads its keys from
+    for name, deployment in rendered.deployments():
+        env = env_of(container(deployment))
+        if name not in ("gateway", "worker"):
+            assert "RAGMESH_BLOB_S3_SECRET_KEY" not in env
+            continue
+        for var, key in (
+            ("RAGMESH_BLOB_S3_ACCESS_KEY", originals["s3"]["accessKeyKey"]),
+            ("RAGMESH_BLOB_S3_SECRET_KEY", originals["s3"]["secretKeyKey"]),
+        ):
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}
+
+
+def test_originals_can_be_switched_off(chart_copy: Path) -> None:
+    docs = manifests(chart_copy, {"originals": {"store": "none"}})
+    ours = [
+        d
+        for d in docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "ragmesh"
+    ]
+    (configmap,) = [d for d in ours if d["kind"] == "ConfigMap"]
+    assert configmap["data"]["RAGMESH_KEEP_ORIGINALS"] == "false"
+    assert "RAGMESH_BLOB_STORE" not in configmap["data"]
+    for d in ours:
+        if d["kind"] == "Deployment":
+            assert "RAGMESH_BLOB_S3_SECRET_KEY" not in env_of(container(d))
 
 
 def test_notes_show_a_grpcurl_call(rendered: Rendered) -> None:
@@ -1274,6 +1318,11 @@ def test_compose_runs_every_service_with_real_dependencies() -> None:
     assert env["RAGMESH_EMBEDDING_TEI_URL"].startswith("http://tei:")
     assert env["RAGMESH_GENERATION_LLM_BASE_URL"].startswith("http://llm:")
     assert env["RAGMESH_BIND_HOST"] == "0.0.0.0"
+    # gateway and worker share no directory: originals go to MinIO, which they wait for
+    assert env["RAGMESH_BLOB_STORE"] == "s3"
+    assert env["RAGMESH_BLOB_S3_ENDPOINT"] == "http://minio:9000"
+    for component in ("gateway", "worker"):
+        assert "minio" in services[component]["depends_on"]
     assert "RAGMESH_GATEWAY_API_KEYS" not in env  # only the gateway gets the keys
     assert (
         services["gateway"]["environment"]["RAGMESH_GATEWAY_API_KEYS"]

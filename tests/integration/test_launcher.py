@@ -75,6 +75,37 @@ def test_a_killed_service_is_restarted(stack: LaunchedStack) -> None:
     assert health_status(f"127.0.0.1:{stack.ports['chunking']}") == "SERVING"
 
 
+def test_two_stacks_on_one_machine_keep_their_own_state(
+    stack: LaunchedStack, llm_base_url: str, tmp_path: Path
+) -> None:
+    """A second clone's `make run` (other ports and data dir) starts its own Redis and
+    never sees the first one's knowledge bases."""
+    other = LaunchedStack(
+        tmp_path / "other", demo=False, extra_env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url}
+    ).start()
+    try:
+        other.wait_for_line(r"^ragmesh is up\.$", timeout=600)
+        assert other.ports["redis"] != stack.ports["redis"]
+        assert (other.data_dir / "redis" / "appendonlydir").is_dir()
+
+        def cli(which: LaunchedStack, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "ragmesh.cli", *args],
+                cwd=REPO, env=which.cli_env(), capture_output=True, text=True, timeout=120,
+                check=False,
+            )  # fmt: skip
+
+        made = cli(stack, "kb", "create", "only-in-first")
+        assert made.returncode == 0, made.stdout + made.stderr
+        listed = cli(other, "kb", "list", "--json")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "only-in-first" not in listed.stdout
+        assert "only-in-first" in cli(stack, "kb", "list", "--json").stdout
+    finally:
+        other.stop()
+        other.kill_leftovers()
+
+
 def test_stop_leaves_no_process_and_no_port(stack: LaunchedStack) -> None:
     groups = set(stack.processes().values()) | stack.pids_seen
     code = stack.stop()

@@ -29,6 +29,10 @@ class _Chunking(chunking_pb2_grpc.ChunkingServiceServicer):
                 raise errors.InvalidArgument(
                     "text is invalid", reason="TOY_INVALID", metadata={"field": "text"}
                 )
+            case "too-large":
+                raise errors.ResourceExhausted("over the limit", reason="TOY_TOO_LARGE")
+            case "busy":
+                raise errors.ResourceExhausted("busy", reason="TOY_BUSY", retry_after_s=0.5)
             case "crash":
                 raise ZeroDivisionError("division by zero")
             case "timeout":

@@ -238,8 +238,8 @@ def test_delete_document_cancels_its_job(store: Store, tenant: str) -> None:
     run_to_success(store, run, 4)
     job_id = store.book.register_upload(tenant, "kb1", doc(tenant, "b.md"), b"y").job.job_id
     store.runs.claim_job(job_id, "w", 30)
-    marked, collection = store.deletes.mark_doc_deleting(tenant, "kb1", "b.md")
-    assert collection == f"c_{tenant}_kb1" and marked.document_id == "b.md"
+    marked, collections = store.deletes.mark_doc_deleting(tenant, "kb1", "b.md")
+    assert collections == [f"c_{tenant}_kb1"] and marked.document_id == "b.md"
     job = store.book.get_job(job_id, tenant)
     assert job.state == "CANCELLED" and job.error and job.error.reason == "DOCUMENT_DELETED"
     assert store.blobs.get(job_id) is None

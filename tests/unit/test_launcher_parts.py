@@ -159,3 +159,21 @@ def test_a_remote_redis_that_does_not_answer_is_an_error(tmp_path: Path) -> None
     )
     with pytest.raises(LaunchError, match=r"no Redis answers at redis://redis\.invalid"):
         stack._redis_spec()
+
+
+def test_the_stack_never_uses_a_redis_it_did_not_start(tmp_path: Path, redis_url: str) -> None:
+    """Another Redis (here the test session's) on the stack's port is refused; the
+    stack's own Redis (same data dir), still running, is used again."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    stack = Stack(
+        LauncherSettings(data_dir=tmp_path, redis_port=port),  # type: ignore[call-arg]
+        out=io.StringIO(),
+    )
+    with pytest.raises(LaunchError, match=r"taken by something other than this stack's Redis"):
+        stack._redis_spec()
+    own = Stack(
+        LauncherSettings(data_dir=tmp_path, redis_port=free_port()),  # type: ignore[call-arg]
+        out=io.StringIO(),
+    )
+    spec = own._redis_spec()
+    assert spec is not None and str(tmp_path / "redis") in " ".join(spec.argv)

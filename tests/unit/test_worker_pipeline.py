@@ -51,10 +51,19 @@ async def test_classify_errors_over_real_grpc() -> None:
             stub = chunking_pb2_grpc.ChunkingServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await stub.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text="invalid"))
-        error = classify_rpc_error(exc.value, "chunking")  # type: ignore[arg-type]
-        assert isinstance(error, PermanentError)
-        assert (error.error.code, error.error.reason) == ("INVALID_ARGUMENT", "TOY_INVALID")
-        assert error.error.domain == "toy.ragmesh" and error.error.metadata == {"field": "text"}
+            error = classify_rpc_error(exc.value, "chunking")  # type: ignore[arg-type]
+            assert isinstance(error, PermanentError)
+            assert (error.error.code, error.error.reason) == ("INVALID_ARGUMENT", "TOY_INVALID")
+            assert error.error.domain == "toy.ragmesh"
+            assert error.error.metadata == {"field": "text"}
+            # RESOURCE_EXHAUSTED: a limit the document exceeds fails the job at once;
+            # an overloaded service (RetryInfo) is retried later
+            for text, kind in (("too-large", PermanentError), ("busy", TransientError)):
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await stub.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text=text))
+                classified = classify_rpc_error(exc.value, "chunking")  # type: ignore[arg-type]
+                assert isinstance(classified, kind), text
+                assert classified.error.code == "RESOURCE_EXHAUSTED"  # type: ignore[attr-defined]
     finally:
         await running.stop()
     # Nothing listens there any more: UNAVAILABLE, worth a retry.

@@ -26,6 +26,21 @@ one) needs, each read from a Secret with secretKeyRef. Call with
 - name: RAGMESH_REDIS_URL
   value: {{ include "ragmesh.redisUrl" $root | quote }}
 {{- end }}
+{{- if and (has .component (list "gateway" "worker")) (eq $root.Values.originals.store "s3") }}
+{{- $s3secret := include "ragmesh.originalsSecret" $root }}
+{{- if $s3secret }}
+- name: RAGMESH_BLOB_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s3secret }}
+      key: {{ $root.Values.originals.s3.accessKeyKey }}
+- name: RAGMESH_BLOB_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s3secret }}
+      key: {{ $root.Values.originals.s3.secretKeyKey }}
+{{- end }}
+{{- end }}
 {{- if and (eq .component "retrieval") (include "ragmesh.milvusAuthorization" $root) }}
 # the bundled Milvus's root password, from the Secret Milvus itself reads it from;
 # defined before RAGMESH_RETRIEVAL_MILVUS_TOKEN, which refers to it

@@ -113,6 +113,27 @@ name, or the subchart's fullnameOverride.
 {{- end }}
 {{- end }}
 
+{{/* S3 endpoint of the originals: originals.s3.endpoint, else the bundled Milvus's MinIO. */}}
+{{- define "ragmesh.originalsEndpoint" -}}
+{{- if .Values.originals.s3.endpoint }}
+{{- .Values.originals.s3.endpoint }}
+{{- else if .Values.milvus.enabled }}
+{{- $minio := .Values.milvus.minio | default dict }}
+{{- $svc := $minio.service | default dict }}
+{{- printf "http://%s:%d" (include "ragmesh.subchartFullname" (dict "root" (dict "Values" (dict "minio" $minio) "Release" .Release) "chart" "minio")) (int ($svc.port | default 9000)) }}
+{{- end }}
+{{- end }}
+
+{{/* Secret of the originals' S3 credentials: originals.s3.existingSecret, else the bundled MinIO's. */}}
+{{- define "ragmesh.originalsSecret" -}}
+{{- if .Values.originals.s3.existingSecret }}
+{{- .Values.originals.s3.existingSecret }}
+{{- else if .Values.milvus.enabled }}
+{{- $minio := .Values.milvus.minio | default dict }}
+{{- $minio.existingSecret | default (include "ragmesh.subchartFullname" (dict "root" (dict "Values" (dict "minio" $minio) "Release" .Release) "chart" "minio")) }}
+{{- end }}
+{{- end }}
+
 {{/* Redis host:port/db without credentials (the password is added in the pod from a Secret). */}}
 {{- define "ragmesh.redisScheme" -}}
 {{- if and (not .Values.redis.enabled) .Values.externalRedis.tls }}rediss{{ else }}redis{{ end }}
