@@ -41,7 +41,20 @@ class ChunkingSettings(BaseSettings):
         "(a word over 100 characters is a single [UNK] word piece).",
     )
     max_concurrency: int = Field(
-        default=2, ge=1, description="Documents chunked at the same time; further calls wait."
+        default=2,
+        ge=1,
+        description="Documents chunked at the same time; further calls wait.",
+    )
+    max_pdf_pages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pages read from a PDF; more is INVALID_ARGUMENT / DOCUMENT_TOO_COMPLEX.",
+    )
+    max_html_depth: int = Field(
+        default=10_000,
+        ge=16,
+        description="Deepest element nesting accepted in HTML (the parser is quadratic in it); "
+        "deeper is INVALID_ARGUMENT / DOCUMENT_TOO_COMPLEX.",
     )
     tokenizer_path: str = Field(
         default="",

@@ -279,6 +279,16 @@ _CATALOGUE = (
     ),
     Reason("INVALID_OVERLAP", "INVALID_ARGUMENT", "A negative chunk overlap other than -1."),
     Reason("OVERLAP_TOO_LARGE", "INVALID_ARGUMENT", "A chunk overlap not below max_tokens."),
+    # chunking budgets (hostile input)
+    Reason(
+        "DOCUMENT_TOO_COMPLEX",
+        "INVALID_ARGUMENT",
+        "A document over a structural or memory limit of the chunking service: HTML nested "
+        "deeper than RAGMESH_CHUNKING_MAX_HTML_DEPTH, a PDF with more pages than "
+        "RAGMESH_CHUNKING_MAX_PDF_PAGES or over pypdf's limits (a decompression bomb), or one "
+        "needing more memory than RAGMESH_CHUNKING_WORKER_MEMORY_MB (metadata: limit).",
+        "Simplify or split the document; retrying it unchanged fails again.",
+    ),
     # ------------------------------------------------------------------ embedding
     Reason("NO_TEXTS", "INVALID_ARGUMENT", "EmbedTexts without texts."),
     Reason(
