@@ -120,7 +120,7 @@ async def start_server(
     )
     service.register(server)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_health_aio.HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             *service.service_names,
