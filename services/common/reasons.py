@@ -289,6 +289,20 @@ _CATALOGUE = (
         "needing more memory than RAGMESH_CHUNKING_WORKER_MEMORY_MB (metadata: limit).",
         "Simplify or split the document; retrying it unchanged fails again.",
     ),
+    Reason(
+        "PARSE_TIMEOUT",
+        "INVALID_ARGUMENT",
+        "Parsing and splitting a document took longer than RAGMESH_CHUNKING_PARSE_TIMEOUT_S; "
+        "its worker process was killed (metadata: timeout_s).",
+        "Split or simplify the document; retrying it unchanged fails again.",
+    ),
+    Reason(
+        "PARSER_CRASHED",
+        "INTERNAL",
+        "The chunking worker process handling a document crashed (a parser bug on this "
+        "input); it was replaced (metadata: worker_exit).",
+        "Report it with the request id and, if possible, the document.",
+    ),
     # ------------------------------------------------------------------ embedding
     Reason("NO_TEXTS", "INVALID_ARGUMENT", "EmbedTexts without texts."),
     Reason(
@@ -502,7 +516,6 @@ _CATALOGUE = (
         "The call's deadline passed.",
         "Retry with a longer deadline.",
     ),
-    Reason("CANCELLED", "CANCELLED", "The caller cancelled the call.", "Nothing."),
     Reason(
         "TOO_MANY_CONCURRENT_UPLOADS",
         "RESOURCE_EXHAUSTED",
