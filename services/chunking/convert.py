@@ -79,7 +79,6 @@ def init_worker(
 def chunk_message(chunker: Chunker, request: bytes) -> tuple[dict[str, Any], bytes]:
     """A serialised ChunkDocumentRequest → (a summary for the log, the serialised response)."""
     req = to_request(chunking_pb2.ChunkDocumentRequest.FromString(request))
-    del request
     result = chunker.chunk(req)
     data = to_response(result, req).SerializeToString()
     limit = chunker.max_response_bytes
