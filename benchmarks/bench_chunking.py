@@ -1,23 +1,29 @@
 """Chunking throughput: MB/s on a large generated text and a large generated PDF,
-against semantic-text-splitter on the same text in the same run.
+against semantic-text-splitter on the same text in the same run; and the cost of
+the process hop (services/chunking/pool.py) against the same work in process.
 
 Sizes (environment, for a quick check at small scale):
 RAGMESH_BENCH_CHUNKING_TEXT_MB (default 8), RAGMESH_BENCH_CHUNKING_PDF_PAGES (default 300),
-RAGMESH_BENCH_CHUNKING_LINE_MB (default 10).
+RAGMESH_BENCH_CHUNKING_LINE_MB (default 10), RAGMESH_BENCH_CHUNKING_HOP_RUNS (default 40).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import statistics
 import string
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from benchmarks.chunking_data import chinese_text, english_pdf, english_text, zipf_text
+from ragmesh.chunking.v1 import chunking_pb2
 from services.chunking.chunker import ChunkedDocument, Chunker, ChunkRequest, load_counter
 from services.chunking.config import ChunkingSettings
+from services.chunking.convert import chunk_message, init_worker
+from services.chunking.pool import WorkerPool
 
 T = TypeVar("T")
 MB = 1_000_000
@@ -80,6 +86,10 @@ def run() -> str:
         lambda: chunker.chunk(ChunkRequest(content=line, media_type="text/plain"))
     )
 
+    hop_rows = hop_overhead(
+        settings, chunker, int(os.environ.get("RAGMESH_BENCH_CHUNKING_HOP_RUNS", "40"))
+    )
+
     def stats(counts: list[int]) -> str:
         return f"{len(counts)} | {sum(counts) / len(counts):.0f} | {max(counts)}"
 
@@ -136,8 +146,69 @@ def run() -> str:
         "the normalised text, a character cap for words the tokenizer turns into one [UNK], "
         "and counts that include [CLS]/[SEP]; it tokenises the document once and splits on "
         "the token offsets.",
+        "",
+        "### The process hop",
+        "",
+        "Every ChunkDocument runs in a worker process (services/chunking/pool.py) so that it can "
+        "be killed. Cost of that hop on normal documents: the same work (request bytes → parse, "
+        "chunk, serialise → response bytes) in process and through a pool of one worker (both "
+        "ways over a pipe), median of interleaved runs; the responses are byte-identical.",
+        "",
+        "| document | request | in process | through the worker | overhead | ratio |",
+        "|---|---|---|---|---|---|",
+        *hop_rows,
     ]
     return "\n".join(rows) + "\n"
+
+
+def hop_overhead(settings: ChunkingSettings, chunker: Chunker, runs: int) -> list[str]:
+    """Markdown rows: one ChunkDocument's work (request bytes → response bytes) in process
+    vs through a worker process (pipe both ways), medians of interleaved runs."""
+    docs = [
+        ("one page of text", english_text(4, seed=1), runs),
+        ("a 50 KB document", english_text(60, seed=2), runs),
+        ("a 1 MB document", english_text(1200, seed=3), max(3, runs // 8)),
+    ]
+
+    async def measure() -> list[str]:
+        pool = WorkerPool(
+            1,
+            init_worker,
+            (settings, 64 * MB, "WARNING", "text"),
+            memory_mb=settings.worker_memory_mb,
+            name="bench",
+        )
+        await pool.start()
+        rows = []
+        try:
+            for label, text, n in docs:
+                request = chunking_pb2.ChunkDocumentRequest(
+                    content=text.encode(), media_type="text/plain", document_id="d"
+                ).SerializeToString()
+                local_s, hop_s = [], []
+                for k in range(n + 1):
+                    start = time.perf_counter()
+                    local = chunk_message(chunker, request)[1]
+                    local_time = time.perf_counter() - start
+                    start = time.perf_counter()
+                    _, remote = await pool.run(chunk_message, request, 600)
+                    hop_time = time.perf_counter() - start
+                    assert remote == local  # the same bytes either way
+                    if k:  # the first run warms caches up
+                        local_s.append(local_time)
+                        hop_s.append(hop_time)
+                local_ms = statistics.median(local_s) * 1000
+                hop_ms = statistics.median(hop_s) * 1000
+                extra, ratio = hop_ms - local_ms, hop_ms / local_ms
+                rows.append(
+                    f"| {label} | {len(request) / 1000:.0f} KB | {local_ms:.1f} ms | "
+                    f"{hop_ms:.1f} ms | +{extra:.1f} ms | **{ratio:.2f}×** |"
+                )
+        finally:
+            await pool.close()
+        return rows
+
+    return asyncio.run(measure())
 
 
 def _share(doc: ChunkedDocument, key: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.chunking import media
 from services.chunking.config import ChunkingSettings
-from services.chunking.parsing import Document, assemble, parse
+from services.chunking.parsing import Document, ParseLimits, assemble, parse
 from services.chunking.splitter import Splitter
 from services.chunking.tokens import TokenCounter
 from services.common.errors import InvalidArgument, ResourceExhausted
@@ -79,6 +79,9 @@ class Chunker:
         self.settings = settings
         self.counter = counter
         self.max_response_bytes = max_response_bytes
+        self.parse_limits = ParseLimits(
+            max_pdf_pages=settings.max_pdf_pages, max_html_depth=settings.max_html_depth
+        )
 
     def limits(self, max_tokens: int, overlap_tokens: int) -> tuple[int, int]:
         """The request's (max_tokens, overlap_tokens) with defaults applied, validated."""
@@ -141,7 +144,7 @@ class Chunker:
             self._check_size(len(req.text.encode("utf-8", errors="surrogatepass")))
             if not req.text:
                 raise InvalidArgument("the document text is empty", reason="EMPTY_DOCUMENT")
-            parsed, replaced = parse(req.text, media.PLAIN)
+            parsed, replaced = parse(req.text, media.PLAIN, limits=self.parse_limits)
             media_type = media.PLAIN
         else:
             content = req.content or b""
@@ -153,7 +156,7 @@ class Chunker:
                 )
             resolved = media.resolve(content, req.media_type, req.file_name)
             media_type = resolved.essence
-            parsed, replaced = parse(content, media_type, resolved.charset)
+            parsed, replaced = parse(content, media_type, resolved.charset, self.parse_limits)
         doc = assemble(parsed, fallback_title=req.file_name)
         if not doc.text:
             raise InvalidArgument(

@@ -41,7 +41,35 @@ class ChunkingSettings(BaseSettings):
         "(a word over 100 characters is a single [UNK] word piece).",
     )
     max_concurrency: int = Field(
-        default=2, ge=1, description="Documents chunked at the same time; further calls wait."
+        default=2,
+        ge=1,
+        description="Documents chunked at the same time, each in its own worker process "
+        "(the pool's size); further calls wait.",
+    )
+    parse_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall-clock budget of one document (parse, tokenise, split) in its worker "
+        "process; over it the process is killed and replaced, and the call fails "
+        "INVALID_ARGUMENT / PARSE_TIMEOUT.",
+    )
+    worker_memory_mb: int = Field(
+        default=1536,
+        ge=0,
+        description="Memory cap of each worker process in MiB (RLIMIT_DATA: heap and other "
+        "private writable memory); a document that needs more fails INVALID_ARGUMENT / "
+        "DOCUMENT_TOO_COMPLEX. 0: no cap.",
+    )
+    max_pdf_pages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pages read from a PDF; more is INVALID_ARGUMENT / DOCUMENT_TOO_COMPLEX.",
+    )
+    max_html_depth: int = Field(
+        default=10_000,
+        ge=16,
+        description="Deepest element nesting accepted in HTML (the parser is quadratic in it); "
+        "deeper is INVALID_ARGUMENT / DOCUMENT_TOO_COMPLEX.",
     )
     tokenizer_path: str = Field(
         default="",

@@ -63,6 +63,10 @@ _PDF_HEADER_WINDOW = 1024
 # Control bytes that text files don't contain (tab, newlines, form feed and ESC do occur).
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))
 _UTF8_NAMES = {"utf-8", "utf8", "us-ascii", "ascii"}
+# Codec names (codecs.lookup(...).name) that are not character sets of documents.
+_NOT_CHARSETS = frozenset(
+    ["punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined", "mbcs", "oem"]
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,16 @@ def parse_declared(declared: str) -> MediaType | None:
             charset = val.strip().strip('"').lower()
     if charset is not None and essence in TEXT_TYPES:
         try:
-            codecs.lookup(charset)
+            info = codecs.lookup(charset)
         except LookupError:
+            info = None
+        # Python also names transforms (base64, zlib, rot13) and escape or IDNA codecs
+        # (punycode decodes in quadratic time) as codecs: none is a document charset.
+        if (
+            info is None
+            or not getattr(info, "_is_text_encoding", True)
+            or info.name in _NOT_CHARSETS
+        ):
             raise InvalidArgument(
                 f"unknown charset {charset!r} in media type {declared!r}",
                 reason="UNSUPPORTED_CHARSET",

@@ -13,10 +13,16 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from services.chunking import media
+from services.chunking import html_depth, media
+from services.chunking.fields import fit_heading_path, truncate_title
 from services.chunking.normalize import normalize_inline, normalize_text
 from services.common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
+    from selectolax.lexbor import LexborHTMLParser
 
 log = logging.getLogger("ragmesh.chunking")
 
@@ -41,6 +47,14 @@ class Section:
     start: int
     end: int
     heading_path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Structural limits checked while parsing (settings RAGMESH_CHUNKING_MAX_*)."""
+
+    max_pdf_pages: int = 10_000
+    max_html_depth: int = 10_000
 
 
 @dataclass
@@ -81,7 +95,7 @@ def assemble(parsed: Parsed, fallback_title: str = "") -> Document:
             while stack and stack[-1][0] >= block.heading_level:
                 stack.pop()
             stack.append((block.heading_level, heading))
-            path = tuple(h for _, h in stack)
+            path = fit_heading_path(tuple(h for _, h in stack))
             section_start = start
         elif section_start is None:
             section_start = start
@@ -89,7 +103,7 @@ def assemble(parsed: Parsed, fallback_title: str = "") -> Document:
     if section_start is not None:
         sections.append(Section(section_start, pos, path))
     title = normalize_inline(parsed.title) or first_heading or normalize_inline(fallback_title)
-    return Document(BLOCK_SEPARATOR.join(parts), sections, title)
+    return Document(BLOCK_SEPARATOR.join(parts), sections, truncate_title(title))
 
 
 # --- plain text ------------------------------------------------------------
@@ -108,11 +122,63 @@ def parse_plain(text: str) -> Parsed:
 # agree) but at ~0.3 MB/s on this machine; this is two orders of magnitude
 # faster, which matters for 32 MiB documents.
 
-_ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)$")
 _LIST_OR_QUOTE = re.compile(r" {0,3}(?:[-+*>]|\d{1,9}[.)])(?:[ \t]|$)")
-_THEMATIC_BREAK = re.compile(r" {0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})$")
+# Lines are otherwise read with string operations, linear on any line
+# (tests/unit/test_chunking_linear.py): the regex `[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$`
+# this scanner used for ATX headings backtracked quadratically over a run of
+# spaces (`# a` + 16,000 spaces + `b`: 2.3 s).
+
+
+def _unindented(line: str) -> str:
+    """The line without its indentation of up to 3 spaces; "" if indented more."""
+    body = line.lstrip(" ")
+    return body if len(line) - len(body) <= 3 else ""
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, text) of an ATX heading line (`## text ##`), or None."""
+    body = _unindented(line)
+    if not body.startswith("#"):
+        return None
+    rest = body.lstrip("#")
+    level = len(body) - len(rest)
+    if level > 6 or (rest and rest[0] not in " \t"):
+        return None
+    text = rest.strip(" \t")
+    unclosed = text.rstrip("#")
+    # A closing run of #s counts only after a space (or as the whole content).
+    if not unclosed or unclosed[-1] in " \t":
+        text = unclosed.rstrip(" \t")
+    return level, text.strip()
+
+
+def _setext_level(line: str) -> int:
+    """1 for a `===` underline, 2 for `---`, else 0."""
+    body = _unindented(line)
+    if not body or body[0] not in "=-":
+        return 0
+    if body.rstrip(" \t").lstrip(body[0]):
+        return 0
+    return 1 if body[0] == "=" else 2
+
+
+def _fence(line: str) -> tuple[str, str] | None:
+    """(fence, info string) of a line opening a fenced code block, or None."""
+    body = _unindented(line)
+    if not body or body[0] not in "`~":
+        return None
+    info = body.lstrip(body[0])
+    run = len(body) - len(info)
+    return (body[:run], info) if run >= 3 else None
+
+
+def _thematic_break(line: str) -> bool:
+    """`***`, `- - -`, `___`: three or more of one marker, spaces and tabs between."""
+    body = _unindented(line)
+    if not body or body[0] not in "-*_":
+        return False
+    marks = body.replace(" ", "").replace("\t", "")
+    return len(marks) >= 3 and not marks.lstrip(body[0])
 
 
 def _markdown_headings(lines: list[str]) -> Iterator[tuple[int, int, int, str]]:
@@ -125,9 +191,9 @@ def _markdown_headings(lines: list[str]) -> Iterator[tuple[int, int, int, str]]:
             if stripped.startswith(fence) and set(stripped) == {fence[0]}:
                 fence = None
             continue
-        m = _FENCE.match(line)
-        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-            fence = m.group(1)
+        opened = _fence(line)
+        if opened is not None and not (opened[0][0] == "`" and "`" in opened[1]):
+            fence = opened[0]
             para_start = None
             continue
         if not line.strip():
@@ -135,19 +201,18 @@ def _markdown_headings(lines: list[str]) -> Iterator[tuple[int, int, int, str]]:
             continue
         if para_start is None and (line.startswith("    ") or line.startswith("\t")):
             continue  # indented code (cannot interrupt a paragraph)
-        m = _ATX.match(line)
-        if m:
-            yield i, i + 1, len(m.group(1)), (m.group(2) or "").strip()
+        atx = _atx_heading(line)
+        if atx is not None:
+            yield i, i + 1, atx[0], atx[1]
             para_start = None
             continue
-        m = _SETEXT.match(line)
-        if m and para_start is not None:
-            level = 1 if m.group(1)[0] == "=" else 2
+        level = _setext_level(line)
+        if level and para_start is not None:
             text = " ".join(x.strip() for x in lines[para_start:i])
             yield para_start, i + 1, level, text
             para_start = None
             continue
-        if _THEMATIC_BREAK.match(line) or _LIST_OR_QUOTE.match(line):
+        if _thematic_break(line) or _LIST_OR_QUOTE.match(line):
             # A list item or quote is not a paragraph a setext underline can turn
             # into a heading (the underline would be inside the container).
             para_start = None
@@ -210,10 +275,29 @@ _CELL_TAGS = frozenset(("td", "th"))
 _WS = re.compile(r"\s+")
 
 
-def parse_html(text: str) -> Parsed:  # noqa: C901 - one walk over the HTML tree, a case per element kind
-    from selectolax.lexbor import LexborHTMLParser
+def _html_tree(text: str, max_depth: int) -> LexborHTMLParser:
+    from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
-    tree = LexborHTMLParser(text)
+    if html_depth.exceeds(text, max_depth):
+        raise InvalidArgument(
+            f"the HTML nests elements more than {max_depth} deep "
+            "(RAGMESH_CHUNKING_MAX_HTML_DEPTH); parsing it would take too long",
+            reason="DOCUMENT_TOO_COMPLEX",
+            metadata={"limit": "max_html_depth", "max_html_depth": max_depth},
+        )
+    try:
+        return LexborHTMLParser(text)
+    except SelectolaxError as exc:  # lexbor parses any markup; it fails only out of memory
+        raise InvalidArgument(
+            f"the HTML parser gave up on this document ({exc}): it needs more memory "
+            "than a chunking worker has (RAGMESH_CHUNKING_WORKER_MEMORY_MB)",
+            reason="DOCUMENT_TOO_COMPLEX",
+            metadata={"limit": "worker_memory_mb"},
+        ) from None
+
+
+def parse_html(text: str, max_depth: int = ParseLimits.max_html_depth) -> Parsed:  # noqa: C901 - one walk over the HTML tree, a case per element kind
+    tree = _html_tree(text, max_depth)
     title_node = tree.css_first("title")
     title = title_node.text(deep=True) if title_node is not None else ""
     tree.strip_tags(_DROPPED)
@@ -275,9 +359,36 @@ def parse_html(text: str) -> Parsed:  # noqa: C901 - one walk over the HTML tree
 # --- PDF -------------------------------------------------------------------------
 
 
-def parse_pdf(data: bytes) -> Parsed:
+def _too_complex_pdf(exc: BaseException, where: str = "") -> InvalidArgument:
+    """A PDF over pypdf's own limits (a decompression bomb: a stream inflating past
+    75 MB) or nested deeper than Python's recursion limit."""
+    return InvalidArgument(
+        f"the PDF is too complex to read{where}: {type(exc).__name__}: {exc}",
+        reason="DOCUMENT_TOO_COMPLEX",
+        metadata={"limit": "pdf_structure"},
+    )
+
+
+def _declared_pages(reader: PdfReader) -> int | None:
+    """The page tree's /Count, read without loading every page (None if unreadable)."""
+    try:
+        root: Any = reader.trailer["/Root"]
+        return int(root["/Pages"]["/Count"])
+    except Exception:
+        return None
+
+
+def _too_many_pages(count: int, max_pages: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"the PDF has {count} pages; at most {max_pages} are read (RAGMESH_CHUNKING_MAX_PDF_PAGES)",
+        reason="DOCUMENT_TOO_COMPLEX",
+        metadata={"limit": "max_pdf_pages", "pages": count, "max_pdf_pages": max_pages},
+    )
+
+
+def parse_pdf(data: bytes, max_pages: int = ParseLimits.max_pdf_pages) -> Parsed:  # noqa: C901 - one case per failure kind
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
     # pypdf logs every recoverable oddity; one summary error is enough here.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -292,18 +403,29 @@ def parse_pdf(data: bytes) -> Parsed:
                     f"the PDF is encrypted and cannot be read: {exc}",
                     reason="ENCRYPTED_DOCUMENT",
                 ) from None
+        declared = _declared_pages(reader)
+        if declared is not None and declared > max_pages:
+            raise _too_many_pages(declared, max_pages)
         pages = reader.pages
-        count = len(pages)
-    except InvalidArgument:
+        count = len(pages)  # loads the page tree: /Count may lie
+    except (InvalidArgument, MemoryError):
         raise
+    except (LimitReachedError, RecursionError) as exc:
+        raise _too_complex_pdf(exc) from None
     except Exception as exc:  # pypdf raises many types on broken files
         raise InvalidArgument(
             f"corrupt PDF: {type(exc).__name__}: {exc}", reason="CORRUPT_DOCUMENT"
         ) from None
+    if count > max_pages:
+        raise _too_many_pages(count, max_pages)
     blocks: list[Block] = []
     for number in range(count):
         try:
             page_text = pages[number].extract_text()
+        except MemoryError:
+            raise
+        except (LimitReachedError, RecursionError) as exc:
+            raise _too_complex_pdf(exc, f" (page {number + 1} of {count})") from None
         except Exception as exc:
             raise InvalidArgument(
                 f"corrupt PDF: page {number + 1} of {count}: {type(exc).__name__}: {exc}",
@@ -320,11 +442,17 @@ def parse_pdf(data: bytes) -> Parsed:
     return Parsed(blocks, title)
 
 
-def parse(content: bytes | str, media_type: str, charset: str | None = None) -> tuple[Parsed, int]:
+def parse(
+    content: bytes | str,
+    media_type: str,
+    charset: str | None = None,
+    limits: ParseLimits | None = None,
+) -> tuple[Parsed, int]:
     """Parse by media type; returns the blocks and the invalid-UTF-8 replacement count."""
+    limits = limits or ParseLimits()
     if media_type == media.PDF:
         assert isinstance(content, bytes)
-        return parse_pdf(content), 0
+        return parse_pdf(content, limits.max_pdf_pages), 0
     if isinstance(content, bytes):
         text, replaced = media.decode_text(content, charset)
     else:
@@ -332,5 +460,5 @@ def parse(content: bytes | str, media_type: str, charset: str | None = None) -> 
     if media_type == media.MARKDOWN:
         return parse_markdown(text), replaced
     if media_type == media.HTML:
-        return parse_html(text), replaced
+        return parse_html(text, limits.max_html_depth), replaced
     return parse_plain(text), replaced

@@ -1,78 +1,33 @@
-"""gRPC servicer of ragmesh.chunking.v1.ChunkingService (protobuf ⇄ chunker)."""
+"""gRPC servicer of ragmesh.chunking.v1.ChunkingService.
+
+ChunkDocument runs in a pool of worker processes (services/chunking/pool.py):
+each document is parsed and split in a child that is killed when it runs over
+its time budget (RAGMESH_CHUNKING_PARSE_TIMEOUT_S) or when its caller goes
+away, under a memory cap (RAGMESH_CHUNKING_WORKER_MEMORY_MB). The method is
+registered with raw bytes in and out: the request's wire format goes to the
+child as it arrived and the child's serialised response goes back as it is
+(services/chunking/convert.py), so this process only waits, and its event
+loop keeps answering health checks and other calls.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
 
 import grpc
 
-from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
-from ragmesh.common.v1 import common_pb2
-from services.chunking.chunker import ChunkedDocument, Chunker, ChunkRequest, load_counter
+from ragmesh.chunking.v1 import chunking_pb2
 from services.chunking.config import ChunkingSettings
+from services.chunking.convert import chunk_message, init_worker
+from services.chunking.pool import WorkerPool
 from services.common.config import DEFAULT_PORTS, CommonSettings
-from services.common.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable
+from services.common.errors import Unavailable
+from services.common.logs import request_id_var
 
 log = logging.getLogger("ragmesh.chunking")
 
 SERVICE_NAME = chunking_pb2.DESCRIPTOR.services_by_name["ChunkingService"].full_name
-
-
-def to_request(msg: chunking_pb2.ChunkDocumentRequest) -> ChunkRequest:
-    source = msg.WhichOneof("source")
-    return ChunkRequest(
-        content=msg.content if source == "content" else None,
-        text=msg.text if source == "text" else None,
-        media_type=msg.media_type,
-        document_id=msg.document_id,
-        file_name=msg.file_name,
-        max_tokens=msg.options.max_tokens,
-        # An absent options message means "server defaults", not "no overlap".
-        overlap_tokens=msg.options.overlap_tokens if msg.HasField("options") else -1,
-        include_normalized_text=msg.options.include_normalized_text,
-    )
-
-
-def to_response(result: ChunkedDocument, req: ChunkRequest) -> chunking_pb2.ChunkDocumentResponse:
-    resp = chunking_pb2.ChunkDocumentResponse(
-        media_type=result.media_type,
-        title=result.title,
-        text_length=len(result.text),
-        tokenizer=result.tokenizer,
-        total_tokens=result.total_tokens,
-        invalid_utf8_replacements=result.invalid_utf8_replacements,
-    )
-    if req.include_normalized_text:
-        resp.normalized_text = result.text
-    resp.chunks.extend(
-        common_pb2.Chunk(
-            document_id=req.document_id,
-            chunk_index=c.index,
-            text=c.text,
-            start_offset=c.start,
-            end_offset=c.end,
-            token_count=c.token_count,
-            heading_path=c.heading_path,
-            title=result.title,
-            media_type=result.media_type,
-        )
-        for c in result.chunks
-    )
-    return resp
-
-
-class ChunkingServicer(chunking_pb2_grpc.ChunkingServiceServicer):
-    def __init__(self, service: ChunkingService) -> None:
-        self.service = service
-
-    async def ChunkDocument(
-        self, request: chunking_pb2.ChunkDocumentRequest, context: grpc.aio.ServicerContext
-    ) -> chunking_pb2.ChunkDocumentResponse:
-        return await self.service.chunk_document(request, context)
 
 
 class ChunkingService:
@@ -85,80 +40,68 @@ class ChunkingService:
         self.settings = settings or ChunkingSettings()
         # model_validate: CommonSettings' fields all have defaults (read from the environment).
         self.common = common or CommonSettings.model_validate({})
-        self.chunker: Chunker | None = None
-        self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        self.pool: WorkerPool | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        chunking_pb2_grpc.add_ChunkingServiceServicer_to_server(ChunkingServicer(self), server)
+        # No (de)serialisers: the handler takes and returns the wire format.
+        handlers = {"ChunkDocument": grpc.unary_unary_rpc_method_handler(self.chunk_document)}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     async def start(self) -> None:
-        counter = await asyncio.to_thread(load_counter, self.settings)
-        self.chunker = Chunker(self.settings, counter, self.common.max_message_bytes)
+        s = self.settings
+        pool = WorkerPool(
+            s.max_concurrency,
+            init_worker,
+            (s, self.common.max_message_bytes, self.common.log_level, self.common.log_format),
+            memory_mb=s.worker_memory_mb,
+            name="chunking",
+        )
+        await pool.start()
+        self.pool = pool
         log.info(
-            "tokenizer %s loaded; max document %d bytes, default %d tokens per chunk",
-            counter.name,
-            self.settings.max_document_bytes,
-            self.settings.default_max_tokens,
+            "%d chunking workers ready (pids %s); max document %d bytes, budget %gs and "
+            "%s MiB per document",
+            s.max_concurrency,
+            pool.pids(),
+            s.max_document_bytes,
+            s.parse_timeout_s,
+            s.worker_memory_mb or "unlimited",
         )
 
     async def ready(self) -> bool:
-        return self.chunker is not None
+        return self.pool is not None and self.pool.ready()
 
     async def close(self) -> None:
-        self.chunker = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
 
-    async def chunk_document(
-        self, request: chunking_pb2.ChunkDocumentRequest, context: grpc.aio.ServicerContext
-    ) -> chunking_pb2.ChunkDocumentResponse:
-        chunker = self.chunker
-        if chunker is None:
+    async def chunk_document(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        pool = self.pool
+        if pool is None:
             raise Unavailable("the chunking service is starting", reason="NOT_READY")
-        req = to_request(request)
-        check = _stop_check(context)
-        # Chunking is CPU-bound: run it off the event loop (health checks keep
-        # answering) and at most max_concurrency at once (memory stays bounded).
-        async with self._slots:
-            check()
-            result = await asyncio.to_thread(chunker.chunk, req, check)
-            resp = await asyncio.to_thread(to_response, result, req)
-        size = resp.ByteSize()
-        if size > self.common.max_message_bytes:
-            raise ResourceExhausted(
-                f"the response is {size} bytes, over the {self.common.max_message_bytes}-byte "
-                "message limit (RAGMESH_MAX_MESSAGE_BYTES); use a smaller overlap, a larger "
-                "max_tokens, or omit include_normalized_text",
-                reason="RESPONSE_TOO_LARGE",
-                metadata={"size_bytes": size, "limit_bytes": self.common.max_message_bytes},
-            )
+        remaining = context.time_remaining()
+        summary, response = await pool.run(
+            chunk_message,
+            request,
+            self.settings.parse_timeout_s,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+            request_id=request_id_var.get(),
+        )
         log.info(
             "chunked %s: %d chars, %d chunks, %d tokens (parse %.2fs, tokenize %.2fs, split %.2fs)",
-            result.media_type,
-            len(result.text),
-            len(result.chunks),
-            result.total_tokens,
-            result.timings["parse_s"],
-            result.timings["tokenize_s"],
-            result.timings["split_s"],
+            summary["media_type"],
+            summary["chars"],
+            summary["chunks"],
+            summary["tokens"],
+            summary["parse_s"],
+            summary["tokenize_s"],
+            summary["split_s"],
         )
-        return resp
-
-
-def _stop_check(context: grpc.aio.ServicerContext) -> Callable[[], None]:
-    """A callable for the worker thread: raises once the caller gave up or ran out of time."""
-    done = threading.Event()
-    context.add_done_callback(lambda _ctx: done.set())
-    remaining = context.time_remaining()
-    deadline = None if remaining is None else time.monotonic() + remaining
-
-    def check() -> None:
-        if done.is_set():
-            raise Cancelled("the caller cancelled the call", reason="CANCELLED")
-        if deadline is not None and time.monotonic() > deadline:
-            raise DeadlineExceeded(
-                "the call's deadline passed while chunking", reason="DEADLINE_EXCEEDED"
-            )
-
-    return check
+        return response
 
 
 def create_service() -> tuple[ChunkingService, int]:

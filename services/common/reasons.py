@@ -301,6 +301,30 @@ _CATALOGUE = (
     ),
     Reason("INVALID_OVERLAP", "INVALID_ARGUMENT", "A negative chunk overlap other than -1."),
     Reason("OVERLAP_TOO_LARGE", "INVALID_ARGUMENT", "A chunk overlap not below max_tokens."),
+    # chunking budgets (hostile input)
+    Reason(
+        "DOCUMENT_TOO_COMPLEX",
+        "INVALID_ARGUMENT",
+        "A document over a structural or memory limit of the chunking service: HTML nested "
+        "deeper than RAGMESH_CHUNKING_MAX_HTML_DEPTH, a PDF with more pages than "
+        "RAGMESH_CHUNKING_MAX_PDF_PAGES or over pypdf's limits (a decompression bomb), or one "
+        "needing more memory than RAGMESH_CHUNKING_WORKER_MEMORY_MB (metadata: limit).",
+        "Simplify or split the document; retrying it unchanged fails again.",
+    ),
+    Reason(
+        "PARSE_TIMEOUT",
+        "INVALID_ARGUMENT",
+        "Parsing and splitting a document took longer than RAGMESH_CHUNKING_PARSE_TIMEOUT_S; "
+        "its worker process was killed (metadata: timeout_s).",
+        "Split or simplify the document; retrying it unchanged fails again.",
+    ),
+    Reason(
+        "PARSER_CRASHED",
+        "INTERNAL",
+        "The chunking worker process handling a document crashed (a parser bug on this "
+        "input); it was replaced (metadata: worker_exit).",
+        "Report it with the request id and, if possible, the document.",
+    ),
     # ------------------------------------------------------------------ embedding
     Reason("NO_TEXTS", "INVALID_ARGUMENT", "EmbedTexts without texts."),
     Reason(
@@ -521,7 +545,6 @@ _CATALOGUE = (
         "The call's deadline passed.",
         "Retry with a longer deadline.",
     ),
-    Reason("CANCELLED", "CANCELLED", "The caller cancelled the call.", "Nothing."),
     Reason(
         "TOO_MANY_CONCURRENT_UPLOADS",
         "RESOURCE_EXHAUSTED",

@@ -112,8 +112,8 @@ class GatewaySettings(BaseSettings):
     max_stored_bytes_per_tenant: int = Field(
         default=2 * 1024 * MIB,
         ge=0,
-        description="Upload bytes a tenant may keep stored (queued uploads, and those of "
-        "FAILED/CANCELLED jobs until they expire; 0: no limit).",
+        description="Bytes a tenant may keep stored: queued uploads, the kept originals of its "
+        "documents, and the uploads of FAILED/CANCELLED jobs until they expire (0: no limit).",
     )
     text_page_chars: int = Field(
         default=65_536, ge=1024, description="Most characters one GetDocumentText page returns."
