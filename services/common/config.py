@@ -35,6 +35,13 @@ class CommonSettings(BaseSettings):
     readiness_interval_s: float = Field(
         2.0, description="How often a server re-checks its dependencies for the health status."
     )
+    max_concurrent_rpcs: int = Field(
+        1000,
+        ge=1,
+        description="Calls one server handles at once (open streams included; health checks "
+        "not counted); more are refused at once with RESOURCE_EXHAUSTED (SERVER_BUSY) and a "
+        "retry delay, before they take memory or a dependency's time.",
+    )
 
 
 # Addresses of the internal services, used by the gateway, the worker and tests.

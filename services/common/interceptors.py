@@ -35,21 +35,47 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     return uuid.uuid4().hex
 
 
+class ConcurrencyLimit:
+    """Calls in progress on one server, refused past `limit` (SERVER_BUSY).
+
+    Only counting: asyncio runs every handler on one thread."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise errors.ResourceExhausted(
+                f"the server is handling {self.active} calls, its limit "
+                "(RAGMESH_MAX_CONCURRENT_RPCS)",
+                reason="SERVER_BUSY",
+                retry_after_s=1.0,
+            )
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """`translate` turns a dependency's own exceptions (e.g. Redis's) into the
     project's errors; `public` (the gateway) keeps the details of INTERNAL and
     UNAVAILABLE errors in the logs and gives callers only what the error
-    catalogue says, with the request id."""
+    catalogue says, with the request id; `max_concurrent` bounds the calls in
+    progress (health checks and reflection never count)."""
 
     def __init__(
         self,
         service: str,
         translate: Callable[[BaseException], errors.ServiceError | None] | None = None,
         public: bool = False,
+        max_concurrent: int = 1_000_000,
     ) -> None:
         self.service = service
         self.translate = translate
         self.public = public
+        self.limit = ConcurrencyLimit(max_concurrent)
 
     async def intercept_service(
         self,
@@ -66,6 +92,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             _request_id(handler_call_details),
             self.translate,
             self.public,
+            self.limit,
         )
         kwargs = {
             "request_deserializer": handler.request_deserializer,
@@ -90,9 +117,11 @@ class _Call:
         request_id: str,
         translate: Callable[[BaseException], errors.ServiceError | None] | None = None,
         public: bool = False,
+        limit: ConcurrencyLimit | None = None,
     ) -> None:
         self.service = service
         self.method = method
+        self.limit = limit or ConcurrencyLimit(1_000_000)
         self.short_method = method.rsplit("/", 1)[-1]
         self.request_id = request_id
         self.translate = translate
@@ -103,7 +132,10 @@ class _Call:
             token = self._begin(context)
             start = time.perf_counter()
             code = "OK"
+            entered = False
             try:
+                self.limit.enter()
+                entered = True
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = _code_name(context)
@@ -116,6 +148,8 @@ class _Call:
                 code = error.code
                 await self._abort(error, context)
             finally:
+                if entered:
+                    self.limit.leave()
                 self._end(token, code, start)
 
         return wrapped
@@ -125,7 +159,10 @@ class _Call:
             token = self._begin(context)
             start = time.perf_counter()
             code = "OK"
+            entered = False
             try:
+                self.limit.enter()
+                entered = True
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -139,6 +176,8 @@ class _Call:
                 code = error.code
                 await self._abort(error, context)
             finally:
+                if entered:
+                    self.limit.leave()
                 self._end(token, code, start)
 
         return wrapped

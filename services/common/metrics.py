@@ -1,5 +1,5 @@
 """Prometheus metrics: requests, errors and latency per gRPC method; the
-findings of the gateway's periodic consistency check."""
+findings of the gateway's periodic consistency check; the LLM admission queue."""
 
 from __future__ import annotations
 
@@ -45,6 +45,22 @@ CONSISTENCY_KINDS = (
 def set_consistency_findings(counts: dict[str, int]) -> None:
     for kind in CONSISTENCY_KINDS:
         CONSISTENCY.labels(kind).set(counts.get(kind, 0))
+
+
+LLM_QUEUE_DEPTH = Gauge(
+    "ragmesh_llm_queue_depth", "Answers waiting for an LLM slot (generation service)"
+)
+LLM_SLOTS_BUSY = Gauge("ragmesh_llm_slots_busy", "LLM calls running (generation service)")
+LLM_QUEUE_WAIT = Histogram(
+    "ragmesh_llm_queue_wait_seconds",
+    "Time answers waited for an LLM slot (those that waited)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+LLM_QUEUE_REFUSED = Counter(
+    "ragmesh_llm_queue_refused_total",
+    "Answers refused by the LLM admission queue (full, tenant share, deadline)",
+    ["reason"],
+)
 
 
 def start_metrics_server(host: str, port: int) -> None:

@@ -501,6 +501,38 @@ _CATALOGUE = (
     ),
     Reason("LLM_RATE_LIMITED", "RESOURCE_EXHAUSTED", "The LLM server answered 429.", RETRY),
     Reason(
+        "LLM_QUEUE_FULL",
+        "RESOURCE_EXHAUSTED",
+        "Every LLM slot is busy and RAGMESH_GENERATION_LLM_MAX_QUEUED answers already wait.",
+        RETRY,
+    ),
+    Reason(
+        "LLM_TENANT_QUEUE_FULL",
+        "RESOURCE_EXHAUSTED",
+        "The tenant already has RAGMESH_GENERATION_LLM_MAX_QUEUED_PER_TENANT answers waiting "
+        "for the LLM.",
+        "Wait for your earlier questions' answers, then retry (RetryInfo says when).",
+    ),
+    Reason(
+        "LLM_QUEUE_WAIT_EXCEEDS_DEADLINE",
+        "RESOURCE_EXHAUSTED",
+        "The answers queued ahead would not let this one finish before the call's deadline.",
+        "Retry after the RetryInfo delay, or with a longer deadline.",
+    ),
+    Reason(
+        "LLM_QUEUE_TIMEOUT",
+        "DEADLINE_EXCEEDED",
+        "The call's deadline passed while the answer waited for an LLM slot (the queue "
+        "moved slower than expected).",
+        "Retry with a longer deadline.",
+    ),
+    Reason(
+        "SERVER_BUSY",
+        "RESOURCE_EXHAUSTED",
+        "The server is handling RAGMESH_MAX_CONCURRENT_RPCS calls.",
+        RETRY,
+    ),
+    Reason(
         "LLM_AUTH_FAILED",
         "INTERNAL",
         "The LLM server refused the configured key.",

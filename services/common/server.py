@@ -188,6 +188,7 @@ async def start_server(
         service.name,
         translate=getattr(service, "translate_error", None),
         public=bool(getattr(service, "public", False)),
+        max_concurrent=settings.max_concurrent_rpcs,
     )
     server = grpc.aio.server(
         interceptors=[interceptor],

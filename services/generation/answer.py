@@ -13,7 +13,15 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
+from services.common import metrics
+from services.common.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.generation.admission import AdmissionQueue, Ticket
 from services.generation.citations import CitationFilter
 from services.generation.config import GenerationSettings
 from services.generation.language import detect_language, pick_message
@@ -27,13 +35,14 @@ from services.generation.types import (
     FinalAnswer,
     FinishReason,
     Passage,
+    Queued,
     Timings,
     Usage,
 )
 
 log = logging.getLogger("ragmesh.generation")
 
-AnswerEvent = AnswerDelta | FinalAnswer
+AnswerEvent = AnswerDelta | FinalAnswer | Queued
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -43,6 +52,8 @@ _FINISH_REASONS = {
 #: seconds kept from the caller's deadline so our DEADLINE_EXCEEDED (with its reason)
 #: reaches the caller before the caller's own timer fires
 DEADLINE_RESERVE_S = 0.05
+#: how often a waiting request is told its place in the LLM queue
+QUEUE_UPDATE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,11 +74,17 @@ class AnswerGenerator:
         llm: LLMClient,
         counter: TokenCounter,
         template: PromptTemplate,
+        admission: AdmissionQueue | None = None,
     ) -> None:
         self.settings = settings
         self.llm = llm
         self.counter = counter
         self.template = template
+        self.admission = admission or AdmissionQueue(
+            settings.llm_max_concurrency,
+            settings.llm_max_queued,
+            settings.llm_max_queued_per_tenant,
+        )
 
     # --- validation --------------------------------------------------------------------
     def validate(self, request: AnswerRequest) -> _Resolved:  # noqa: C901 - one check per request field, in the order of the proto
@@ -158,14 +175,16 @@ class AnswerGenerator:
         return _Resolved(question, request.passages, max_tokens, temperature, threshold)
 
     # --- answering ---------------------------------------------------------------------
-    async def generate(  # noqa: C901, PLR0912, PLR0915 - the stream's states in order: abstain, pack, stream, final
+    async def generate(
         self, request: AnswerRequest, *, time_remaining_s: float | None = None
     ) -> AsyncGenerator[AnswerEvent, None]:
-        """Deltas as they come, then one FinalAnswer.
+        """Queued events while the answer waits for an LLM slot, then deltas as they
+        come, then one FinalAnswer.
 
         `time_remaining_s` is what is left of the caller's deadline; the LLM gets the
-        smaller of it and RAGMESH_GENERATION_LLM_TIMEOUT_S. Cancelling the consumer
-        closes the upstream stream at once (the `finally` below).
+        smaller of what is left after the queue and RAGMESH_GENERATION_LLM_TIMEOUT_S.
+        Cancelling the consumer leaves the queue, or closes the upstream stream, at
+        once (the `finally`s below).
         """
         start = time.perf_counter()
         r = self.validate(request)
@@ -192,10 +211,61 @@ class AnswerGenerator:
             )
             return
 
-        budget_s = self.settings.llm_timeout_s
-        if time_remaining_s is not None:
-            budget_s = min(budget_s, time_remaining_s - DEADLINE_RESERVE_S)
         loop = asyncio.get_running_loop()
+        caller_deadline = None if time_remaining_s is None else loop.time() + time_remaining_s
+        try:
+            ticket = self.admission.enter(request.tenant, time_remaining_s)
+        except ResourceExhausted as refused:
+            metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
+            raise
+        try:
+            async for queued in self._wait_for_slot(ticket, caller_deadline):
+                yield queued
+            async for event in self._answer(r, relevant, below, language, start, caller_deadline):
+                yield event
+        finally:
+            self.admission.release(ticket)
+            self._observe_queue()
+
+    async def _wait_for_slot(
+        self, ticket: Ticket, caller_deadline: float | None
+    ) -> AsyncGenerator[Queued, None]:
+        """Queued events while the ticket waits for an LLM slot (none when it has one)."""
+        admission = self.admission
+        self._observe_queue()
+        loop = asyncio.get_running_loop()
+        while not ticket.granted.is_set():
+            state = admission.state(ticket)
+            yield Queued(state.position, state.estimated_wait_s)
+            step = QUEUE_UPDATE_INTERVAL_S
+            if caller_deadline is not None:
+                left = caller_deadline - loop.time() - DEADLINE_RESERVE_S
+                if left <= 0:
+                    metrics.LLM_QUEUE_REFUSED.labels("LLM_QUEUE_TIMEOUT").inc()
+                    raise admission.deadline_passed(ticket)
+                step = min(step, left)
+            await admission.wait(ticket, step)
+        metrics.LLM_QUEUE_WAIT.observe(ticket.started_at - ticket.enqueued_at)
+        self._observe_queue()
+
+    def _observe_queue(self) -> None:
+        metrics.LLM_QUEUE_DEPTH.set(self.admission.waiting)
+        metrics.LLM_SLOTS_BUSY.set(self.admission.running)
+
+    async def _answer(  # noqa: C901, PLR0912, PLR0915 - the stream's states in order: pack, stream, final
+        self,
+        r: _Resolved,
+        relevant: tuple[Passage, ...],
+        below: tuple[str, ...],
+        language: str,
+        start: float,
+        caller_deadline: float | None,
+    ) -> AsyncGenerator[AnswerEvent, None]:
+        """The LLM's answer, holding a slot: pack, stream, check citations."""
+        loop = asyncio.get_running_loop()
+        budget_s = self.settings.llm_timeout_s
+        if caller_deadline is not None:
+            budget_s = min(budget_s, caller_deadline - loop.time() - DEADLINE_RESERVE_S)
         deadline = loop.time() + budget_s
 
         def timed_out() -> DeadlineExceeded:

@@ -45,6 +45,26 @@ class GenerationSettings(BaseSettings):
         description="Retries (exponential backoff, honouring Retry-After) when the LLM server "
         "answers 408/409/429/5xx or cannot be reached, before the first token only.",
     )
+    llm_max_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="LLM calls this service runs at once (1 for the bundled llama.cpp server, "
+        "which answers one request at a time; a vLLM server takes many). The rest wait in "
+        "a queue served round robin across tenants. With several generation replicas, each "
+        "has its own: set it to the LLM's capacity divided by the replicas.",
+    )
+    llm_max_queued: int = Field(
+        default=64,
+        ge=0,
+        description="Answers that may wait for an LLM slot; more are refused at once with "
+        "RESOURCE_EXHAUSTED (LLM_QUEUE_FULL) and a retry delay.",
+    )
+    llm_max_queued_per_tenant: int = Field(
+        default=16,
+        ge=1,
+        description="Of those, how many one tenant may have waiting (LLM_TENANT_QUEUE_FULL), "
+        "so that one tenant's burst cannot fill the queue.",
+    )
     llm_ready_timeout_s: float = Field(
         default=1.0,
         gt=0,

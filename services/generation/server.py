@@ -20,7 +20,14 @@ from services.generation.packing import (
     TokenCounter,
 )
 from services.generation.prompt import PromptTemplate
-from services.generation.types import AnswerDelta, AnswerRequest, FinalAnswer, FinishReason, Passage
+from services.generation.types import (
+    AnswerDelta,
+    AnswerRequest,
+    FinalAnswer,
+    FinishReason,
+    Passage,
+    Queued,
+)
 
 log = logging.getLogger("ragmesh.generation")
 
@@ -35,7 +42,13 @@ _FINISH = {
 }
 
 
-def request_from_proto(msg: generation_pb2.GenerateAnswerRequest) -> AnswerRequest:
+#: metadata naming the tenant an answer is for (set by the gateway; the queue's line)
+TENANT_METADATA = "x-ragmesh-tenant"
+
+
+def request_from_proto(
+    msg: generation_pb2.GenerateAnswerRequest, tenant: str = ""
+) -> AnswerRequest:
     return AnswerRequest(
         question=msg.question,
         passages=tuple(
@@ -45,13 +58,27 @@ def request_from_proto(msg: generation_pb2.GenerateAnswerRequest) -> AnswerReque
         max_tokens=msg.max_tokens,
         temperature=msg.temperature if msg.HasField("temperature") else None,
         min_relevance=msg.min_relevance if msg.HasField("min_relevance") else None,
+        tenant=tenant,
     )
+
+
+def tenant_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_METADATA:
+            return str(value)[:128]
+    return ""
 
 
 def event_to_proto(event: AnswerEvent) -> generation_pb2.GenerateAnswerResponse:
     if isinstance(event, AnswerDelta):
         return generation_pb2.GenerateAnswerResponse(
             delta=generation_pb2.AnswerDelta(text=event.text)
+        )
+    if isinstance(event, Queued):
+        return generation_pb2.GenerateAnswerResponse(
+            queued=common_pb2.QueuePosition(
+                position=event.position, estimated_wait_ms=event.estimated_wait_s * 1000
+            )
         )
     return generation_pb2.GenerateAnswerResponse(final=final_to_proto(event))
 
@@ -91,7 +118,8 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: generation_pb2.GenerateAnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerateAnswerResponse]:
         events = self.generator.generate(
-            request_from_proto(request), time_remaining_s=context.time_remaining()
+            request_from_proto(request, tenant_of(context)),
+            time_remaining_s=context.time_remaining(),
         )
         try:
             async for event in events:

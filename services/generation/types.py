@@ -30,6 +30,7 @@ class AnswerRequest:
     max_tokens: int = 0  # 0: the configured default
     temperature: float | None = None  # None: the configured default
     min_relevance: float | None = None  # None: the configured threshold
+    tenant: str = ""  # whose queue line the request waits in (the gateway says)
 
 
 class FinishReason(Enum):
@@ -66,6 +67,15 @@ class Timings:
 @dataclass(frozen=True)
 class AnswerDelta:
     text: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The answer waits for the LLM: `position` requests are served first
+    (1: next), in about `estimated_wait_s`."""
+
+    position: int
+    estimated_wait_s: float
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from devstack.procs import ManagedProcess, free_port, health_status
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
+from ragmesh.rpc import retry_delay_of
 from services.common.channels import create_channel
 from services.common.config import CommonSettings
 from services.common.server import RunningServer, start_server
@@ -213,3 +214,34 @@ def test_sigterm_drains_in_flight_calls_then_exits() -> None:
         assert proc.proc.wait(10) == 0  # type: ignore[union-attr]
     finally:
         proc.stop()
+
+
+async def test_calls_past_the_concurrency_limit_are_refused_at_once() -> None:
+    """RAGMESH_MAX_CONCURRENT_RPCS: a third call while two are running is
+    RESOURCE_EXHAUSTED / SERVER_BUSY with a retry delay; health still answers, and
+    the slots come back when the calls end."""
+    settings = CommonSettings(metrics_enabled=False, max_concurrent_rpcs=2)  # type: ignore[call-arg]
+    running = await start_server(ToyService(), 0, settings)
+    channel = create_channel(f"127.0.0.1:{running.port}")
+    stub = chunking_pb2_grpc.ChunkingServiceStub(channel)
+    slow = chunking_pb2.ChunkDocumentRequest(text="slow")  # 2 s each
+    try:
+
+        async def call() -> chunking_pb2.ChunkDocumentResponse:
+            return await stub.ChunkDocument(slow, timeout=10)
+
+        busy = [asyncio.create_task(call()) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text="x"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info_of(refused.value)
+        assert info is not None and info.reason == "SERVER_BUSY"
+        assert retry_delay_of(refused.value) == 1.0
+        assert not any(t.done() for t in busy)  # refused while they ran, not after
+        assert await _health(channel) == SERVING
+        await asyncio.gather(*busy)
+        await stub.ChunkDocument(chunking_pb2.ChunkDocumentRequest(text="x"), timeout=10)
+    finally:
+        await channel.close()
+        await running.stop()

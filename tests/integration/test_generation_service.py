@@ -20,6 +20,7 @@ import pytest
 from devstack.deps import llm_process
 from devstack.procs import ManagedProcess, free_port, health_status
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
+from ragmesh.rpc import retry_delay_of
 from services.common.channels import create_channel
 from services.common.status import error_info_of
 from tests.support.llm_standin import Reply, StandInLLM, chunk, sse
@@ -131,7 +132,9 @@ async def _answer(
     deltas: list[str] = []
     final = None
     async for response in stub.GenerateAnswer(request, timeout=deadline_s):
-        if response.HasField("delta"):
+        if response.HasField("queued"):
+            assert not deltas and final is None, "queued after the answer started"
+        elif response.HasField("delta"):
             assert final is None, "a delta after the final message"
             deltas.append(response.delta.text)
         else:
@@ -370,6 +373,67 @@ async def test_the_services_own_llm_timeout_is_deadline_exceeded(
         info = error_info_of(err)
         assert info is not None and info.reason == "LLM_TIMEOUT"
         assert "2.00s" in err.details()
+
+
+# --- admission ------------------------------------------------------------------------------
+def _as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("x-ragmesh-tenant", tenant),)
+
+
+async def test_answers_wait_their_turn_fairly_and_a_full_queue_refuses_at_once(
+    start_ragmesh_service,
+    llm_base_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """One LLM slot, a queue of 3 (2 a tenant): tenant A's burst of three and
+    tenant B's single question. B's is answered second, not last; the queued ones
+    are told their place; a fifth question is refused at once with a retry delay."""
+    _, addr = start_ragmesh_service(
+        "generation",
+        env=_env(
+            llm_base_url,
+            RAGMESH_GENERATION_LLM_MAX_CONCURRENCY="1",
+            RAGMESH_GENERATION_LLM_MAX_QUEUED="3",
+            RAGMESH_GENERATION_LLM_MAX_QUEUED_PER_TENANT="2",
+        ),
+    )
+    request = generation_pb2.GenerateAnswerRequest(
+        question="What is the capital of France?", passages=PASSAGES, max_tokens=48
+    )
+    started: list[str] = []  # names, in the order their first delta came
+    positions: dict[str, list[int]] = {}
+
+    async def ask(
+        stub: generation_pb2_grpc.GenerationServiceStub, name: str, first: asyncio.Event
+    ) -> None:
+        call = stub.GenerateAnswer(request, timeout=120, metadata=_as_tenant(name[0]))
+        async for response in call:
+            first.set()
+            if response.HasField("queued"):
+                positions.setdefault(name, []).append(response.queued.position)
+            elif response.HasField("delta") and name not in started:
+                started.append(name)
+
+    async for stub in _stub(addr):
+        tasks = []
+        for name in ("A1", "A2", "A3", "B1"):  # one at a time, so the arrival order is known
+            first = asyncio.Event()
+            tasks.append(asyncio.create_task(ask(stub, name, first)))
+            await asyncio.wait_for(first.wait(), 60)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        err = await _error(stub, request, deadline_s=60)
+        refused_after = loop.time() - sent
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info_of(err)
+        assert info is not None and info.reason == "LLM_QUEUE_FULL"
+        assert retry_delay_of(err) is not None and retry_delay_of(err) > 0
+        assert not all(t.done() for t in tasks), "refused only after the queue drained"
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        assert refused_after < 5  # at once: not after waiting for a slot
+    assert started == ["A1", "A2", "B1", "A3"]
+    # as they arrived: A3 behind A2; then B1 behind A2 only, ahead of A3
+    assert positions["A2"][0] == 1 and positions["A3"][0] == 2 and positions["B1"][0] == 2
+    assert "A1" not in positions  # it had the slot at once
 
 
 # --- the LLM server failing ---------------------------------------------------------------
