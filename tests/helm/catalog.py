@@ -96,6 +96,9 @@ KUBERNETES_DEFAULTS: dict[str, Any] = {
     "RAGMESH_RETRIEVAL_CONSISTENCY": "Strong",
     # one thread per requested CPU: the runtimes' default is every core of the node
     "RAGMESH_EMBEDDING_THREADS": 1,
+    # vLLM and hosted APIs answer many requests at once (make run's llama.cpp server one);
+    # each generation replica queues beyond this many
+    "RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": 16,
 }
 
 
