@@ -15,7 +15,8 @@ import grpc
 import pytest
 import redis
 
-from devstack.procs import ManagedProcess, worker_process
+from devstack.deps import start_redis
+from devstack.procs import ManagedProcess, free_port, worker_process
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
@@ -155,6 +156,23 @@ class Stack:
             timeout=60,
         )
         return str(resp.normalized_text)
+
+
+@pytest.fixture(scope="module")
+def redis_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory (AOF) of `redis_proc`."""
+    return tmp_path_factory.mktemp("redis-own")
+
+
+@pytest.fixture(scope="module")
+def redis_proc(redis_data: Path, log_dir: Path) -> Iterator[ManagedProcess]:
+    """A Redis of the module's own, for tests that stop, restart or restore it
+    (`.port` is its port)."""
+    port = free_port()
+    proc, _ = start_redis(redis_data, port=port, log_dir=log_dir)
+    proc.port = port  # type: ignore[attr-defined]
+    yield proc
+    proc.stop()
 
 
 def build_stack(

@@ -25,8 +25,7 @@ import grpc
 import pytest
 import redis
 
-from devstack.deps import start_redis
-from devstack.procs import ManagedProcess, free_port, port_open
+from devstack.procs import ManagedProcess, port_open
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2
 from services.jobs.keys import Keys
@@ -50,20 +49,6 @@ QUESTIONS = {
     "Which volcano on Sicily erupts often?": "volcano.txt",
     "What leavens sourdough bread?": "bread.md",
 }
-
-
-@pytest.fixture(scope="module")
-def redis_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("redis-consistency")
-
-
-@pytest.fixture(scope="module")
-def redis_proc(redis_data: Path, log_dir: Path) -> Iterator[ManagedProcess]:
-    port = free_port()
-    proc, _ = start_redis(redis_data, port=port, log_dir=log_dir)
-    proc.port = port  # type: ignore[attr-defined]
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ import grpc
 import pytest
 import redis
 
-from devstack.deps import start_redis
-from devstack.procs import ManagedProcess, free_port, health_status, port_open
+from devstack.procs import ManagedProcess, health_status, port_open
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2
@@ -39,15 +38,6 @@ DOC = "\n\n".join(
     f"Section {i}. The zebra finch number {i} sings a song of {i * 7} notes at dawn."
     for i in range(12)
 )
-
-
-@pytest.fixture(scope="module")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[ManagedProcess]:
-    port = free_port()
-    proc, _ = start_redis(tmp_path_factory.mktemp("redis-deletes"), port=port, log_dir=log_dir)
-    proc.port = port  # type: ignore[attr-defined]
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")
