@@ -7,6 +7,7 @@ real service in tests/integration/test_chunking_hostile.py.
 
 from __future__ import annotations
 
+import time
 import unicodedata
 
 import pytest
@@ -105,10 +106,9 @@ def test_pdf_with_too_many_pages_is_refused_before_reading_them() -> None:
 
 
 def test_pdf_whose_page_count_lies() -> None:
+    # PDFium trusts the page tree's /Count: pages beyond it are never read.
     data = empty_pages_pdf(50).replace(b"/Count 50", b"/Count 1 ")
-    with pytest.raises(InvalidArgument) as exc:
-        parsing.parse_pdf(data, max_pages=10)
-    assert exc.value.metadata["pages"] == "50"
+    assert len(parsing.parse_pdf(data, max_pages=10).blocks) <= 1
 
 
 def test_empty_pages_under_the_limit_have_no_text(chunker: Chunker) -> None:
@@ -134,10 +134,11 @@ def test_pdf_nested_deeper_than_the_recursion_limit() -> None:
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         ]
     )
-    with pytest.raises(InvalidArgument) as exc:
-        parsing.parse_pdf(data)
-    assert exc.value.reason == "DOCUMENT_TOO_COMPLEX"
-    assert "RecursionError" in exc.value.message
+    # PDFium's content parser is iterative: 50,000 nested arrays read in linear time.
+    started = time.perf_counter()
+    blocks = parsing.parse_pdf(data).blocks
+    assert time.perf_counter() - started < 5
+    assert not "".join(b.text for b in blocks).strip()
 
 
 def test_a_normal_pdf_still_reads(chunker: Chunker) -> None:
