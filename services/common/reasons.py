@@ -263,7 +263,10 @@ _CATALOGUE = (
         "Check the file; upload a repaired copy.",
     ),
     Reason(
-        "ENCRYPTED_DOCUMENT", "INVALID_ARGUMENT", "An encrypted PDF.", "Upload a decrypted copy."
+        "ENCRYPTED_DOCUMENT",
+        "INVALID_ARGUMENT",
+        "An encrypted PDF or Office document.",
+        "Upload a decrypted copy.",
     ),
     Reason(
         "NO_TEXT_CONTENT",
@@ -417,7 +420,11 @@ _CATALOGUE = (
     ),
     Reason("INVALID_CHUNK_INDEX", "INVALID_ARGUMENT", "A negative chunk index."),
     Reason("DUPLICATE_CHUNK_INDEX", "INVALID_ARGUMENT", "Two chunks with one index in an upsert."),
-    Reason("INVALID_OFFSETS", "INVALID_ARGUMENT", "Chunk offsets that are negative or reversed."),
+    Reason(
+        "INVALID_OFFSETS",
+        "INVALID_ARGUMENT",
+        "Chunk offsets (or pages) that are negative or reversed.",
+    ),
     Reason("FIELD_TOO_LONG", "INVALID_ARGUMENT", "A chunk field over its stored length."),
     Reason("TOO_MANY_CHUNKS", "INVALID_ARGUMENT", "More chunks than one upsert may carry."),
     Reason("EMPTY_UPSERT", "INVALID_ARGUMENT", "An upsert without chunks (use a delete)."),
