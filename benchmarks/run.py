@@ -18,7 +18,16 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ["chunking", "embedding", "retrieval", "quality", "generation", "pipeline", "eval"]
+ORDER = [
+    "chunking",
+    "documents",
+    "embedding",
+    "retrieval",
+    "quality",
+    "generation",
+    "pipeline",
+    "eval",
+]
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
