@@ -78,7 +78,10 @@ def test_docx_skips_deleted_text_field_codes_and_the_table_of_contents() -> None
         '<w:sdt><w:sdtPr><w:docPartObj><w:docPartGallery w:val="Table of Contents"/>'
         f"</w:docPartObj></w:sdtPr><w:sdtContent>{para('Contents ..... 3')}</w:sdtContent></w:sdt>"
     )
-    deleted = "<w:p><w:del><w:r><w:delText>old words</w:delText></w:r></w:del><w:r><w:t>new</w:t></w:r></w:p>"
+    deleted = (
+        "<w:p><w:del><w:r><w:delText>old words</w:delText></w:r></w:del>"
+        "<w:r><w:t>new</w:t></w:r></w:p>"
+    )
     field = "<w:p><w:r><w:instrText> PAGE </w:instrText></w:r><w:r><w:t>7</w:t></w:r></w:p>"
     doc = assemble(office.parse_docx(docx_body(toc + deleted + field + para("Body", "Heading1"))))
     assert "Contents" not in doc.text and "old words" not in doc.text and "PAGE" not in doc.text
