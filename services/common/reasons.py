@@ -288,7 +288,8 @@ _CATALOGUE = (
         "INVALID_ARGUMENT",
         "A document over a structural or memory limit of the chunking service: HTML nested "
         "deeper than RAGMESH_CHUNKING_MAX_HTML_DEPTH, a PDF with more pages than "
-        "RAGMESH_CHUNKING_MAX_PDF_PAGES or over pypdf's limits (a decompression bomb), or one "
+        "RAGMESH_CHUNKING_MAX_PDF_PAGES or a stream inflating past 75 MB (a decompression "
+        "bomb), a Word/OpenDocument container over its entry, size or ratio limits, or one "
         "needing more memory than RAGMESH_CHUNKING_WORKER_MEMORY_MB (metadata: limit).",
         "Simplify or split the document; retrying it unchanged fails again.",
     ),
