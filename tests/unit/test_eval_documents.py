@@ -82,3 +82,18 @@ def test_questions_must_name_a_document(tmp_path: Path) -> None:
     )
     with pytest.raises(DatasetError, match="not in documents"):
         load_dataset(tmp_path)
+
+
+def test_sdk_names_the_pages_of_a_citation() -> None:
+    from ragmesh.client import location_text, pages_text
+    from ragmesh.common.v1 import common_pb2
+
+    one = common_pb2.Citation(
+        start_offset=5, end_offset=9, page_start=25, page_end=25, page_label="22"
+    )
+    two = common_pb2.Citation(page_start=25, page_end=26, page_label="22–23")
+    bare = common_pb2.Citation(page_start=3, page_end=4)  # no label: physical numbers
+    assert pages_text(one) == "p. 22" and location_text(one) == "p. 22, chars 5–9"
+    assert pages_text(two) == "pp. 22–23" and pages_text(bare) == "pp. 3–4"
+    assert pages_text(common_pb2.Citation()) == ""
+    assert location_text(common_pb2.Citation(start_offset=1, end_offset=2)) == "chars 1–2"
