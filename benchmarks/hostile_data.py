@@ -139,6 +139,32 @@ def mark_soup(size: int = MB) -> bytes:
     return ("a" + "\u0315\u0316" * (size // 4)).encode()
 
 
+def image_bomb_pdf(inflated: int = 512 * MB) -> bytes:
+    """A page of text with an image whose Flate stream inflates to `inflated` bytes:
+    text extraction never decodes images, so it reads in milliseconds."""
+    compressor = zlib.compressobj(6)
+    block = bytes(MB)
+    pixels = (
+        b"".join(compressor.compress(block) for _ in range(inflated // MB)) + compressor.flush()
+    )
+    content = b"BT /F1 12 Tf 72 700 Td (A scanned page with a caption) Tj ET /Im1 Do"
+    return pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font "
+            b"<< /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> /Contents 4 0 R >>",
+            _stream(content),
+            _FONT,
+            _stream(
+                pixels,
+                b"/Type /XObject /Subtype /Image /Width 16384 /Height %d /ColorSpace "
+                b"/DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode " % (inflated // 49152),
+            ),
+        ]
+    )
+
+
 def xobject_laughs_pdf(levels: int = 24) -> bytes:
     """One page drawing a form XObject that draws the next one twice, `levels` deep:
     2^23 draws of one word ("billion laughs" in PDF). PDFium has no limit on it: under

@@ -34,6 +34,9 @@ MAX_STREAM_BYTES = 75 * 1024 * 1024
 #: ... and all streams together.
 MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 _STREAM = re.compile(rb"stream\r?\n")
+_IMAGE = re.compile(rb"/Subtype\s*/Image")
+#: How far back from a `stream` keyword its dictionary is looked for.
+_DICT_WINDOW = 4096
 _PIECE = 64 * 1024
 _LINE_SPLIT = re.compile(r"\r\n|\n|\r")
 
@@ -99,15 +102,20 @@ def check_streams(
     """Refuse a PDF whose Flate streams inflate past the limits (DOCUMENT_TOO_COMPLEX).
 
     Every `stream` keyword starts a candidate; a candidate that is not zlib data
-    (an image, an uncompressed stream) costs one failed header check. Streams
-    inside object streams are inside a Flate stream and are counted with it.
+    (an uncompressed stream) costs one failed header check. Image streams are
+    skipped: text extraction never decodes them, and a large scanned page is a
+    legitimate image. Streams inside object streams are inside a Flate stream and
+    are counted with it.
     """
     total = 0
     for match in _STREAM.finditer(data):
         start = match.end()
         header = data[start : start + 2]
         if len(header) < 2 or (header[0] & 0x0F) != 8 or (header[0] << 8 | header[1]) % 31:
-            continue  # not a zlib header: an image, an uncompressed stream
+            continue  # not a zlib header: JPEG data, an uncompressed stream
+        head = data[max(0, match.start() - _DICT_WINDOW) : match.start()]
+        if _IMAGE.search(head, max(0, head.rfind(b"obj"))):
+            continue  # an image's pixels: never decoded to read text
         size = _inflated_size(data, start, max_stream)
         if size > max_stream:
             raise too_complex(

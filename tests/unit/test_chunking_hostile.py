@@ -16,6 +16,7 @@ from benchmarks.chunking_data import english_text, make_pdf
 from benchmarks.hostile_data import (
     empty_pages_pdf,
     flate_bomb_pdf,
+    image_bomb_pdf,
     image_only_pdf,
     mark_soup,
     nested_divs,
@@ -96,6 +97,15 @@ def test_the_vectorised_bound_is_at_least_the_scan() -> None:
 def test_pdf_decompression_bomb(chunker: Chunker) -> None:
     req = ChunkRequest(content=flate_bomb_pdf(), media_type="application/pdf")
     assert _reason(chunker, req) == "DOCUMENT_TOO_COMPLEX"
+
+
+def test_pdf_image_streams_are_never_inflated() -> None:
+    # A 256 MiB Flate image (a large scan) is legitimate: only text streams are checked.
+    data = image_bomb_pdf(256 * 1024 * 1024)
+    started = time.perf_counter()
+    blocks = parsing.parse_pdf(data).blocks
+    assert time.perf_counter() - started < 2
+    assert blocks[0].text == "A scanned page with a caption"
 
 
 def test_pdf_with_too_many_pages_is_refused_before_reading_them() -> None:
