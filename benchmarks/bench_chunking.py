@@ -121,7 +121,7 @@ def run() -> str:
         f"{stats([c.token_count for c in zipf_doc.chunks])} |",
         f"| same text, `Tokenizer.encode` of the whole text | {len(zipf) / MB:.1f} MB | "
         f"{zipf_encode_s:.2f} s | {len(zipf) / MB / zipf_encode_s:.2f} MB/s | | | |",
-        f"| generated PDF, {pdf_pages} pages (pypdf) | {len(pdf) / MB:.1f} MB "
+        f"| generated PDF, {pdf_pages} pages (PDFium + cleanup) | {len(pdf) / MB:.1f} MB "
         f"({len(pdf_doc.text) / MB:.1f} MB text) | {pdf_s:.2f} s | "
         f"**{len(pdf) / MB / pdf_s:.2f} MB/s** | "
         f"{stats([c.token_count for c in pdf_doc.chunks])} |",
@@ -141,7 +141,7 @@ def run() -> str:
         "(tests/unit/test_chunking_tokens.py).",
         f"- Where the time goes (text): parse+normalise {_share(ours, 'parse_s')}, tokenise "
         f"{_share(ours, 'tokenize_s')}, split {_share(ours, 'split_s')}; "
-        f"PDF: pypdf text extraction {_share(pdf_doc, 'parse_s')}.",
+        f"PDF: PDFium text extraction and cleanup {_share(pdf_doc, 'parse_s')}.",
         "- ragmesh keeps its own splitter: it needs heading sections, character offsets into "
         "the normalised text, a character cap for words the tokenizer turns into one [UNK], "
         "and counts that include [CLS]/[SEP]; it tokenises the document once and splits on "

@@ -5,8 +5,13 @@ default), a seeded sample answered by the local LLM. Baseline measured in the
 same run: BM25 (bm25s; jieba tokens for Chinese, English stop words otherwise)
 over whole passages, no chunking — the reference of ../shared/data/README.md.
 
+The real-world set in the repository (eval/realworld: PDF manuals and HTML pages,
+uploaded as files) is scored by passage and page as well, without a BM25 baseline
+(it has no passages to index whole; benchmarks/bench_documents.py compares it with
+the previous parsers).
+
 `python -m benchmarks.run eval`. RAGMESH_BENCH_EVAL_DATASETS (default
-`cmrc2018-trial,squad2-sample-a,cranfield`), RAGMESH_BENCH_EVAL_LIMIT (questions
+`cmrc2018-trial,squad2-sample-a,cranfield,realworld`), RAGMESH_BENCH_EVAL_LIMIT (questions
 per data set, default all), RAGMESH_BENCH_EVAL_ANSWERS (answered questions per
 QA data set, default 100) and RAGMESH_BENCH_EVAL_MAX_DOCS (corpus cut) scale it
 down for a quick check.
@@ -27,6 +32,13 @@ from ragmesh.eval_data import Dataset, load_dataset
 from ragmesh.eval_metrics import Scoreboard
 
 DATA = Path(os.environ.get("RAGMESH_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_DATASETS = "cmrc2018-trial,squad2-sample-a,cranfield,realworld"
+
+
+def data_dir(name: str) -> Path:
+    """A data set in the repository's eval/ folder, else in the shared data."""
+    own = REPO / "eval" / name
+    return own if own.is_dir() else DATA / name
 
 
 def bm25_baseline(data: Dataset) -> dict[str, Any]:
@@ -68,14 +80,14 @@ def bm25_baseline(data: Dataset) -> dict[str, Any]:
 
 
 def _eval(stack: LaunchedStack, name: str, limit: str, answers: str, out: Path) -> dict[str, Any]:
-    args = [sys.executable, "-m", "ragmesh.cli", "eval", str(DATA / name), "--json", str(out)]
+    args = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name)), "--json", str(out)]
     if limit:
         args += ["--limit", limit]
     max_docs = os.environ.get("RAGMESH_BENCH_EVAL_MAX_DOCS", "")
     if max_docs:  # a quick check only: an easier, smaller corpus
         args += ["--max-docs", max_docs]
-    data = load_dataset(DATA / name)
-    if data.layout == "beir" or answers == "0":
+    data = load_dataset(data_dir(name))
+    if data.layout in ("beir", "documents") or answers == "0":
         args.append("--retrieval-only")
     else:
         args += ["--answer-limit", answers]
@@ -101,9 +113,7 @@ def _f(x: Any) -> str:
 
 
 def run() -> str:
-    names = os.environ.get(
-        "RAGMESH_BENCH_EVAL_DATASETS", "cmrc2018-trial,squad2-sample-a,cranfield"
-    ).split(",")
+    names = os.environ.get("RAGMESH_BENCH_EVAL_DATASETS", DEFAULT_DATASETS).split(",")
     limit = os.environ.get("RAGMESH_BENCH_EVAL_LIMIT", "")
     answers = os.environ.get("RAGMESH_BENCH_EVAL_ANSWERS", "100")
     rows = []
@@ -114,10 +124,10 @@ def run() -> str:
             for name in names:
                 report = _eval(stack, name, limit, answers, Path(tmp) / f"{name}.json")
                 max_docs = os.environ.get("RAGMESH_BENCH_EVAL_MAX_DOCS", "")
-                data = load_dataset(DATA / name).sample(
+                data = load_dataset(data_dir(name)).sample(
                     int(limit) if limit else None, int(max_docs) if max_docs else None
                 )
-                rows.append((name, report, bm25_baseline(data)))
+                rows.append((name, report, bm25_baseline(data) if data.passages else None))
         finally:
             stack.stop()
             stack.kill_leftovers()
@@ -142,6 +152,14 @@ def run() -> str:
             f"({m.get('answers_scored', 0)}) | {_f(report['ingest']['documents_per_s'])} | "
             f"{_f(t['search_ms_p50'])} |"
         )
+        if base is None:  # documents layout: passages and pages
+            lines.append(
+                f"| ↳ passage recall@1 / @5 {_f(m.get('passage_recall@1'))} / "
+                f"{_f(m.get('passage_recall@5'))}; page recall@1 / @5 "
+                f"{_f(m.get('page_recall@1'))} / {_f(m.get('page_recall@5'))}; passage chunks "
+                f"citing the right page {_f(m.get('passage_pages_correct'))} | | | | | | | | | | |"
+            )
+            continue
         lines.append(
             f"| ↳ BM25 baseline | {base['questions']} | {_f(base['recall@1'])} | "
             f"{_f(base['recall@5'])} | {_f(base['recall@10'])} | {_f(base['mrr@10'])} | "

@@ -139,6 +139,113 @@ def mark_soup(size: int = MB) -> bytes:
     return ("a" + "\u0315\u0316" * (size // 4)).encode()
 
 
+def image_bomb_pdf(inflated: int = 512 * MB) -> bytes:
+    """A page of text with an image whose Flate stream inflates to `inflated` bytes:
+    text extraction never decodes images, so it reads in milliseconds."""
+    compressor = zlib.compressobj(6)
+    block = bytes(MB)
+    pixels = (
+        b"".join(compressor.compress(block) for _ in range(inflated // MB)) + compressor.flush()
+    )
+    content = b"BT /F1 12 Tf 72 700 Td (A scanned page with a caption) Tj ET /Im1 Do"
+    return pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font "
+            b"<< /F1 5 0 R >> /XObject << /Im1 6 0 R >> >> /Contents 4 0 R >>",
+            _stream(content),
+            _FONT,
+            _stream(
+                pixels,
+                b"/Type /XObject /Subtype /Image /Width 16384 /Height %d /ColorSpace "
+                b"/DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode " % (inflated // 49152),
+            ),
+        ]
+    )
+
+
+def xobject_laughs_pdf(levels: int = 24) -> bytes:
+    """One page drawing a form XObject that draws the next one twice, `levels` deep:
+    2^23 draws of one word ("billion laughs" in PDF). PDFium has no limit on it: under
+    the worker's memory cap it aborts (SIGABRT)."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /X0 6 0 R >> >> /Contents 4 0 R >>",
+        _stream(b"/X0 Do"),
+        _FONT,
+    ]
+    for k in range(levels):
+        last = k == levels - 1
+        body = b"BT /F1 12 Tf 72 700 Td (laugh) Tj ET" if last else b"/X Do /X Do"
+        resources = b"/Font << /F1 5 0 R >>" if last else b"/XObject << /X %d 0 R >>" % (7 + k)
+        objects.append(
+            b"<< /Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << "
+            + resources
+            + b" >> /Length %d >>\nstream\n" % len(body)
+            + body
+            + b"\nendstream"
+        )
+    return pdf_from_objects(objects)
+
+
+_DOCX_TYPES = (
+    b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+    b'content-types"><Override PartName="/word/document.xml" ContentType="application/'
+    b'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+)
+_DOCX_BODY = (
+    b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+    b'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>Hello from Word.</w:t></w:r></w:p>'
+    b"</w:body></w:document>"
+)
+
+
+def docx(
+    document: bytes = _DOCX_BODY, zeros: dict[str, int] | None = None, entries: int = 0
+) -> bytes:
+    """A minimal Word document; `zeros` adds parts of that many zero bytes (streamed,
+    so a 1 GiB part costs ~1 MB), `entries` adds that many tiny parts."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", _DOCX_TYPES)
+        z.writestr("word/document.xml", document)
+        for name, size in (zeros or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w", force_zip64=True) as part:
+                block = bytes(MB)
+                for _ in range(size // MB):
+                    part.write(block)
+        for i in range(entries):
+            z.writestr(f"customXml/item{i}.xml", b"<a/>")
+    return out.getvalue()
+
+
+def docx_text_bomb(size: int = 256 * MB) -> bytes:
+    """word/document.xml itself inflates to `size` bytes of spaces."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", _DOCX_TYPES)
+        info = zipfile.ZipInfo("word/document.xml")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w", force_zip64=True) as part:
+            part.write(_DOCX_BODY[: _DOCX_BODY.index(b"<w:body>") + 8])
+            block = b" " * MB
+            for _ in range(size // MB):
+                part.write(block)
+            part.write(b"</w:body></w:document>")
+    return out.getvalue()
+
+
 def corpus() -> Iterator[Shape]:
     """Every hostile shape with the outcome chunking must reach."""
     yield Shape("no newlines (1 MB of words)", lambda: _repeat(b"word ", MB), "text/plain", "OK")
@@ -215,3 +322,25 @@ def corpus() -> Iterator[Shape]:
         "DOCUMENT_TOO_COMPLEX",
     )
     yield Shape("PDF with only images", image_only_pdf, "application/pdf", "NO_TEXT_CONTENT")
+    yield Shape(
+        "PDF whose form XObjects draw 2^23 times",
+        xobject_laughs_pdf,
+        "application/pdf",
+        "DOCUMENT_TOO_COMPLEX",
+    )
+    word = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    yield Shape(
+        "Word document with a 512 MiB image",
+        lambda: docx(zeros={"word/media/a.png": 1 << 29}),
+        word,
+        "OK",
+    )
+    yield Shape(
+        "Word document whose text inflates to 256 MiB", docx_text_bomb, word, "DOCUMENT_TOO_COMPLEX"
+    )
+    yield Shape(
+        "Word document with 20,000 parts",
+        lambda: docx(entries=20_000),
+        word,
+        "DOCUMENT_TOO_COMPLEX",
+    )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ORDER = [
     "chunking",
+    "documents",
     "embedding",
     "retrieval",
     "quality",

@@ -30,13 +30,20 @@ from ragmesh.cli_common import (
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
 from ragmesh.client.bulk import IngestOutcome, Upload
 from ragmesh.eval_data import Dataset, DatasetError, Question, document_id_of, load_dataset
-from ragmesh.eval_metrics import Scoreboard, answer_contains, percentile, ranked_documents
+from ragmesh.eval_metrics import (
+    ChunkHit,
+    Scoreboard,
+    answer_contains,
+    percentile,
+    ranked_documents,
+)
 
 EVAL_EXAMPLES = examples(
     "ragmesh eval ../shared/data/cmrc2018-trial",
     "ragmesh eval ../shared/data/squad2-sample-a --limit 50 --json squad.json",
     "ragmesh eval ../shared/data/cranfield --retrieval-only --mode sparse",
     "ragmesh eval data/cmrc --limit 5 --max-docs 20 --retrieval-only   # a quick smoke run",
+    "ragmesh eval eval/realworld --retrieval-only   # PDFs and HTML: passage and page recall",
 )
 # A gateway refuses a top_k above its limit (RAGMESH_GATEWAY_MAX_TOP_K, 50 by default).
 FALLBACK_TOP_K = 50
@@ -57,7 +64,10 @@ def _ingest(
     cli: Cli, rag: RagmeshClient, kb: str, data: Dataset, concurrency: int
 ) -> dict[str, Any]:
     start = time.monotonic()
-    uploads = []
+    uploads = [
+        Upload(f.path, file_name=f.doc_id, document_id=document_id_of(f.doc_id))
+        for f in data.files  # the documents layout: real files, uploaded as they are
+    ]
     for passage in data.passages:
         doc_id = document_id_of(passage.doc_id)
         uploads.append(
@@ -98,16 +108,37 @@ def _ingest(
     jobs = [o.job for o in outcomes if o.job is not None]
     seconds = time.monotonic() - start
     return {
-        "documents": len(data.passages),
+        "documents": len(uploads),
         "failed": len(failures),
         "failures": failures[:20],
         "chunks": sum(j.chunks_total for j in jobs),
         "seconds": round(seconds, 2),
-        "documents_per_s": round(len(data.passages) / seconds, 2) if seconds else None,
+        "documents_per_s": round(len(uploads) / seconds, 2) if seconds else None,
     }
 
 
-def _run_questions(  # noqa: C901 - one loop over questions with its timing and scoring
+def _score(board: Scoreboard, data: Dataset, results: list[list[ChunkHit]]) -> list[dict[str, Any]]:
+    """Each question's retrieval scores (document ranks; chunk ranks for documents)."""
+    details: list[dict[str, Any]] = []
+    for question, hits in zip(data.questions, results, strict=True):
+        ranked = ranked_documents(h.document for h in hits)
+        score = board.add_retrieval(question.question_id, ranked, question.grades)
+        detail: dict[str, Any] = {"id": question.question_id, "top_documents": ranked[:10]}
+        if data.layout == "documents":
+            gold = next(iter(question.grades))
+            board.add_chunks(score, hits, gold, question.passage, question.page)
+            detail.update(
+                passage_rank=score.passage_rank,
+                page_rank=score.page_rank,
+                top_chunks=[
+                    {"document": h.document, "pages": [h.page_start, h.page_end]} for h in hits[:5]
+                ],
+            )
+        details.append(detail)
+    return details
+
+
+def _run_questions(
     cli: Cli,
     rag: RagmeshClient,
     kb: str,
@@ -121,12 +152,13 @@ def _run_questions(  # noqa: C901 - one loop over questions with its timing and 
 ) -> tuple[Scoreboard, dict[str, Any], list[dict[str, Any]]]:
     board = Scoreboard(graded=data.graded)
     back = {document_id_of(p.doc_id): p.doc_id for p in data.passages}
+    back.update({document_id_of(f.doc_id): f.doc_id for f in data.files})
     search_ms: list[float] = []
     ask_ms: list[float] = []
     details: list[dict[str, Any]] = []
     state = {"top_k": top_k}
 
-    def search(question: Question) -> list[str]:
+    def search(question: Question) -> list[ChunkHit]:
         t0 = time.monotonic()
         try:
             resp = rag.search(kb, question.text, top_k=state["top_k"], mode=mode)
@@ -136,7 +168,10 @@ def _run_questions(  # noqa: C901 - one loop over questions with its timing and 
             state["top_k"] = FALLBACK_TOP_K
             resp = rag.search(kb, question.text, top_k=state["top_k"], mode=mode)
         search_ms.append((time.monotonic() - t0) * 1000)
-        return ranked_documents(back.get(h.document_id, h.document_id) for h in resp.hits)
+        return [
+            ChunkHit(back.get(h.document_id, h.document_id), h.text, h.page_start, h.page_end)
+            for h in resp.hits
+        ]
 
     answer_errors: list[str] = []
 
@@ -157,7 +192,7 @@ def _run_questions(  # noqa: C901 - one loop over questions with its timing and 
         # One search first: it settles the top_k the gateway accepts.
         first = search(data.questions[0]) if data.questions else []
 
-        def run_search(q: Question) -> list[str]:
+        def run_search(q: Question) -> list[ChunkHit]:
             try:
                 return search(q)
             finally:
@@ -165,10 +200,8 @@ def _run_questions(  # noqa: C901 - one loop over questions with its timing and 
 
         progress.advance(task)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            rankings = [first, *pool.map(run_search, data.questions[1:])]
-        for question, ranked in zip(data.questions, rankings, strict=True):
-            board.add_retrieval(question.question_id, ranked, question.grades)
-            details.append({"id": question.question_id, "top_documents": ranked[:10]})
+            results = [first, *pool.map(run_search, data.questions[1:])]
+        details.extend(_score(board, data, results))
         if not retrieval_only:
             positions = list(range(len(data.questions)))
             if answer_limit is not None and answer_limit < len(positions):
@@ -204,7 +237,9 @@ def _run_questions(  # noqa: C901 - one loop over questions with its timing and 
 
 
 def eval_command(
-    dataset: Annotated[Path, typer.Argument(help="Data set folder (QA or BEIR layout).")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Data set folder (QA, BEIR or documents layout).")
+    ],
     kb: Annotated[
         str | None,
         typer.Option("--kb", "-k", help="Knowledge base to create (default eval-NAME-TIME)."),
@@ -250,9 +285,9 @@ def eval_command(
 ) -> None:
     """Score retrieval and answers on a data set (recall, MRR, nDCG).
 
-    Reports recall@1/5/10 and MRR@10 of the gold documents (plus nDCG@10 and recall@100 for BEIR data sets) and the share of answers containing a gold answer.
+    Reports recall@1/5/10 and MRR@10 of the gold documents (plus nDCG@10 and recall@100 for BEIR data sets, and passage and page recall@1/5 for the documents layout) and the share of answers containing a gold answer.
 
-    DATASET is a folder with corpus.jsonl + qa.jsonl ({question, answers, doc_id}), or BEIR's corpus.jsonl + queries.jsonl + qrels.tsv (or qrels/test.tsv). Every passage becomes one document of a fresh knowledge base, deleted at the end unless --keep.
+    DATASET is a folder with corpus.jsonl + qa.jsonl ({question, answers, doc_id}), or BEIR's corpus.jsonl + queries.jsonl + qrels.tsv (or qrels/test.tsv), or documents/ (real files) + questions.jsonl ({question, document, passage, page, page_label}). Every passage or file becomes one document of a fresh knowledge base, deleted at the end unless --keep.
     """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
     cli = Cli.create(addr, api_key, tls=tls, ca_file=ca_file)
     try:
@@ -269,7 +304,8 @@ def eval_command(
     kb_id = kb_id[:63]
     k = top_k or (100 if data.graded else 10)
     cli.err.print(
-        f"{data.name}: {len(data.passages)} passages, {len(data.questions)} questions "
+        f"{data.name}: {len(data.passages) or len(data.files)} "
+        f"{'passages' if data.passages else 'documents'}, {len(data.questions)} questions "
         f"({data.layout}, {language}) → knowledge base {kb_id}"
     )
     if full.skipped_questions:

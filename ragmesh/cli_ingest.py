@@ -214,7 +214,7 @@ def ingest(
         cli.fail(str(exc), EXIT_NOT_FOUND)
         return
     if not items:
-        cli.fail("no supported files (.md, .markdown, .html, .htm, .pdf, .txt) found")
+        cli.fail("no supported files (.md, .markdown, .html, .htm, .pdf, .docx, .odt, .txt) found")
     with cli.errors(), cli.client(timeout=60) as rag:
         try:
             rag.get_knowledge_base(kb)

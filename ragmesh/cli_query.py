@@ -23,7 +23,7 @@ from ragmesh.cli_common import (
     snippet,
 )
 from ragmesh.client.builders import FilterSpec, short_name
-from ragmesh.client.results import AskResult
+from ragmesh.client.results import AskResult, location_text
 from ragmesh.common.v1 import common_pb2
 
 ModeOption = Annotated[
@@ -55,7 +55,7 @@ def parse_filters(specs: list[str] | None) -> list[FilterSpec]:
 
 
 def location(hit: common_pb2.Citation) -> str:
-    return f"chars {hit.start_offset}–{hit.end_offset}"
+    return location_text(hit)
 
 
 SEARCH_EXAMPLES = examples(

@@ -1,11 +1,18 @@
 """Evaluation data sets for `ragmesh eval` (reading only, no I/O beyond the files).
 
-Two layouts:
+Three layouts:
 - QA (like cmrc2018-trial, squad2): `corpus.jsonl` ({id, title, text}) and
   `qa.jsonl` ({id, question, answers: [...], doc_id}).
 - BEIR: `corpus.jsonl`, `queries.jsonl` ({_id or id, text}) and graded
   judgements in `qrels.tsv` or `qrels/test.tsv` (query id, doc id, score; an
   optional header line). Grade 0 marks a judged non-relevant document.
+- Documents (like eval/realworld): real files in `documents/` (PDF, HTML, Word,
+  ..., uploaded as they are) and `questions.jsonl` ({id, question, document: a
+  file name in documents/, passage: a short quote of the text that answers it,
+  page: the physical page (1-based) the passage is on, page_label: how the
+  document numbers that page}). Scored at the chunk level as well: the rank of
+  the first chunk that contains the passage, and of the first chunk of the right
+  document whose pages include the page.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 
 class DatasetError(ValueError):
@@ -40,16 +47,30 @@ class Question:
     text: str
     grades: dict[str, float]  # doc id → relevance grade (> 0 relevant)
     answers: list[str] = field(default_factory=list)
+    #: documents layout: a quote of the answering text, its physical page and page label
+    passage: str = ""
+    page: int = 0
+    page_label: str = ""
+
+
+@dataclass
+class DocumentFile:
+    """A file of a documents-layout data set, uploaded as it is."""
+
+    doc_id: str  # its file name
+    path: Path
 
 
 @dataclass
 class Dataset:
     name: str
-    layout: str  # "qa" or "beir"
+    layout: str  # "qa", "beir" or "documents"
     passages: list[Passage]
     questions: list[Question]
     #: questions left out because their text is empty (a search refuses them)
     skipped_questions: list[str] = field(default_factory=list)
+    #: the documents layout's files (its `passages` is empty)
+    files: list[DocumentFile] = field(default_factory=list)
 
     @property
     def graded(self) -> bool:
@@ -70,15 +91,28 @@ class Dataset:
         questions = list(self.questions)
         if limit is not None and limit < len(questions):
             questions = rng.sample(questions, limit)
-        passages = self.passages
-        if max_docs is not None and max_docs < len(passages):
-            gold = {d for q in questions for d, g in q.grades.items() if g > 0}
-            keep = [p for p in passages if p.doc_id in gold]
-            others = [p for p in passages if p.doc_id not in gold]
-            rng.shuffle(others)
-            keep += others[: max(0, max_docs - len(keep))]
-            passages = keep
-        return Dataset(self.name, self.layout, passages, questions, self.skipped_questions)
+        gold = {d for q in questions for d, g in q.grades.items() if g > 0}
+        return Dataset(
+            self.name,
+            self.layout,
+            _cut(self.passages, gold, max_docs, rng),
+            questions,
+            self.skipped_questions,
+            _cut(self.files, gold, max_docs, rng),
+        )
+
+
+Item = TypeVar("Item", Passage, DocumentFile)
+
+
+def _cut(items: list[Item], gold: set[str], max_docs: int | None, rng: random.Random) -> list[Item]:
+    """The gold items plus random others up to max_docs (all of them without a limit)."""
+    if max_docs is None or max_docs >= len(items):
+        return items
+    keep = [p for p in items if p.doc_id in gold]
+    others = [p for p in items if p.doc_id not in gold]
+    rng.shuffle(others)
+    return keep + others[: max(0, max_docs - len(keep))]
 
 
 DOC_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -144,33 +178,76 @@ def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     return qrels
 
 
+def load_documents(folder: Path) -> Dataset:
+    """The documents layout: documents/ and questions.jsonl."""
+    docs = folder / "documents"
+    files = sorted(
+        (DocumentFile(p.name, p) for p in docs.iterdir() if p.is_file() and p.name[0] != "."),
+        key=lambda f: f.doc_id,
+    )
+    if not files:
+        raise DatasetError(f"{docs} holds no documents")
+    names = {f.doc_id for f in files}
+    path = folder / "questions.jsonl"
+    questions: list[Question] = []
+    skipped: list[str] = []
+    for row in _jsonl(path):
+        qid = _id(row, path)
+        document = str(row.get("document") or "")
+        if document not in names:
+            raise DatasetError(f"{path}: question {qid} names {document!r}, not in documents/")
+        if not str(row.get("question") or "").strip():
+            skipped.append(qid)
+            continue
+        questions.append(
+            Question(
+                qid,
+                str(row["question"]),
+                {document: 1.0},
+                [str(a) for a in row.get("answers") or [] if str(a).strip()],
+                passage=str(row.get("passage") or ""),
+                page=int(row.get("page") or 0),
+                page_label=str(row.get("page_label") or ""),
+            )
+        )
+    if not questions:
+        raise DatasetError(f"{path} has no questions")
+    return Dataset(folder.name, "documents", [], questions, skipped, files)
+
+
+def _load_qa(folder: Path, passages: list[Passage], qa: Path) -> Dataset:
+    questions = []
+    skipped = []
+    for row in _jsonl(qa):
+        if "question" not in row or "doc_id" not in row:
+            raise DatasetError(f"{qa}: rows need `question` and `doc_id`")
+        if not str(row["question"]).strip():
+            skipped.append(_id(row, qa))
+            continue
+        answers = row.get("answers") or []
+        questions.append(
+            Question(
+                _id(row, qa),
+                str(row["question"]),
+                {str(row["doc_id"]): 1.0},
+                [str(a) for a in answers if str(a).strip()],
+            )
+        )
+    return Dataset(folder.name, "qa", passages, questions, skipped)
+
+
 def load_dataset(folder: Path) -> Dataset:
     if not folder.is_dir():
         raise DatasetError(f"{folder} is not a folder")
+    if (folder / "questions.jsonl").is_file() and (folder / "documents").is_dir():
+        return load_documents(folder)
     corpus = folder / "corpus.jsonl"
     if not corpus.is_file():
         raise DatasetError(f"{folder} has no corpus.jsonl")
     passages = read_corpus(corpus)
     qa = folder / "qa.jsonl"
     if qa.is_file():
-        questions = []
-        skipped = []
-        for row in _jsonl(qa):
-            if "question" not in row or "doc_id" not in row:
-                raise DatasetError(f"{qa}: rows need `question` and `doc_id`")
-            if not str(row["question"]).strip():
-                skipped.append(_id(row, qa))
-                continue
-            answers = row.get("answers") or []
-            questions.append(
-                Question(
-                    _id(row, qa),
-                    str(row["question"]),
-                    {str(row["doc_id"]): 1.0},
-                    [str(a) for a in answers if str(a).strip()],
-                )
-            )
-        return Dataset(folder.name, "qa", passages, questions, skipped)
+        return _load_qa(folder, passages, qa)
     queries = folder / "queries.jsonl"
     qrels_path = next(
         (p for p in (folder / "qrels.tsv", folder / "qrels" / "test.tsv") if p.is_file()), None

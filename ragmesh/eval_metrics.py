@@ -9,6 +9,16 @@ mapped to their documents, keeping each document at its best (first) rank.
 - nDCG@k: graded relevance with linear gains, as trec_eval's `ndcg_cut` (which
   BEIR reports): DCG = Σ grade_i / log2(i + 1) over the first k documents,
   divided by the DCG of the ideal ordering of every judged document.
+
+Data sets of real documents (the documents layout) are also scored per chunk:
+
+- passage recall@k: the first k chunks hold one of the gold document's that
+  contains the gold passage (compared as `normalize_answer` forms);
+- page recall@k: the first k chunks hold one of the gold document's whose pages
+  include the gold page;
+- passage pages correct: of the chunks in the first k that contain the gold
+  passage, the share whose pages include the gold page (a citation a person can
+  check: it should be 1.0).
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -91,6 +101,30 @@ def answer_contains(answer: str, gold_answers: Iterable[str]) -> bool:
 
 
 RECALL_KS = (1, 5, 10)
+PASSAGE_KS = (1, 5)
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    """One retrieved chunk: its document (the data set's id), text and pages."""
+
+    document: str
+    text: str
+    page_start: int = 0
+    page_end: int = 0
+
+    def on_page(self, page: int) -> bool:
+        return self.page_start <= page <= (self.page_end or self.page_start)
+
+
+def first_rank(hits: Sequence[ChunkHit], match: Callable[[ChunkHit], bool]) -> int:
+    """1-based rank of the first hit that matches, 0 when none does."""
+    return next((rank for rank, hit in enumerate(hits, start=1) if match(hit)), 0)
+
+
+def contains_passage(text: str, passage: str) -> bool:
+    gold = normalize_answer(passage)
+    return bool(gold) and gold in normalize_answer(text)
 
 
 @dataclass
@@ -101,6 +135,12 @@ class QuestionScore:
     ndcg10: float | None = None
     recall100: float | None = None
     answer_hit: bool | None = None  # None: answers not asked or no gold answer
+    #: documents layout: rank of the first chunk with the passage / on the page (0: none)
+    passage_rank: int | None = None
+    page_rank: int | None = None
+    #: chunks in the first k holding the passage, and how many of them cite the right page
+    passage_chunks: int = 0
+    passage_chunks_on_page: int = 0
 
 
 @dataclass
@@ -128,6 +168,44 @@ class Scoreboard:
         self.scores.append(score)
         return score
 
+    def add_chunks(
+        self,
+        score: QuestionScore,
+        hits: Sequence[ChunkHit],
+        document: str,
+        passage: str,
+        page: int,
+        k: int = 10,
+    ) -> None:
+        """Chunk-level scores of a documents-layout question (see the module's docstring)."""
+        if passage:
+            holds = [
+                h for h in hits[:k] if h.document == document and contains_passage(h.text, passage)
+            ]
+            score.passage_rank = first_rank(
+                hits, lambda h: h.document == document and contains_passage(h.text, passage)
+            )
+            if page:
+                score.passage_chunks = len(holds)
+                score.passage_chunks_on_page = sum(1 for h in holds if h.on_page(page))
+        if page:
+            score.page_rank = first_rank(hits, lambda h: h.document == document and h.on_page(page))
+
+    def _chunk_summary(self, out: dict[str, float | int | None]) -> None:
+        for key, name in (("passage_rank", "passage"), ("page_rank", "page")):
+            ranks = [getattr(s, key) for s in self.scores if getattr(s, key) is not None]
+            if not ranks:
+                continue
+            out[f"{name}_questions"] = len(ranks)
+            for k in PASSAGE_KS:
+                out[f"{name}_recall@{k}"] = sum(1 for r in ranks if 0 < r <= k) / len(ranks)
+        checked = sum(s.passage_chunks for s in self.scores)
+        if any(s.page_rank is not None for s in self.scores):
+            out["passage_chunks_checked"] = checked
+            out["passage_pages_correct"] = (
+                sum(s.passage_chunks_on_page for s in self.scores) / checked if checked else None
+            )
+
     def summary(self) -> dict[str, float | int | None]:
         n = len(self.scores)
         out: dict[str, float | int | None] = {"questions": n}
@@ -139,6 +217,7 @@ class Scoreboard:
         if self.graded:
             out["ndcg@10"] = sum(s.ndcg10 or 0.0 for s in self.scores) / n
             out["recall@100"] = sum(s.recall100 or 0.0 for s in self.scores) / n
+        self._chunk_summary(out)
         answered = [s.answer_hit for s in self.scores if s.answer_hit is not None]
         out["answers_scored"] = len(answered)
         out["answer_contains_gold"] = (

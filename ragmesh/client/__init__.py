@@ -33,7 +33,7 @@ from ragmesh.client.errors import (
     from_rpc_error,
 )
 from ragmesh.client.media import guess_media_type
-from ragmesh.client.results import AskResult
+from ragmesh.client.results import AskResult, location_text, pages_text
 from ragmesh.client.sync import RagmeshClient, raise_for_job
 from ragmesh.gateway.v1 import gateway_pb2
 
@@ -59,5 +59,7 @@ __all__ = [
     "from_rpc_error",
     "gateway_pb2",
     "guess_media_type",
+    "location_text",
+    "pages_text",
     "raise_for_job",
 ]

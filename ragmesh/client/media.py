@@ -1,6 +1,7 @@
 """Guessing a document's media type from its content and file name.
 
-The gateway accepts text/plain, text/markdown, text/html and application/pdf.
+The gateway accepts text/plain, text/markdown, text/html, application/pdf,
+Word (.docx) and OpenDocument text (.odt).
 Content signatures win over the extension where they are unambiguous (a PDF
 starts with `%PDF-`); otherwise the extension decides, and unnamed text is
 sniffed for HTML. A file named `.pdf` without the header keeps
@@ -16,8 +17,10 @@ PLAIN = "text/plain"
 MARKDOWN = "text/markdown"
 HTML = "text/html"
 PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+ODT = "application/vnd.oasis.opendocument.text"
 OCTET_STREAM = "application/octet-stream"
-SUPPORTED_MEDIA_TYPES = (PLAIN, MARKDOWN, HTML, PDF)
+SUPPORTED_MEDIA_TYPES = (PLAIN, MARKDOWN, HTML, PDF, DOCX, ODT)
 
 EXTENSIONS: dict[str, str] = {
     ".txt": PLAIN,
@@ -30,6 +33,8 @@ EXTENSIONS: dict[str, str] = {
     ".htm": HTML,
     ".xhtml": HTML,
     ".pdf": PDF,
+    ".docx": DOCX,
+    ".odt": ODT,
 }
 # How many leading bytes `guess_media_type` needs to see.
 SNIFF_BYTES = 4096
@@ -62,6 +67,9 @@ def guess_media_type(file_name: str, head: bytes) -> str:
     by_name = media_type_from_name(file_name)
     if by_name is not None:
         return by_name
+    odt = head[38:].startswith(ODT.encode()) and head[38 + len(ODT) : 39 + len(ODT)] != b"-"
+    if head.startswith(b"PK\x03\x04") and head[30:38] == b"mimetype" and odt:
+        return ODT
     if looks_binary(head):
         return OCTET_STREAM
     if looks_like_html(head):

@@ -8,6 +8,31 @@ from dataclasses import dataclass, field
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2
 
+EN_DASH = "\u2013"
+
+
+def pages_text(citation: common_pb2.Citation) -> str:
+    """Where a passage is in its document's pages: "p. 22", "pp. 22–23" ("" without pages).
+
+    The label is the document's own page numbering (a PDF's page labels, else
+    the physical page numbers).
+    """
+    if not citation.page_start:
+        return ""
+    label = citation.page_label or (
+        str(citation.page_start)
+        if citation.page_end in (0, citation.page_start)
+        else f"{citation.page_start}{EN_DASH}{citation.page_end}"
+    )
+    return f"pp. {label}" if EN_DASH in label else f"p. {label}"
+
+
+def location_text(citation: common_pb2.Citation) -> str:
+    """The passage's pages (if any) and character offsets: "p. 22, chars 100–900"."""
+    chars = f"chars {citation.start_offset}–{citation.end_offset}"
+    pages = pages_text(citation)
+    return f"{pages}, {chars}" if pages else chars
+
 
 @dataclass
 class AskResult:

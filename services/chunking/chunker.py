@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.chunking import media
 from services.chunking.config import ChunkingSettings
+from services.chunking.pages import PageSpan
 from services.chunking.parsing import Document, ParseLimits, assemble, parse
 from services.chunking.splitter import Splitter
 from services.chunking.tokens import TokenCounter
@@ -58,6 +59,8 @@ class ChunkedDocument:
     total_tokens: int
     invalid_utf8_replacements: int
     timings: dict[str, float] = field(default_factory=dict)
+    #: the page map (paginated formats): chunk offsets → pages (services/chunking/pages.py)
+    pages: list[PageSpan] = field(default_factory=list)
 
 
 def load_counter(settings: ChunkingSettings) -> TokenCounter:
@@ -191,6 +194,7 @@ class Chunker:
             total_tokens=sum(c.token_count for c in chunks),
             invalid_utf8_replacements=replaced,
             timings={"parse_s": t1 - t0, "tokenize_s": t2 - t1, "split_s": t3 - t2},
+            pages=doc.pages,
         )
 
     def _refuse_oversized_response(

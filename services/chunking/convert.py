@@ -16,6 +16,7 @@ from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
 from services.chunking.chunker import ChunkedDocument, Chunker, ChunkRequest, load_counter
 from services.chunking.config import ChunkingSettings
+from services.chunking.pages import PageMap
 from services.common.errors import ResourceExhausted
 from services.common.logs import configure_logging
 
@@ -48,20 +49,25 @@ def to_response(result: ChunkedDocument, req: ChunkRequest) -> chunking_pb2.Chun
     )
     if req.include_normalized_text:
         resp.normalized_text = result.text
-    resp.chunks.extend(
-        common_pb2.Chunk(
-            document_id=req.document_id,
-            chunk_index=c.index,
-            text=c.text,
-            start_offset=c.start,
-            end_offset=c.end,
-            token_count=c.token_count,
-            heading_path=c.heading_path,
-            title=result.title,
-            media_type=result.media_type,
+    pages = PageMap(result.pages)
+    for c in result.chunks:
+        where = pages.range(c.start, c.end)
+        resp.chunks.append(
+            common_pb2.Chunk(
+                document_id=req.document_id,
+                chunk_index=c.index,
+                text=c.text,
+                start_offset=c.start,
+                end_offset=c.end,
+                token_count=c.token_count,
+                heading_path=c.heading_path,
+                title=result.title,
+                media_type=result.media_type,
+                page_start=where.start,
+                page_end=where.end,
+                page_label=where.label,
+            )
         )
-        for c in result.chunks
-    )
     return resp
 
 

@@ -18,8 +18,12 @@ PLAIN = "text/plain"
 MARKDOWN = "text/markdown"
 HTML = "text/html"
 PDF = "application/pdf"
-SUPPORTED = (PLAIN, MARKDOWN, HTML, PDF)
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+ODT = "application/vnd.oasis.opendocument.text"
+SUPPORTED = (PLAIN, MARKDOWN, HTML, PDF, DOCX, ODT)
 TEXT_TYPES = (PLAIN, MARKDOWN, HTML)
+#: Formats in a ZIP container
+OFFICE_TYPES = (DOCX, ODT)
 
 _ALIASES = {
     "text/x-markdown": MARKDOWN,
@@ -37,6 +41,8 @@ _EXTENSIONS = {
     ".htm": HTML,
     ".xhtml": HTML,
     ".pdf": PDF,
+    ".docx": DOCX,
+    ".odt": ODT,
 }
 # Signatures of common binary formats that are never text.
 _MAGIC = {
@@ -121,6 +127,22 @@ def _bom_encoding(data: bytes) -> str | None:
     return None
 
 
+def office_kind(data: bytes) -> str | None:
+    """DOCX or ODT when the content is such a ZIP container, else None.
+
+    An ODT's first entry is `mimetype`, stored uncompressed, holding its media
+    type; a DOCX names `word/document.xml` in its (uncompressed) central directory.
+    """
+    if not data.startswith(b"PK\x03\x04"):
+        return None
+    if data[30:38] == b"mimetype" and data[38:].startswith(ODT.encode()):
+        rest = data[38 + len(ODT) : 39 + len(ODT)]
+        return ODT if rest != b"-" else None  # not ...opendocument.text-template
+    if b"word/document.xml" in data:
+        return DOCX
+    return None
+
+
 def is_pdf(data: bytes) -> bool:
     return b"%PDF-" in data[:_PDF_HEADER_WINDOW]
 
@@ -160,18 +182,35 @@ def _looks_like_html(data: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:256]
 
 
-def resolve(content: bytes, declared: str, file_name: str) -> MediaType:
+def _office_mismatch(declared: str, content: bytes) -> InvalidArgument:
+    kind = binary_kind(content)
+    what = "a PDF" if is_pdf(content) else (kind or "text")
+    return InvalidArgument(
+        f"declared {declared} but the content is {what}, not such a document",
+        reason="MEDIA_TYPE_MISMATCH",
+        metadata={"declared": declared},
+    )
+
+
+def resolve(content: bytes, declared: str, file_name: str) -> MediaType:  # noqa: C901 - one case per kind of lie
     """The media type to parse `content` as; raises InvalidArgument on a lie."""
     media = parse_declared(declared)
     pdf = is_pdf(content)
+    office = None if pdf else office_kind(content)
     if media is None:
         by_name = _EXTENSIONS.get(PurePosixPath(file_name.strip()).suffix.lower())
         if pdf:
             return MediaType(PDF)
+        if by_name in OFFICE_TYPES and content.startswith(b"PK\x03\x04"):
+            return MediaType(by_name)  # a container the parser checks
+        if office is not None:
+            return MediaType(office)
         kind = binary_kind(content)
-        if by_name == PDF:
+        if by_name == PDF or by_name in OFFICE_TYPES:
             raise InvalidArgument(
                 f"file {file_name!r} is named as a PDF but its content has no %PDF- header"
+                if by_name == PDF
+                else f"file {file_name!r} is named as {by_name} but its content is no ZIP container"
                 + (f" (it looks like {kind})" if kind else ""),
                 reason="MEDIA_TYPE_MISMATCH",
                 metadata={"file_name": file_name[:200]},
@@ -193,6 +232,16 @@ def resolve(content: bytes, declared: str, file_name: str) -> MediaType:
                 + (f"; it looks like {kind}" if kind else "; it looks like text"),
                 reason="MEDIA_TYPE_MISMATCH",
                 metadata={"declared": PDF},
+            )
+        return media
+    if media.essence in OFFICE_TYPES:
+        if pdf or not content.startswith(b"PK\x03\x04"):
+            raise _office_mismatch(media.essence, content)
+        if office is not None and office != media.essence:
+            raise InvalidArgument(
+                f"declared {media.essence} but the content is {office}",
+                reason="MEDIA_TYPE_MISMATCH",
+                metadata={"declared": media.essence, "detected": office},
             )
         return media
     if pdf:

@@ -130,3 +130,15 @@ def normalize_inline(text: str) -> str:
     text = nfkc(text)
     text = _INVISIBLE.sub("", text)
     return _ANY_SPACE.sub(" ", text).strip()
+
+
+def normalize_code(text: str) -> str:
+    """A code block: as `normalize_text` but indentation and blank lines inside are kept
+    (lines are only right-stripped; runs of blank lines become one)."""
+    text = nfkc(text)
+    if any(c in text for c in _LINE_BREAK_CHARS):
+        text = _LINE_BREAKS.sub("\n", text)
+    text = _INVISIBLE.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip("\n")

@@ -8,38 +8,21 @@ and carries the heading path above it. Chunks never cross a section.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from services.chunking import html_depth, media
+from services.chunking import media, office, pdf_clean, pdf_extract
+from services.chunking.blocks import CODE, Block, Parsed
 from services.chunking.fields import fit_heading_path, truncate_title
-from services.chunking.normalize import normalize_inline, normalize_text
-from services.common.errors import InvalidArgument
+from services.chunking.html_parse import parse_html
+from services.chunking.normalize import normalize_code, normalize_inline, normalize_text
+from services.chunking.pages import PageSpan
 
-if TYPE_CHECKING:
-    from pypdf import PdfReader
-    from selectolax.lexbor import LexborHTMLParser
+__all__ = ["Block", "Document", "ParseLimits", "Parsed", "Section", "assemble", "parse"]
 
 log = logging.getLogger("ragmesh.chunking")
-
-
-@dataclass
-class Block:
-    text: str
-    #: 1-6 for a heading, 0 for body text
-    heading_level: int = 0
-    #: the heading's own words (without Markdown markers); defaults to `text`
-    heading_text: str = ""
-
-
-@dataclass
-class Parsed:
-    blocks: list[Block]
-    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +47,8 @@ class Document:
     text: str
     sections: list[Section] = field(default_factory=list)
     title: str = ""
+    #: where each page's text lies (paginated formats only)
+    pages: list[PageSpan] = field(default_factory=list)
 
 
 BLOCK_SEPARATOR = "\n\n"
@@ -78,8 +63,9 @@ def assemble(parsed: Parsed, fallback_title: str = "") -> Document:
     path: tuple[str, ...] = ()
     first_heading = ""
     end_of_last = 0
+    pages: list[PageSpan] = []
     for block in parsed.blocks:
-        text = normalize_text(block.text)
+        text = normalize_code(block.text) if block.kind == CODE else normalize_text(block.text)
         if not text:
             continue
         if parts:
@@ -87,6 +73,12 @@ def assemble(parsed: Parsed, fallback_title: str = "") -> Document:
         start = pos
         parts.append(text)
         pos += len(text)
+        if block.page:
+            label = block.page_label or str(block.page)
+            if pages and pages[-1].number == block.page:
+                pages[-1] = PageSpan(pages[-1].start, pos, block.page, label)
+            else:
+                pages.append(PageSpan(start, pos, block.page, label))
         heading = normalize_inline(block.heading_text or text) if block.heading_level else ""
         if heading:  # an empty heading (`#` alone) opens no section
             first_heading = first_heading or heading
@@ -103,7 +95,7 @@ def assemble(parsed: Parsed, fallback_title: str = "") -> Document:
     if section_start is not None:
         sections.append(Section(section_start, pos, path))
     title = normalize_inline(parsed.title) or first_heading or normalize_inline(fallback_title)
-    return Document(BLOCK_SEPARATOR.join(parts), sections, truncate_title(title))
+    return Document(BLOCK_SEPARATOR.join(parts), sections, truncate_title(title), pages)
 
 
 # --- plain text ------------------------------------------------------------
@@ -238,208 +230,15 @@ def parse_markdown(text: str) -> Parsed:
     return Parsed(blocks, title)
 
 
-# --- HTML ----------------------------------------------------------------------
-
-_DROPPED = ["script", "style", "noscript", "template", "svg", "iframe", "object", "head"]
-_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_PARAGRAPH_TAGS = frozenset(
-    [
-        "p",
-        "div",
-        "section",
-        "article",
-        "main",
-        "header",
-        "footer",
-        "nav",
-        "aside",
-        "blockquote",
-        "pre",
-        "table",
-        "ul",
-        "ol",
-        "dl",
-        "figure",
-        "figcaption",
-        "form",
-        "fieldset",
-        "address",
-        "details",
-        "summary",
-        "hr",
-        "body",
-    ]
-)
-_LINE_TAGS = frozenset(["li", "tr", "dt", "dd", "caption", "option"])
-_CELL_TAGS = frozenset(("td", "th"))
-_WS = re.compile(r"\s+")
-
-
-def _html_tree(text: str, max_depth: int) -> LexborHTMLParser:
-    from selectolax.lexbor import LexborHTMLParser, SelectolaxError
-
-    if html_depth.exceeds(text, max_depth):
-        raise InvalidArgument(
-            f"the HTML nests elements more than {max_depth} deep "
-            "(RAGMESH_CHUNKING_MAX_HTML_DEPTH); parsing it would take too long",
-            reason="DOCUMENT_TOO_COMPLEX",
-            metadata={"limit": "max_html_depth", "max_html_depth": max_depth},
-        )
-    try:
-        return LexborHTMLParser(text)
-    except SelectolaxError as exc:  # lexbor parses any markup; it fails only out of memory
-        raise InvalidArgument(
-            f"the HTML parser gave up on this document ({exc}): it needs more memory "
-            "than a chunking worker has (RAGMESH_CHUNKING_WORKER_MEMORY_MB)",
-            reason="DOCUMENT_TOO_COMPLEX",
-            metadata={"limit": "worker_memory_mb"},
-        ) from None
-
-
-def parse_html(text: str, max_depth: int = ParseLimits.max_html_depth) -> Parsed:  # noqa: C901 - one walk over the HTML tree, a case per element kind
-    tree = _html_tree(text, max_depth)
-    title_node = tree.css_first("title")
-    title = title_node.text(deep=True) if title_node is not None else ""
-    tree.strip_tags(_DROPPED)
-    root = tree.body or tree.root
-    blocks: list[Block] = []
-    if root is None:
-        return Parsed(blocks, title)
-    buffer: list[str] = []
-
-    def flush() -> None:
-        if buffer:
-            blocks.append(Block("".join(buffer)))
-            buffer.clear()
-
-    # Iterative depth-first walk: deeply nested HTML must not hit the recursion limit.
-    stack: list[tuple[object, bool]] = [(root, False)]
-    pre_depth = 0
-    while stack:
-        node, leaving = stack.pop()
-        tag: str = node.tag  # type: ignore[attr-defined]
-        if leaving:
-            if tag == "pre":
-                pre_depth -= 1
-            if tag in _PARAGRAPH_TAGS:
-                buffer.append("\n\n")
-            elif tag in _LINE_TAGS:
-                buffer.append("\n")
-            continue
-        if tag == "-text":
-            value: str = node.text(deep=False)  # type: ignore[attr-defined]
-            buffer.append(value if pre_depth else _WS.sub(" ", value))
-            continue
-        if tag.startswith("-"):  # comments, doctype
-            continue
-        level = _HEADINGS.get(tag)
-        if level:
-            flush()
-            heading = node.text(deep=True, separator=" ")  # type: ignore[attr-defined]
-            blocks.append(Block(heading, level))
-            continue
-        if tag == "br":
-            buffer.append("\n")
-            continue
-        if tag in _CELL_TAGS:
-            buffer.append(" ")
-        elif tag in _PARAGRAPH_TAGS:
-            buffer.append("\n\n")
-        elif tag in _LINE_TAGS and buffer and not buffer[-1].endswith("\n"):
-            buffer.append("\n")  # one line break between list items, not two
-        if tag == "pre":
-            pre_depth += 1
-        stack.append((node, True))
-        children = list(node.iter(include_text=True))  # type: ignore[attr-defined]
-        stack.extend((child, False) for child in reversed(children))
-    flush()
-    return Parsed(blocks, title)
-
-
 # --- PDF -------------------------------------------------------------------------
 
 
-def _too_complex_pdf(exc: BaseException, where: str = "") -> InvalidArgument:
-    """A PDF over pypdf's own limits (a decompression bomb: a stream inflating past
-    75 MB) or nested deeper than Python's recursion limit."""
-    return InvalidArgument(
-        f"the PDF is too complex to read{where}: {type(exc).__name__}: {exc}",
-        reason="DOCUMENT_TOO_COMPLEX",
-        metadata={"limit": "pdf_structure"},
-    )
-
-
-def _declared_pages(reader: PdfReader) -> int | None:
-    """The page tree's /Count, read without loading every page (None if unreadable)."""
-    try:
-        root: Any = reader.trailer["/Root"]
-        return int(root["/Pages"]["/Count"])
-    except Exception:
-        return None
-
-
-def _too_many_pages(count: int, max_pages: int) -> InvalidArgument:
-    return InvalidArgument(
-        f"the PDF has {count} pages; at most {max_pages} are read (RAGMESH_CHUNKING_MAX_PDF_PAGES)",
-        reason="DOCUMENT_TOO_COMPLEX",
-        metadata={"limit": "max_pdf_pages", "pages": count, "max_pdf_pages": max_pages},
-    )
-
-
-def parse_pdf(data: bytes, max_pages: int = ParseLimits.max_pdf_pages) -> Parsed:  # noqa: C901 - one case per failure kind
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
-
-    # pypdf logs every recoverable oddity; one summary error is enough here.
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            try:
-                if not reader.decrypt(""):
-                    raise FileNotDecryptedError("a password is required")
-            except (FileNotDecryptedError, DependencyError, NotImplementedError) as exc:
-                raise InvalidArgument(
-                    f"the PDF is encrypted and cannot be read: {exc}",
-                    reason="ENCRYPTED_DOCUMENT",
-                ) from None
-        declared = _declared_pages(reader)
-        if declared is not None and declared > max_pages:
-            raise _too_many_pages(declared, max_pages)
-        pages = reader.pages
-        count = len(pages)  # loads the page tree: /Count may lie
-    except (InvalidArgument, MemoryError):
-        raise
-    except (LimitReachedError, RecursionError) as exc:
-        raise _too_complex_pdf(exc) from None
-    except Exception as exc:  # pypdf raises many types on broken files
-        raise InvalidArgument(
-            f"corrupt PDF: {type(exc).__name__}: {exc}", reason="CORRUPT_DOCUMENT"
-        ) from None
-    if count > max_pages:
-        raise _too_many_pages(count, max_pages)
-    blocks: list[Block] = []
-    for number in range(count):
-        try:
-            page_text = pages[number].extract_text()
-        except MemoryError:
-            raise
-        except (LimitReachedError, RecursionError) as exc:
-            raise _too_complex_pdf(exc, f" (page {number + 1} of {count})") from None
-        except Exception as exc:
-            raise InvalidArgument(
-                f"corrupt PDF: page {number + 1} of {count}: {type(exc).__name__}: {exc}",
-                reason="CORRUPT_DOCUMENT",
-                metadata={"page": number + 1},
-            ) from None
-        blocks.append(Block(page_text or ""))
-    title = ""
-    try:
-        meta = reader.metadata
-        title = str(meta.title or "") if meta is not None else ""
-    except Exception:  # a broken info dictionary only loses the title
-        log.info("PDF metadata unreadable; title falls back")
-    return Parsed(blocks, title)
+def parse_pdf(data: bytes, max_pages: int = ParseLimits.max_pdf_pages) -> Parsed:
+    """A block per page, after the cleanup rules (services/chunking/pdf_clean.py)."""
+    pages, title = pdf_extract.extract(data, max_pages)
+    cleaned = pdf_clean.clean(pages)
+    blocks = [Block(p.text, page=p.page.number, page_label=p.page.label) for p in cleaned.pages]
+    return Parsed(blocks, title, dict(cleaned.stats))
 
 
 def parse(
@@ -453,6 +252,9 @@ def parse(
     if media_type == media.PDF:
         assert isinstance(content, bytes)
         return parse_pdf(content, limits.max_pdf_pages), 0
+    if media_type in (media.DOCX, media.ODT):
+        assert isinstance(content, bytes)
+        return office.parse_office(content, media_type), 0
     if isinstance(content, bytes):
         text, replaced = media.decode_text(content, charset)
     else:

@@ -285,7 +285,10 @@ _CATALOGUE = (
         "Check the file; upload a repaired copy.",
     ),
     Reason(
-        "ENCRYPTED_DOCUMENT", "INVALID_ARGUMENT", "An encrypted PDF.", "Upload a decrypted copy."
+        "ENCRYPTED_DOCUMENT",
+        "INVALID_ARGUMENT",
+        "An encrypted PDF or Office document.",
+        "Upload a decrypted copy.",
     ),
     Reason(
         "NO_TEXT_CONTENT",
@@ -307,7 +310,8 @@ _CATALOGUE = (
         "INVALID_ARGUMENT",
         "A document over a structural or memory limit of the chunking service: HTML nested "
         "deeper than RAGMESH_CHUNKING_MAX_HTML_DEPTH, a PDF with more pages than "
-        "RAGMESH_CHUNKING_MAX_PDF_PAGES or over pypdf's limits (a decompression bomb), or one "
+        "RAGMESH_CHUNKING_MAX_PDF_PAGES or a stream inflating past 75 MB (a decompression "
+        "bomb), a Word/OpenDocument container over its entry, size or ratio limits, or one "
         "needing more memory than RAGMESH_CHUNKING_WORKER_MEMORY_MB (metadata: limit).",
         "Simplify or split the document; retrying it unchanged fails again.",
     ),
@@ -440,7 +444,11 @@ _CATALOGUE = (
     ),
     Reason("INVALID_CHUNK_INDEX", "INVALID_ARGUMENT", "A negative chunk index."),
     Reason("DUPLICATE_CHUNK_INDEX", "INVALID_ARGUMENT", "Two chunks with one index in an upsert."),
-    Reason("INVALID_OFFSETS", "INVALID_ARGUMENT", "Chunk offsets that are negative or reversed."),
+    Reason(
+        "INVALID_OFFSETS",
+        "INVALID_ARGUMENT",
+        "Chunk offsets (or pages) that are negative or reversed.",
+    ),
     Reason("FIELD_TOO_LONG", "INVALID_ARGUMENT", "A chunk field over its stored length."),
     Reason("TOO_MANY_CHUNKS", "INVALID_ARGUMENT", "More chunks than one upsert may carry."),
     Reason("EMPTY_UPSERT", "INVALID_ARGUMENT", "An upsert without chunks (use a delete)."),

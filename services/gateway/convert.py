@@ -122,6 +122,9 @@ def citation_from_scored(scored: common_pb2.ScoredChunk, number: int = 0) -> com
         end_offset=chunk.end_offset,
         score=scored.score,
         number=number,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
+        page_label=chunk.page_label,
     )
 
 

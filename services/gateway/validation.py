@@ -12,7 +12,14 @@ from services.common.errors import InvalidArgument
 
 KB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DOC_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MEDIA_TYPES = ("text/plain", "text/markdown", "text/html", "application/pdf")
+MEDIA_TYPES = (
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "application/pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.oasis.opendocument.text",
+)
 # Bump when what a chunk stores changes, so old uploads are not deduplicated.
 INDEX_FORMAT = "1"
 

@@ -69,6 +69,12 @@ class RetrievalSettings(BaseSettings):
         default=128, ge=1, description="HNSW search breadth `ef` (raised to top_k when smaller)."
     )
     ivf_nprobe: int = Field(default=16, ge=1, description="IVF_FLAT clusters probed per search.")
+    bm25_identifiers: bool = Field(
+        default=True,
+        description="New collections index code identifiers for BM25 both whole and split at "
+        "_ . :: -> and case changes (a `bm25_text` field feeds the BM25 function; queries are "
+        "expanded the same way); false: BM25 reads the text alone.",
+    )
     max_text_bytes: int = Field(
         default=MILVUS_VARCHAR_MAX,
         ge=1,

@@ -10,6 +10,7 @@ UNAVAILABLE quickly instead of waiting for their whole deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,6 @@ from services.retrieval.schema import (
     F_DOCUMENT_VERSION,
     F_ID,
     FILTER_FIELDS,
-    OUTPUT_FIELDS,
     Capabilities,
     ChunkRecord,
     CollectionInfo,
@@ -193,7 +193,7 @@ class Retriever:
         validate_collection_name(name)
         info = await self._run(deadline, self.store.describe_collection, name)
         count = await self._run(deadline, self.store.count, name, "")
-        return CollectionInfo(spec=info.spec, sparse_enabled=info.sparse_enabled, chunk_count=count)
+        return dataclasses.replace(info, chunk_count=count)
 
     async def list_collections(
         self, page_size: int, page_token: str, deadline: float | None
@@ -327,7 +327,7 @@ class Retriever:
         validate_document_id(document_id)
         size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = api.decode_page_token(page_token, int)
-        await self._info(collection, deadline)
+        info = await self._info(collection, deadline)
         expr = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         if version:
             check_varchar(F_DOCUMENT_VERSION, version)
@@ -347,7 +347,7 @@ class Retriever:
         page = indexes[:size]
         if not page:
             return [], ""
-        fields = [f for f in OUTPUT_FIELDS if not (omit_text and f == "text")]
+        fields = [f for f in info.output_fields if not (omit_text and f == "text")]
         page_expr = f"{expr} and {F_CHUNK_INDEX} in [{', '.join(map(str, page))}]"
         full = await self._run(deadline, self.store.query, collection, page_expr, fields, len(page))
         chunks = sorted((record_from_row(r) for r in full), key=lambda c: c.chunk_index)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from services.retrieval.config import MILVUS_VARCHAR_MAX
+from services.retrieval.identifiers import index_text
 from services.retrieval.schema import (
+    F_BM25_TEXT,
     F_CHUNK_INDEX,
     F_DENSE,
     F_DOCUMENT_ID,
@@ -16,12 +19,16 @@ from services.retrieval.schema import (
     F_LANGUAGE,
     F_MEDIA_TYPE,
     F_METADATA,
+    F_PAGE_END,
+    F_PAGE_LABEL,
+    F_PAGE_START,
     F_SOURCE,
     F_START_OFFSET,
     F_TEXT,
     F_TITLE,
     F_TOKEN_COUNT,
     ChunkRecord,
+    CollectionInfo,
     Metric,
 )
 
@@ -49,11 +56,16 @@ def record_from_row(row: dict[str, Any]) -> ChunkRecord:
         language=str(row.get(F_LANGUAGE, "") or ""),
         media_type=str(row.get(F_MEDIA_TYPE, "") or ""),
         metadata=dict(metadata),
+        page_start=int(row.get(F_PAGE_START, 0) or 0),
+        page_end=int(row.get(F_PAGE_END, 0) or 0),
+        page_label=str(row.get(F_PAGE_LABEL, "") or ""),
     )
 
 
-def row_from_record(chunk: ChunkRecord) -> dict[str, Any]:
-    return {
+def row_from_record(chunk: ChunkRecord, info: CollectionInfo | None = None) -> dict[str, Any]:
+    """The Milvus row; the page fields and the BM25 index text only where the
+    collection has them (`info`; None: the original fields only)."""
+    row = {
         F_ID: chunk.id,
         F_DOCUMENT_ID: chunk.document_id,
         F_CHUNK_INDEX: chunk.chunk_index,
@@ -70,6 +82,18 @@ def row_from_record(chunk: ChunkRecord) -> dict[str, Any]:
         F_METADATA: chunk.metadata,
         F_DENSE: chunk.vector,
     }
+    if info is not None and info.pages:
+        row.update(
+            {
+                F_PAGE_START: chunk.page_start,
+                F_PAGE_END: chunk.page_end,
+                F_PAGE_LABEL: chunk.page_label,
+            }
+        )
+    if info is not None and info.sparse_enabled and info.bm25_input == F_BM25_TEXT:
+        room = MILVUS_VARCHAR_MAX - len(chunk.text.encode("utf-8")) - 1
+        row[F_BM25_TEXT] = index_text(chunk.text, max(0, room))
+    return row
 
 
 def dense_score(metric: Metric, distance: float) -> float:

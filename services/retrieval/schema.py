@@ -29,6 +29,14 @@ F_MEDIA_TYPE = "media_type"
 F_METADATA = "metadata"
 F_DENSE = "dense"
 F_SPARSE = "sparse"
+# Pages of a chunk (paginated documents); collections made before them lack these.
+F_PAGE_START = "page_start"
+F_PAGE_END = "page_end"
+F_PAGE_LABEL = "page_label"
+PAGE_FIELDS = (F_PAGE_START, F_PAGE_END, F_PAGE_LABEL)
+# What BM25 indexes in newer collections: the text plus split code identifiers
+# (services/retrieval/identifiers.py). Never returned.
+F_BM25_TEXT = "bm25_text"
 BM25_FUNCTION = "text_bm25"
 
 # Largest size (UTF-8 bytes) of each VARCHAR field but `text` (a setting).
@@ -41,6 +49,7 @@ VARCHAR_LIMITS: dict[str, int] = {
     F_SOURCE: 1_024,
     F_LANGUAGE: 32,
     F_MEDIA_TYPE: 128,
+    F_PAGE_LABEL: 160,
 }
 
 
@@ -182,6 +191,15 @@ class CollectionInfo:
     spec: CollectionSpec
     sparse_enabled: bool
     chunk_count: int = 0
+    #: the collection stores page fields (created after they were added)
+    pages: bool = False
+    #: the field the BM25 function reads: `bm25_text` (text + split identifiers) or `text`
+    bm25_input: str = F_TEXT
+
+    @property
+    def output_fields(self) -> list[str]:
+        """Every stored field a search or list returns (vectors and bm25_text excluded)."""
+        return [*OUTPUT_FIELDS, *PAGE_FIELDS] if self.pages else list(OUTPUT_FIELDS)
 
 
 @dataclass
@@ -202,6 +220,10 @@ class ChunkRecord:
     media_type: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     vector: list[float] | None = None
+    #: physical pages (1-based; 0: none) and their label text ("22", "22–23")
+    page_start: int = 0
+    page_end: int = 0
+    page_label: str = ""
 
     @property
     def id(self) -> str:

@@ -137,6 +137,9 @@ def chunk_pb(chunk: ChunkRecord) -> common_pb2.Chunk:
         language=chunk.language,
         media_type=chunk.media_type,
         document_version=chunk.document_version,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
+        page_label=chunk.page_label,
     )
 
 
@@ -157,6 +160,9 @@ def chunk_record(item: pb.ChunkToUpsert) -> ChunkRecord:
         media_type=c.media_type,
         metadata=json_format.MessageToDict(c.metadata),
         vector=list(item.vector),
+        page_start=c.page_start,
+        page_end=c.page_end,
+        page_label=c.page_label,
     )
 
 

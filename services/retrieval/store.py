@@ -32,14 +32,17 @@ from services.common.errors import (
 from services.retrieval.collection_schema import build_schema
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import string_literal
+from services.retrieval.identifiers import expand_query
 from services.retrieval.milvus_errors import NOT_LOADED_HINTS, translate_error
 from services.retrieval.rows import dense_score, record_from_row, row_from_record
 from services.retrieval.schema import (
     DEFAULT_INDEX_PARAMS,
+    F_BM25_TEXT,
     F_DENSE,
     F_ID,
+    F_PAGE_START,
     F_SPARSE,
-    OUTPUT_FIELDS,
+    F_TEXT,
     Capabilities,
     ChunkRecord,
     CollectionInfo,
@@ -220,6 +223,7 @@ class MilvusStore:
                 reason="ANALYZER_UNAVAILABLE",
             )
         params = spec.index_params or DEFAULT_INDEX_PARAMS[spec.index_type]
+        identifiers = sparse and self.settings.bm25_identifiers
         description = json.dumps(
             {
                 "schema": SCHEMA_TAG,
@@ -229,11 +233,14 @@ class MilvusStore:
                 "language": spec.language.value,
                 "sparse": sparse,
                 "labels": spec.labels,
+                "bm25_input": F_BM25_TEXT if identifiers else F_TEXT,
             },
             separators=(",", ":"),
         )
         with self._call("create collection") as client:
-            schema, index_params = build_schema(client, spec, dict(params), sparse, description)
+            schema, index_params = build_schema(
+                client, spec, dict(params), sparse, description, identifiers
+            )
             client.create_collection(
                 spec.name,
                 schema=schema,
@@ -243,7 +250,12 @@ class MilvusStore:
                 timeout=timeout,
             )
         spec = dataclasses.replace(spec, index_params=dict(params))
-        info = CollectionInfo(spec=spec, sparse_enabled=sparse)
+        info = CollectionInfo(
+            spec=spec,
+            sparse_enabled=sparse,
+            pages=True,
+            bm25_input=F_BM25_TEXT if identifiers else F_TEXT,
+        )
         self._info_cache[spec.name] = info
         return info
 
@@ -278,7 +290,15 @@ class MilvusStore:
             language=Language(meta["language"]),
             labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
         )
-        info = CollectionInfo(spec=spec, sparse_enabled=bool(meta.get("sparse")))
+        # Fields added over time (pages, bm25_text) are read from the schema itself:
+        # an older collection lacks them and reads as before (no pages, BM25 on text).
+        names = {str(f.get("name")) for f in desc["fields"]}
+        info = CollectionInfo(
+            spec=spec,
+            sparse_enabled=bool(meta.get("sparse")),
+            pages=F_PAGE_START in names,
+            bm25_input=F_BM25_TEXT if F_BM25_TEXT in names else F_TEXT,
+        )
         self._info_cache[name] = info
         return info
 
@@ -373,7 +393,8 @@ class MilvusStore:
                 it.close()
 
     def upsert(self, name: str, chunks: Sequence[ChunkRecord], timeout: float) -> None:
-        rows = [row_from_record(c) for c in chunks]
+        info = self._info_cache.get(name) or self.describe_collection(name, timeout)
+        rows = [row_from_record(c, info) for c in chunks]
         try:
             with self._call("upsert") as client:
                 client.upsert(name, rows, timeout=timeout)
@@ -439,7 +460,7 @@ class MilvusStore:
                 anns_field=F_DENSE,
                 limit=limit,
                 filter=filter_expr,
-                output_fields=OUTPUT_FIELDS,
+                output_fields=info.output_fields,
                 search_params=self._search_params(info, limit),
                 timeout=timeout,
                 **self._read_kwargs(name),
@@ -452,6 +473,8 @@ class MilvusStore:
         self, info: CollectionInfo, text: str, limit: int, filter_expr: str, timeout: float
     ) -> list[tuple[ScoredId, ChunkRecord]]:
         name = info.spec.name
+        if info.bm25_input == F_BM25_TEXT:  # indexed with split identifiers: query the same way
+            text = expand_query(text)
         result = self._read(
             name,
             "BM25 search",
@@ -462,7 +485,7 @@ class MilvusStore:
                 anns_field=F_SPARSE,
                 limit=limit,
                 filter=filter_expr,
-                output_fields=OUTPUT_FIELDS,
+                output_fields=info.output_fields,
                 search_params={"metric_type": "BM25"},
                 timeout=timeout,
                 **self._read_kwargs(name),

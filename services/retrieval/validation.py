@@ -116,8 +116,12 @@ def _validate_chunk(
     if not chunk.text.strip():
         raise InvalidArgument(f"{where}: text is empty", reason="EMPTY_TEXT")
     check_varchar("text", chunk.text, settings.max_text_bytes)
-    for name in ("title", "source", "language", "media_type"):
+    for name in ("title", "source", "language", "media_type", "page_label"):
         check_varchar(name, getattr(chunk, name))
+    if chunk.page_start < 0 or chunk.page_end < chunk.page_start:
+        raise InvalidArgument(
+            f"{where}: pages must satisfy 0 <= page_start <= page_end", reason="INVALID_OFFSETS"
+        )
     check_varchar("heading_path", json.dumps(chunk.heading_path, ensure_ascii=False))
     if chunk.start_offset < 0 or chunk.end_offset < chunk.start_offset:
         raise InvalidArgument(

@@ -116,6 +116,8 @@ def test_ask_streams_sources_deltas_and_a_cited_answer(stack: Stack) -> None:
     assert set(kinds[1:-1]) <= {"delta"}
     sources = events[0].sources.sources
     assert sources[0].document_id == "saturn.pdf"
+    assert sources[0].page_start >= 1 and sources[0].page_label  # a PDF passage has its pages
+    assert all(s.page_start == 0 for s in sources if not s.document_id.endswith(".pdf"))
     final = events[-1].final
     assert final.answer == "".join(e.delta.text for e in events[1:-1])
     assert final.usage.completion_tokens > 0 and final.total_ms >= final.retrieval_ms > 0

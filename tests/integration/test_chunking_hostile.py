@@ -76,8 +76,9 @@ def tight_stub(
 
 @pytest.fixture(scope="module")
 def slow_pdf() -> bytes:
-    """A genuine PDF that takes pypdf well over TIGHT_BUDGET_S (~8 MB, 2,000 pages)."""
-    return english_pdf(2000, seed=3)
+    """A genuine PDF that takes well over TIGHT_BUDGET_S to chunk (~23 MB, 6,000 pages:
+    PDFium reads ~600 pages a second here)."""
+    return english_pdf(6000, seed=3)
 
 
 def _workers(proc: ManagedProcess) -> set[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -125,6 +126,26 @@ def test_html_and_pdf(stub: chunking_pb2_grpc.ChunkingServiceStub) -> None:
     assert resp.media_type == "application/pdf"
     assert resp.title == "Generated report"
     assert len(resp.chunks) >= 4
+    assert all(c.page_start >= 1 and c.page_label for c in resp.chunks)
+
+
+def test_real_documents_through_the_workers(stub: chunking_pb2_grpc.ChunkingServiceStub) -> None:
+    """PDFium runs in the worker processes: a real manual, its pages and labels."""
+    repo = Path(__file__).resolve().parents[2]
+    pdf = (repo / "eval" / "realworld" / "documents" / "libtasn1.pdf").read_bytes()
+    resp = stub.ChunkDocument(
+        Request(
+            content=pdf, file_name="libtasn1.pdf", options=Options(include_normalized_text=True)
+        ),
+        timeout=60,
+    )
+    entry = next(c for c in resp.chunks if "int asn1_decode_simple_der (" in c.text)
+    assert (entry.page_start, entry.page_label) == (25, "22")
+    assert resp.normalized_text[entry.start_offset : entry.end_offset] == entry.text
+    docx = (repo / "tests" / "data" / "documents" / "sample.docx").read_bytes()
+    resp = stub.ChunkDocument(Request(content=docx, file_name="manual.docx"), timeout=60)
+    assert resp.media_type.endswith("wordprocessingml.document")
+    assert ["Reference", "widget_open"] in [list(c.heading_path) for c in resp.chunks]
 
 
 def test_chinese_and_overlap(stub: chunking_pb2_grpc.ChunkingServiceStub) -> None:
@@ -192,8 +213,14 @@ BAD = [
         "UNSUPPORTED_MEDIA_TYPE",
     ),
     (
-        "undetectable binary",
+        "broken Word document",
         Request(content=b"PK\x03\x04" + bytes(200), file_name="a.docx"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CORRUPT_DOCUMENT",
+    ),
+    (
+        "undetectable binary",
+        Request(content=b"PK\x03\x04" + bytes(200), file_name="a.zip"),
         grpc.StatusCode.INVALID_ARGUMENT,
         "UNSUPPORTED_MEDIA_TYPE",
     ),

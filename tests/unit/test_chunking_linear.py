@@ -16,7 +16,16 @@ from collections.abc import Callable
 
 import pytest
 
-from services.chunking import html_depth, media, normalize, parsing, splitter, tokens
+from services.chunking import (
+    html_depth,
+    html_parse,
+    media,
+    normalize,
+    parsing,
+    pdf_clean,
+    splitter,
+    tokens,
+)
 
 SIZES = (10_000, 100_000, 1_000_000)
 MAX_RATIO = 30  # for 10x the input; linear is 10-25, quadratic ~100
@@ -85,7 +94,7 @@ CASES: list[tuple[str, Callable[[str], object], Callable[[int], str]]] = [
     ("thematic break: - then spaces", parsing._thematic_break, _line("-", " ", "x")),
     ("thematic break: mixed", parsing._thematic_break, _line("", "*\t", "-")),
     ("indentation", parsing._unindented, _line("", " ")),
-    ("html whitespace", lambda t: parsing._WS.sub(" ", t), _line("a", " \t\n", "b")),
+    ("html whitespace", lambda t: html_parse._WS.sub(" ", t), _line("a", " \t\n", "b")),
     # --- whole Markdown documents
     ("markdown: # lines", parsing.parse_markdown, _line("", "#\n")),
     ("markdown: fences", parsing.parse_markdown, _line("", "```\n# x\n")),
@@ -118,6 +127,15 @@ CASES: list[tuple[str, Callable[[str], object], Callable[[int], str]]] = [
     ("html depth: unterminated comments", _depth(16), _line("", "<!--<b>")),
     ("html depth: unterminated scripts", _depth(16), _line("", "<script><i>")),
     ("html depth: closing everything", _depth(16), _line("<a>", "<b><i></a>")),
+    # --- PDF cleanup (each rule runs on a page's lines; a line can be long)
+    ("pdf: dot leaders without a number", pdf_clean.is_leader_line, _line("x", ". ")),
+    ("pdf: dot leaders, numbers", pdf_clean.is_leader_line, _line("", "...1,", "x")),
+    ("pdf: page number shape", pdf_clean.is_bare_page_number, _line("- ", "1")),
+    ("pdf: marked hyphens", lambda t: pdf_clean.Hyphens([]).marked(t), _line("", "ab\ufffe")),
+    ("pdf: letters, one mark", lambda t: pdf_clean.Hyphens([]).marked(t), _line("", "a", "\ufffe")),
+    ("pdf: hyphen join", lambda t: pdf_clean.Hyphens([t]).join([t, "next"]), _line("", "a", "-")),
+    ("pdf: underscore join", lambda t: pdf_clean.Hyphens([]).join([t, "x_y"]), _line("", "a_")),
+    ("pdf: page shape", lambda t: pdf_clean._shape(t, "7"), _line("", "7 a1 ")),
     # --- decoding
     ("decode: invalid UTF-8", _decode_latin1, _line("", "\xff\xc3(")),
 ]

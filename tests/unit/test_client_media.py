@@ -55,7 +55,9 @@ def test_utf16_text_with_bom_is_not_binary() -> None:
         ("d.txt", True),
         ("e.png", False),
         ("Makefile", False),
-        ("f.docx", False),
+        ("f.docx", True),
+        ("f.odt", True),
+        ("f.doc", False),
     ],
 )
 def test_is_supported_file(name: str, supported: bool) -> None:
