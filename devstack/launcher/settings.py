@@ -73,6 +73,12 @@ class LauncherSettings(BaseSettings):
     restart_backoff_max_s: float = Field(
         30.0, description="Longest wait before restarting a process that keeps dying."
     )
+    stop_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="On shutdown, how long a child gets to exit after its stop signal (SIGTERM; "
+        "SIGINT for the Milvus server) before it and everything it started are SIGKILLed.",
+    )
     config: str = Field(
         "",
         description="Client config file to write (read by the CLI and SDK); empty: "

@@ -20,7 +20,13 @@ from typing import IO
 from devstack import deps
 from devstack.launcher.demo import DEMO_KB, create_demo
 from devstack.launcher.settings import SERVICE_ORDER, LauncherSettings
-from devstack.launcher.supervisor import ProcessSpec, Supervised, say
+from devstack.launcher.supervisor import (
+    ProcessSpec,
+    Supervised,
+    become_subreaper,
+    reap_orphans,
+    say,
+)
 from devstack.procs import health_status, port_open, worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +132,7 @@ class Stack:
     # -- specs --------------------------------------------------------------------------
 
     def _add(self, spec: ProcessSpec) -> Supervised:
+        spec.stop_timeout_s = self.settings.stop_grace_s
         proc = Supervised(
             spec, len(self.processes), self.log_dir, self.settings.restart_backoff_max_s, self.out
         )
@@ -175,7 +182,6 @@ class Stack:
             proc.argv,
             health=lambda: port_open("127.0.0.1", port),
             stop_signal=signal.SIGINT,
-            stop_timeout_s=30,
         )
 
     def _llm_spec(self) -> ProcessSpec | None:
@@ -263,7 +269,6 @@ class Stack:
                 env=env,
                 cwd=REPO,
                 ready_line=r"@\S+ ready\.",
-                stop_timeout_s=30,
             )
         )
 
@@ -299,6 +304,7 @@ class Stack:
         while pending:
             if self.stop_event.is_set():
                 raise KeyboardInterrupt
+            self.reap_orphans()
             for proc in list(pending):
                 proc.check()
                 if proc.healthy():
@@ -330,6 +336,7 @@ class Stack:
     def supervise(self) -> None:
         recovering: set[str] = set()
         while not self.stop_event.wait(0.5):
+            self.reap_orphans()
             for proc in self.processes:
                 restarts = proc.restarts
                 proc.check()
@@ -354,9 +361,17 @@ class Stack:
             procs = [by_name[n] for n in wave if n in by_name]
             with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
                 list(pool.map(lambda p: p.stop(), procs))
+        self.reap_orphans()
         with contextlib.suppress(OSError):
             (self.data_dir / "run" / "processes.json").unlink()
         say("stopped", self.out)
+
+    def reap_orphans(self) -> None:
+        """Kills descendants orphaned by a dead tether (re-parented to the launcher,
+        a subreaper), which nothing else would stop."""
+        known = {p.pid for p in self.processes if p.pid is not None}
+        for pid in reap_orphans(known):
+            say(f"killed orphaned process {pid}", self.out)
 
     # -- after start --------------------------------------------------------------------
 
@@ -474,6 +489,8 @@ class Stack:
 
 def main(argv: list[str] | None = None, runner: Callable[[Stack], int] | None = None) -> int:
     settings = LauncherSettings()  # values from the environment
+    # Orphans below the children come back to the launcher (see supervisor.py).
+    become_subreaper()
     stack = Stack(settings)
     stack.install_signal_handlers()
     return (runner or Stack.run)(stack)

@@ -3,12 +3,20 @@
 Each child runs in its own session (process group): Ctrl-C in the terminal
 reaches only the launcher, which then stops the children in order, and a
 stop signals the whole group so grandchildren (Celery's pool, the Milvus
-server's `milvus run`) go too.
+server's `milvus run`) go too; what has not exited after the child's grace
+period (`stop_timeout_s`) is SIGKILLed.
+
+No child outlives the launcher, however it ends: each runs under
+devstack/tether.py (its group leader, the pid the launcher reports), which
+kills the child and everything below it when the launcher dies, even by
+SIGKILL. The launcher is itself a child subreaper: a descendant orphaned when
+its tether was killed comes back to it, and `reap_orphans` kills it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -21,6 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from devstack.tether import below
+
+TETHER = Path(__file__).resolve().parents[1] / "tether.py"
+PR_SET_CHILD_SUBREAPER = 36
 _COLORS = ("36", "32", "33", "35", "34", "96", "92", "93", "95", "94")
 _print_lock = threading.Lock()
 
@@ -31,6 +43,43 @@ def say(message: str, out: IO[str] | None = None) -> None:
     with _print_lock:
         stream.write(f"{'launcher':<10} | {message}\n")
         stream.flush()
+
+
+def tethered(argv: Sequence[str]) -> list[str]:
+    """`argv` run under devstack/tether.py, tied to this process."""
+    return [sys.executable, "-I", "-S", str(TETHER), str(os.getpid()), "--", *argv]
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to this process (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(known: set[int]) -> list[int]:
+    """SIGKILLs and reaps this process's children that it did not start (orphans
+    a subreaper adopted); returns their pids. `known`: the children it started."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = fh.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if ppid == me:
+            found.append(int(entry))
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return found
 
 
 @dataclass
@@ -92,7 +141,7 @@ class Supervised:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            list(self.spec.argv),
+            tethered(self.spec.argv),
             env=env,
             cwd=self.spec.cwd,
             stdin=subprocess.DEVNULL,
@@ -159,6 +208,12 @@ class Supervised:
     def _kill_group(self, sig: int) -> None:
         if self.proc is None:
             return
+        if sig == signal.SIGKILL and self.proc.poll() is None:
+            # Everything under the live tether first, the processes that left
+            # its group (setsid) too: killed with it, the tether could not.
+            for pid in below(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 

@@ -1,8 +1,18 @@
 """Client channels to ragmesh services: message limits, request-id propagation,
-a retry policy for idempotent methods only, and deadline helpers."""
+a retry policy for idempotent methods only, load balancing, and deadline helpers.
+
+Calls, not connections, are balanced: a channel's target may resolve to several
+addresses — `dns:///ragmesh-embedding-headless.ns.svc.cluster.local:50053`, a
+headless Kubernetes Service, resolves to one per ready replica — and with the
+`round_robin` policy (RAGMESH_GRPC_LB_POLICY) the channel keeps a connection to
+each and sends every call to the next. Servers end connections after
+RAGMESH_GRPC_MAX_CONNECTION_AGE_S, so channels resolve the name again and pick
+up replicas added since (services.common.server).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,8 +65,9 @@ def channel_options(
     settings: CommonSettings | None = None,
 ) -> list[tuple[str, Any]]:
     """Options of a channel to an internal service: message limits, keepalive,
-    reconnect backoff, and retries (on UNAVAILABLE, with exponential backoff) of
-    the methods named in `idempotent_methods` of `service` (its full proto name)."""
+    reconnect backoff, the load-balancing policy, and retries (on UNAVAILABLE,
+    with exponential backoff) of the methods named in `idempotent_methods` of
+    `service` (its full proto name)."""
     settings = settings or CommonSettings()
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -66,9 +77,27 @@ def channel_options(
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
-    if service:
-        options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
+    options += [
+        ("grpc.service_config", service_config(service, idempotent_methods, settings)),
+        (
+            "grpc.dns_min_time_between_resolutions_ms",
+            int(settings.grpc_dns_min_resolution_interval_s * 1000),
+        ),
+    ]
     return options
+
+
+def service_config(
+    service: str, idempotent_methods: Iterable[str], settings: CommonSettings
+) -> str:
+    """The channel's service config: the load-balancing policy over the addresses
+    the target resolves to (RAGMESH_GRPC_LB_POLICY), and the retry policy of the
+    idempotent methods."""
+    config: dict[str, Any] = (
+        json.loads(retry_service_config(service, idempotent_methods)) if service else {}
+    )
+    config["loadBalancingConfig"] = [{settings.grpc_lb_policy: {}}]
+    return json.dumps(config)
 
 
 def create_channel(

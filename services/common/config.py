@@ -7,6 +7,8 @@ process shares (log level, message size) use the bare RAGMESH_ prefix.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -41,6 +43,26 @@ class CommonSettings(BaseSettings):
         description="Calls one server handles at once (open streams included; health checks "
         "not counted); more are refused at once with RESOURCE_EXHAUSTED (SERVER_BUSY) and a "
         "retry delay, before they take memory or a dependency's time.",
+    )
+    grpc_lb_policy: Literal["round_robin", "pick_first"] = Field(
+        "round_robin",
+        description="How a channel to an internal service spreads calls over the addresses "
+        "the service's name resolves to: `round_robin` sends each call to the next ready one "
+        "(behind a headless Kubernetes Service: every ready replica), `pick_first` keeps one "
+        "connection.",
+    )
+    grpc_max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="A server ends each client connection after about this long (GOAWAY; calls "
+        "in flight finish), so that clients resolve the service's name again and spread calls "
+        "over replicas added since; 0: never (the chart sets 300).",
+    )
+    grpc_dns_min_resolution_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Shortest time between two DNS resolutions of a service's name by one "
+        "channel (gRPC's default).",
     )
 
 

@@ -1,5 +1,6 @@
 """Prometheus metrics: requests, errors and latency per gRPC method; the
-findings of the gateway's periodic consistency check; the LLM admission queue."""
+findings of the gateway's periodic consistency check; the reaper's re-sends; the
+LLM admission queue."""
 
 from __future__ import annotations
 
@@ -61,6 +62,34 @@ LLM_QUEUE_REFUSED = Counter(
     "Answers refused by the LLM admission queue (full, tenant share, deadline)",
     ["reason"],
 )
+
+
+REAPER_RESENT = Counter(
+    "ragmesh_reaper_resent_total",
+    "Ingestion tasks the gateway's reaper sent again: its worker vanished (worker_lost) or "
+    "its message was not in the broker any more (message_lost)",
+    ["why"],
+)
+QUEUED_WAITING = Gauge(
+    "ragmesh_ingestion_jobs_waiting_checked",
+    "QUEUED jobs idle past RAGMESH_GATEWAY_QUEUED_REQUEUE_AFTER_S that the reaper's last "
+    "broker check found waiting (their message is in the queue)",
+)
+BROKER_SCAN = Histogram(
+    "ragmesh_reaper_broker_scan_seconds",
+    "One scan of the ingestion queue and the unacknowledged messages by the reaper",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def record_reaper_pass(
+    *, worker_lost: int, message_lost: int, waiting: int, scan_seconds: float | None
+) -> None:
+    REAPER_RESENT.labels("worker_lost").inc(worker_lost)
+    REAPER_RESENT.labels("message_lost").inc(message_lost)
+    if scan_seconds is not None:
+        QUEUED_WAITING.set(waiting)
+        BROKER_SCAN.observe(scan_seconds)
 
 
 def start_metrics_server(host: str, port: int) -> None:

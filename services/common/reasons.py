@@ -242,12 +242,6 @@ _CATALOGUE = (
         "Check the workers' logs (a document that kills its worker?), then retry the job.",
     ),
     Reason(
-        "QUEUE_TIMEOUT",
-        "UNAVAILABLE",
-        "Job error: no worker took the job within RAGMESH_GATEWAY_QUEUED_TIMEOUT_S.",
-        "Start workers, then retry the job.",
-    ),
-    Reason(
         "QUEUE_UNAVAILABLE",
         "UNAVAILABLE",
         "The task queue (Redis) refused the job; the upload is not queued.",

@@ -74,6 +74,12 @@ def server_options(
         # Clients keep idle channels alive with pings (30 s); never answer a long,
         # quiet call's pings with GOAWAY "too_many_pings".
         ("grpc.http2.max_ping_strikes", 0),
+        # Clients come back through a new resolution: replicas added since get calls.
+        *(
+            [("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000))]
+            if settings.grpc_max_connection_age_s
+            else []
+        ),
     ]
 
 

@@ -163,9 +163,9 @@ class GatewaySettings(BaseSettings):
     )
     queued_requeue_after_s: float = Field(
         default=600.0,
-        description="A job QUEUED this long has its task sent again (the first message may "
-        "have been lost; duplicates are harmless).",
-    )
-    queued_timeout_s: float = Field(
-        default=3600.0, description="A job QUEUED this long (no worker took it) is FAILED."
+        gt=0,
+        description="A job QUEUED this long without a sign of life has the broker checked for "
+        "its message (the queue and the unacknowledged messages; again every this long while "
+        "it waits); only a job whose message is gone is sent again. A job is never failed or "
+        "sent twice for waiting in an intact queue.",
     )

@@ -380,7 +380,6 @@ class GatewayService:
                 stale_after_s=self.jobs_settings.job_heartbeat_timeout_s,
                 max_attempts=s.job_max_attempts,
                 requeue_after_s=s.queued_requeue_after_s,
-                queued_timeout_s=s.queued_timeout_s,
                 interval_s=s.reaper_interval_s,
             ),
         )
@@ -413,7 +412,13 @@ class GatewayService:
         """On the replica holding the reaper's lease: a reaper pass, the sweeper,
         re-indexes moved along, and (when configured) a consistency check."""
         if await asyncio.to_thread(self.reaper.try_lease):
-            await asyncio.to_thread(self.reaper.run_pass)
+            reaped = await asyncio.to_thread(self.reaper.run_pass)
+            metrics.record_reaper_pass(
+                worker_lost=len(reaped.requeue) - len(reaped.resent_missing),
+                message_lost=len(reaped.resent_missing),
+                waiting=reaped.waiting,
+                scan_seconds=reaped.snapshot.seconds if reaped.snapshot else None,
+            )
             await self.sweeper.run_once()
             await self.reindexer.reconcile()
             await self.reindexer.drop_unused(self.settings.sweep_after_s)

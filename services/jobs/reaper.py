@@ -1,8 +1,22 @@
 """The reaper: finds jobs nobody is working on and hands them out again.
 
-It runs in the gateway (one replica at a time, under a lease in Redis): a
-RUNNING job whose worker stopped beating is re-queued (or FAILED after too many
-lost runs); a QUEUED job whose message seems lost is sent again.
+It runs in the gateway (one replica at a time, under a lease in Redis):
+
+- a RUNNING job whose worker stopped beating is re-queued (or FAILED,
+  WORKER_LOST, after too many lost runs);
+- a QUEUED job is never failed or sent again for waiting: a backlog of
+  thousands of jobs on one worker simply drains. Once a QUEUED job has shown
+  no sign of life for `requeue_after_s`, the reaper looks for its message in
+  the broker (one scan of the queue and of the unacknowledged messages per
+  pass, for every such job at once): found → the job is left waiting, and
+  checked again `requeue_after_s` later; not found in two scans a pass apart,
+  with the job unchanged in between → the message is lost (a Redis restart
+  without the last writes, a worker killed while holding it, a failed send)
+  and the job's task is sent again.
+
+The two scans close the windows in which a healthy message is in neither
+place: between a worker's BRPOP and kombu's write to `unacked` (a few
+milliseconds), and between the gateway's commit of a job and its send.
 """
 
 from __future__ import annotations
@@ -16,10 +30,25 @@ from typing import Any
 
 from services.jobs.jobbook import JobBook
 from services.jobs.outcomes import GATEWAY_DOMAIN
-from services.jobs.queue import IngestionQueue
+from services.jobs.queue import IngestionQueue, QueueSnapshot
 from services.jobs.records import ErrorRecord, JobRecord, JobState
 
 log = logging.getLogger("ragmesh.reaper")
+
+# Bump the last sign of life of the QUEUED jobs among ARGV[2..] (their message
+# is in the broker), leaving any that changed state meanwhile alone.
+# KEYS[1] the active-jobs zset, KEYS[2..] the job hashes; ARGV[1] now.
+TOUCH_QUEUED = """
+local touched = 0
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') == 'QUEUED' then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+    touched = touched + 1
+  end
+end
+return touched
+"""
+TOUCH_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -28,18 +57,27 @@ class ReaperPolicy:
     stale_after_s: float = 30.0
     #: runs a job gets before it is FAILED (WORKER_LOST)
     max_attempts: int = 3
-    #: QUEUED this long without a worker taking it: its message is sent again
+    #: QUEUED this long without a sign of life: the broker is checked for its
+    #: message (and again every this long while it waits)
     requeue_after_s: float = 600.0
-    #: QUEUED this long: FAILED (QUEUE_TIMEOUT)
-    queued_timeout_s: float = 3600.0
     #: how often a pass runs
     interval_s: float = 5.0
 
 
 @dataclass
 class ReapResult:
+    #: sent again: worker lost (RUNNING) or message lost (QUEUED)
     requeue: list[str] = field(default_factory=list)
+    #: of those, the QUEUED jobs whose message was lost
+    resent_missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: QUEUED jobs whose message was missing once (checked again next pass)
+    suspect: list[str] = field(default_factory=list)
+    #: QUEUED jobs checked against the broker, and how many were found there
+    checked: int = 0
+    waiting: int = 0
+    #: the broker scan (None: no scan this pass)
+    snapshot: QueueSnapshot | None = None
 
 
 class Reaper:
@@ -50,6 +88,9 @@ class Reaper:
         self.queue = queue
         self.policy = policy
         self.holder = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._touch = self.db.r.register_script(TOUCH_QUEUED)
+        #: job id → its update_time when its message was first found missing
+        self._suspects: dict[str, str] = {}
 
     # ------------------------------------------------------------------ policy
 
@@ -59,18 +100,83 @@ class Reaper:
         now = now or time.time()
         threshold = now - min(p.stale_after_s, p.requeue_after_s)
         candidates = [
-            m.decode() for m in self.db.r.zrangebyscore(self.keys.active_jobs, "-inf", threshold)
+            (m.decode(), float(score))
+            for m, score in self.db.r.zrangebyscore(
+                self.keys.active_jobs, "-inf", threshold, withscores=True
+            )
         ]
         result = ReapResult()
-        for job_id in candidates:
+        pipe = self.db.r.pipeline(transaction=False)
+        for job_id, _ in candidates:
+            pipe.hmget(self.keys.job(job_id), "state", "update_time")
+        queued: list[tuple[str, str]] = []
+        for (job_id, score), (state, update) in zip(candidates, pipe.execute(), strict=True):
+            if state == JobState.QUEUED.encode():
+                if now - score >= p.requeue_after_s:
+                    queued.append((job_id, (update or b"").decode()))
+                continue
             action = self._reap_one(job_id, now)
             if action == "requeue":
                 result.requeue.append(job_id)
             elif action == "failed":
                 result.failed.append(job_id)
+        self._check_queued(queued, now, result)
         return result
 
-    def _decide(self, job: JobRecord | None, score: float | None, now: float) -> str:
+    def _check_queued(self, queued: list[tuple[str, str]], now: float, result: ReapResult) -> None:
+        """Leaves the QUEUED jobs whose message the broker holds waiting; re-queues
+        those whose message was missing in this scan and the previous one."""
+        if not queued:
+            self._suspects.clear()
+            return
+        snap = self.queue.snapshot()
+        result.snapshot, result.checked = snap, len(queued)
+        present: list[str] = []
+        suspects: dict[str, str] = {}
+        for job_id, update in queued:
+            delivered = snap.delivered.get(job_id)
+            if job_id in snap.waiting or (
+                delivered is not None and now - delivered < self.policy.requeue_after_s
+            ):
+                present.append(job_id)
+            elif self._suspects.get(job_id) == update:
+                if self._requeue_queued(job_id, update, now):
+                    result.requeue.append(job_id)
+                    result.resent_missing.append(job_id)
+            else:
+                suspects[job_id] = update
+        self._suspects = suspects
+        result.suspect = list(suspects)
+        result.waiting = self._touch_queued(present, now)
+
+    def _touch_queued(self, job_ids: list[str], now: float) -> int:
+        touched = 0
+        for start in range(0, len(job_ids), TOUCH_BATCH):
+            batch = job_ids[start : start + TOUCH_BATCH]
+            touched += int(
+                self._touch(
+                    keys=[self.keys.active_jobs, *(self.keys.job(j) for j in batch)],
+                    args=[now, *batch],
+                )
+            )
+        return touched
+
+    def _requeue_queued(self, job_id: str, update: str, now: float) -> bool:
+        """Marks a QUEUED job whose message is lost as sent again, unless it changed
+        since its message was first missed."""
+        jkey = self.keys.job(job_id)
+
+        def body(pipe: Any) -> bool:
+            state, current = pipe.hmget(jkey, "state", "update_time")
+            pipe.multi()
+            if state != JobState.QUEUED.encode() or (current or b"").decode() != update:
+                return False
+            pipe.zadd(self.keys.active_jobs, {job_id: now}, xx=True)
+            return True
+
+        return self.db.txn(body, jkey)
+
+    def _decide(self, job: JobRecord | None, now: float) -> str:
         p = self.policy
         if job is None or not job.active:
             return "dropped"
@@ -78,11 +184,7 @@ class Reaper:
             if now - job.heartbeat < p.stale_after_s:
                 return "alive"
             return "fail-lost" if job.lost_count + 1 >= p.max_attempts else "requeue-lost"
-        if now - job.queued_since >= p.queued_timeout_s:
-            return "fail-queued"
-        if score is not None and now - score < p.requeue_after_s:
-            return "alive"
-        return "requeue"
+        return "alive"  # QUEUED: checked against the broker
 
     def _reap_one(self, job_id: str, now: float) -> str:
         jkey, active = self.keys.job(job_id), self.keys.active_jobs
@@ -90,8 +192,7 @@ class Reaper:
         def body(pipe: Any) -> str:
             raw = pipe.hgetall(jkey)
             job = JobRecord.from_hash(raw) if raw else None
-            score = pipe.zscore(active, job_id)
-            action = self._decide(job, float(score) if score is not None else None, now)
+            action = self._decide(job, now)
             pipe.multi()
             if action == "dropped":
                 pipe.zrem(active, job_id)
@@ -110,8 +211,6 @@ class Reaper:
                 pipe.zadd(active, {job_id: now})
                 pipe.publish(self.keys.events(job_id), "1")
                 action = "requeue"
-            elif action == "requeue":
-                pipe.zadd(active, {job_id: now})
             return action
 
         action = self.db.txn(body, jkey, active)
@@ -121,13 +220,6 @@ class Reaper:
                 JobState.RUNNING,
                 "WORKER_LOST",
                 f"the worker running this job vanished {self.policy.max_attempts} times",
-            )
-        if action == "fail-queued":
-            return self._fail(
-                job_id,
-                JobState.QUEUED,
-                "QUEUE_TIMEOUT",
-                f"no worker took this job within {self.policy.queued_timeout_s:.0f} s",
             )
         return action
 
@@ -147,6 +239,7 @@ class Reaper:
         if current is not None and current.decode() == self.holder:
             self.db.r.pexpire(key, ttl_ms)
             return True
+        self._suspects.clear()  # another replica reaps: start afresh if it comes back
         return False
 
     def run_once(self) -> ReapResult:
@@ -156,9 +249,13 @@ class Reaper:
     def run_pass(self) -> ReapResult:
         """One pass; re-sends what it re-queued."""
         result = self.reap()
+        missing = set(result.resent_missing)
         for job_id in result.requeue:
-            log.warning("re-queueing job %s (worker lost or message missing)", job_id)
+            if job_id in missing:
+                log.warning("job %s: its message is not in the broker; sending it again", job_id)
+            else:
+                log.warning("job %s: its worker vanished; sending it again", job_id)
             self.queue.send(job_id)
         for job_id in result.failed:
-            log.warning("job %s failed: no worker finished it", job_id)
+            log.warning("job %s failed: its workers vanished too many times", job_id)
         return result

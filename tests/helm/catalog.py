@@ -48,11 +48,15 @@ END_TABLE = "<!-- END VALUES TABLE -->"
 
 # Settings whose value the chart derives from other values, and where it comes from.
 CHART_MANAGED: dict[str, str] = {
-    "RAGMESH_CHUNKING_ADDR": "the chunking Service (`<fullname>-chunking:<chunking.port>`)",
+    "RAGMESH_CHUNKING_ADDR": "the chunking Service: `dns:///<fullname>-chunking-headless."
+    "<namespace>.svc.<clusterDomain>:<chunking.port>` (`grpcLoadBalancing.enabled`), else "
+    "`<fullname>-chunking:<chunking.port>`",
     "RAGMESH_EMBEDDING_ADDR": "the embedding Service",
     "RAGMESH_RETRIEVAL_ADDR": "the retrieval Service",
     "RAGMESH_GENERATION_ADDR": "the generation Service",
     "RAGMESH_GATEWAY_ADDR": "the gateway Service",
+    "RAGMESH_GRPC_LB_POLICY": "`grpcLoadBalancing.enabled` (`round_robin` over the headless "
+    "Services; false: `pick_first`)",
     "RAGMESH_EMBEDDING_BACKEND": "`embedding.backend`",
     "RAGMESH_EMBEDDING_TEI_URL": "the TEI Service (`embedding.backend: tei`)",
     "RAGMESH_EMBEDDING_OPENAI_BASE_URL": "`embedding.openai.baseUrl`",
@@ -99,6 +103,8 @@ KUBERNETES_DEFAULTS: dict[str, Any] = {
     # vLLM and hosted APIs answer many requests at once (make run's llama.cpp server one);
     # each generation replica queues beyond this many
     "RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": 16,
+    # clients resolve the headless Services again: new replicas get calls within minutes
+    "RAGMESH_GRPC_MAX_CONNECTION_AGE_S": 300,
 }
 
 

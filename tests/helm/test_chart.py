@@ -46,6 +46,7 @@ GRPC_SERVICES = ("gateway", "chunking", "embedding", "retrieval", "generation")
 # NetworkPolicies the chart writes for the bundled dependencies' pods, by component label
 DEPENDENCY_POLICIES = ("milvus", "milvus-etcd", "milvus-minio", "redis")
 INTERNAL_SERVICES = ("chunking", "embedding", "retrieval", "generation")
+HEADLESS_LABEL = "ragmesh.io/headless"
 VALUE_SETS = ["default", *sorted(p.name for p in CI_DIR.glob("*.yaml"))]
 
 # The real charts name their objects <release>-<chart>, or <release> when the release
@@ -198,9 +199,11 @@ def manifests(chart_dir: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
 class Rendered:
     """One value set rendered, with look-ups by kind and component."""
 
-    def __init__(self, chart_dir: Path, value_set: str) -> None:
+    def __init__(
+        self, chart_dir: Path, value_set: str, values: dict[str, Any] | None = None
+    ) -> None:
         self.value_set = value_set
-        self.values = load_values(value_set)
+        self.values = load_values(value_set) if values is None else values
         with helm.Chart.load(str(chart_dir)) as chart:
             self.merged = chart.merge_values(self.values)
         self.docs = manifests(chart_dir, self.values)
@@ -217,13 +220,26 @@ class Rendered:
         ]
 
     def component(self, kind: str, component: str) -> dict[str, Any]:
+        """The component's object of that kind (a Service: the ClusterIP one, not
+        the headless one, see headless())."""
         found = [
             d
             for d in self.ours(kind)
             if d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+            and HEADLESS_LABEL not in d["metadata"]["labels"]
         ]
         assert len(found) == 1, f"{kind} of {component}: {len(found)} found"
         return found[0]
+
+    def headless(self, component: str) -> dict[str, Any] | None:
+        found = [
+            d
+            for d in self.ours("Service")
+            if d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+            and HEADLESS_LABEL in d["metadata"]["labels"]
+        ]
+        assert len(found) <= 1, component
+        return found[0] if found else None
 
     def has_component(self, kind: str, component: str) -> bool:
         return any(
@@ -468,7 +484,7 @@ def test_every_deployment_has_readiness_and_liveness_probes(rendered: Rendered) 
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Kubernetes label-selector semantics (matchLabels + In/NotIn/Exists)."""
+    """Kubernetes label-selector semantics (matchLabels + In/NotIn/Exists/DoesNotExist)."""
     if "matchLabels" in selector or "matchExpressions" in selector:
         match_labels = selector.get("matchLabels", {})
     else:  # a Service's selector is a plain label map
@@ -483,6 +499,8 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if op == "NotIn" and value in expr["values"]:
             return False
         if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
             return False
     return True
 
@@ -534,9 +552,16 @@ def test_container_ports_match_the_configured_ports(rendered: Rendered) -> None:
             "grpc": (port, "grpc"),
             "metrics": (metrics_port, "metrics"),
         }
-        # every other component finds it where the ConfigMap says
-        host, _, addr_port = rendered.config[f"RAGMESH_{component.upper()}_ADDR"].partition(":")
-        assert host == service["metadata"]["name"] and int(addr_port) == port
+        # every other component finds it where the ConfigMap says (an internal
+        # service: through its headless Service, test_internal_calls_are_balanced)
+        address = rendered.config[f"RAGMESH_{component.upper()}_ADDR"]
+        headless = rendered.headless(component)
+        if headless is not None:
+            name = headless["metadata"]["name"]
+            assert address == f"dns:///{name}.{NAMESPACE}.svc.cluster.local:{port}"
+        else:
+            host, _, addr_port = address.partition(":")
+            assert host == service["metadata"]["name"] and int(addr_port) == port
     # default ports from ARCHITECTURE.md: 50051.., metrics 9100 + (port - 50050)
     if rendered.value_set == "default":
         for component, port in zip(GRPC_SERVICES, range(50051, 50056), strict=True):
@@ -773,6 +798,59 @@ def test_network_policy_admits_only_the_gateway_and_workers(rendered: Rendered) 
     for target, caller in (("tei", "embedding"), ("vllm", "generation")):
         if rendered.has_component("Deployment", target):
             assert admitted(rendered, target) == {caller}
+
+
+def test_internal_calls_are_balanced_over_headless_services(rendered: Rendered) -> None:
+    """Calls, not connections: the gateway and the workers resolve a headless Service
+    (one address per ready pod) and send each call to the next pod (round_robin)."""
+    config, merged = rendered.config, rendered.merged
+    assert merged["grpcLoadBalancing"]["enabled"] is True
+    assert config["RAGMESH_GRPC_LB_POLICY"] == "round_robin"
+    # servers end connections, so that clients resolve again and find new replicas
+    assert float(config["RAGMESH_GRPC_MAX_CONNECTION_AGE_S"]) == 300
+    pods = {c: d["spec"]["template"]["metadata"]["labels"] for c, d in rendered.deployments()}
+    for component in INTERNAL_SERVICES:
+        headless = rendered.headless(component)
+        assert headless is not None, component
+        name, spec = headless["metadata"]["name"], headless["spec"]
+        assert name == f"{RELEASE}-ragmesh-{component}-headless" and len(name) <= 63
+        assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is False
+        assert {c for c, labels in pods.items() if selects(spec["selector"], labels)} == {component}
+        (port,) = spec["ports"]
+        assert (port["name"], port["port"], port["targetPort"]) == (
+            "grpc",
+            merged[component]["port"],
+            "grpc",
+        )
+        assert config[f"RAGMESH_{component.upper()}_ADDR"] == (
+            f"dns:///{name}.{NAMESPACE}.svc.cluster.local:{merged[component]['port']}"
+        )
+    # clients reach the gateway through its one Service
+    assert rendered.headless("gateway") is None
+    assert config["RAGMESH_GATEWAY_ADDR"] == f"{RELEASE}-ragmesh-gateway:50051"
+
+
+def test_balancing_can_be_switched_off_and_names_fit_dns(chart_copy: Path) -> None:
+    off = Rendered(chart_copy, "custom", {"grpcLoadBalancing": {"enabled": False}})
+    assert [d for d in off.ours("Service") if HEADLESS_LABEL in d["metadata"]["labels"]] == []
+    assert off.config["RAGMESH_GRPC_LB_POLICY"] == "pick_first"
+    assert off.config["RAGMESH_EMBEDDING_ADDR"] == f"{RELEASE}-ragmesh-embedding:50053"
+    # a long release name and another cluster domain
+    long = Rendered(
+        chart_copy, "custom", {"fullnameOverride": "x" * 63, "clusterDomain": "k8s.corp"}
+    )
+    names = set()
+    for component in INTERNAL_SERVICES:
+        headless = long.headless(component)
+        assert headless is not None
+        name = headless["metadata"]["name"]
+        assert len(name) <= 63 and name.endswith(f"-{component}-headless")
+        assert long.config[f"RAGMESH_{component.upper()}_ADDR"].startswith(
+            f"dns:///{name}.{NAMESPACE}.svc.k8s.corp:"
+        )
+        names.add(name)
+        kubernetes_validate.validate(headless, KUBE_VERSION, strict=True)
+    assert len(names) == len(INTERNAL_SERVICES)
 
 
 # ---- scaling, backends -----------------------------------------------------------------------

@@ -8,13 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack.launched import REPO, SERVICES, LaunchedStack, group_alive
-from devstack.procs import free_port, health_status
+from devstack.launched import REPO, SERVICES, LaunchedStack, group_alive, pid_alive
+from devstack.procs import free_port, health_status, port_open
+from devstack.tether import below
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -75,35 +77,71 @@ def test_a_killed_service_is_restarted(stack: LaunchedStack) -> None:
     assert health_status(f"127.0.0.1:{stack.ports['chunking']}") == "SERVING"
 
 
-def test_two_stacks_on_one_machine_keep_their_own_state(
-    stack: LaunchedStack, llm_base_url: str, tmp_path: Path
-) -> None:
-    """A second clone's `make run` (other ports and data dir) starts its own Redis and
-    never sees the first one's knowledge bases."""
-    other = LaunchedStack(
-        tmp_path / "other", demo=False, extra_env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url}
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory, llm_base_url: str) -> Iterator[LaunchedStack]:
+    """A second clone's `make run` (other ports and data dir), up."""
+    launched = LaunchedStack(
+        tmp_path_factory.mktemp("other"),
+        demo=False,
+        extra_env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url},
     ).start()
     try:
-        other.wait_for_line(r"^ragmesh is up\.$", timeout=600)
-        assert other.ports["redis"] != stack.ports["redis"]
-        assert (other.data_dir / "redis" / "appendonlydir").is_dir()
-
-        def cli(which: LaunchedStack, *args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "ragmesh.cli", *args],
-                cwd=REPO, env=which.cli_env(), capture_output=True, text=True, timeout=120,
-                check=False,
-            )  # fmt: skip
-
-        made = cli(stack, "kb", "create", "only-in-first")
-        assert made.returncode == 0, made.stdout + made.stderr
-        listed = cli(other, "kb", "list", "--json")
-        assert listed.returncode == 0, listed.stdout + listed.stderr
-        assert "only-in-first" not in listed.stdout
-        assert "only-in-first" in cli(stack, "kb", "list", "--json").stdout
+        launched.wait_for_line(r"^ragmesh is up\.$", timeout=600)
+        yield launched
     finally:
-        other.stop()
-        other.kill_leftovers()
+        if launched.proc is not None and launched.proc.poll() is None:
+            launched.stop()
+        launched.kill_leftovers()
+
+
+def test_two_stacks_on_one_machine_keep_their_own_state(
+    stack: LaunchedStack, other: LaunchedStack
+) -> None:
+    """A second clone's `make run` starts its own Redis and never sees the first
+    one's knowledge bases."""
+    assert other.ports["redis"] != stack.ports["redis"]
+    assert (other.data_dir / "redis" / "appendonlydir").is_dir()
+
+    def cli(which: LaunchedStack, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ragmesh.cli", *args],
+            cwd=REPO, env=which.cli_env(), capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+
+    made = cli(stack, "kb", "create", "only-in-first")
+    assert made.returncode == 0, made.stdout + made.stderr
+    listed = cli(other, "kb", "list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "only-in-first" not in listed.stdout
+    assert "only-in-first" in cli(stack, "kb", "list", "--json").stdout
+
+
+def test_a_sigkilled_launcher_leaves_no_process_and_no_port(other: LaunchedStack) -> None:
+    """SIGKILL gives the launcher no chance to stop anything: its children (each
+    under a tether) and everything they started die with it all the same."""
+    assert other.proc is not None
+    everything = below(other.proc.pid)
+    pids = other.processes()
+    assert set(pids) == {"redis", *SERVICES, "worker"}
+    # The children and what they started (Celery's pool, the chunking service's
+    # workers; and each child's tether).
+    assert len(everything) > len(pids), everything
+    assert all(port_open("127.0.0.1", other.ports[s]) for s in (*SERVICES, "redis"))
+    start = time.monotonic()
+    os.kill(other.proc.pid, signal.SIGKILL)
+    other.proc.wait(10)
+    while any(pid_alive(p) for p in everything) or other.open_ports():
+        assert time.monotonic() - start < 10, (
+            [p for p in everything if pid_alive(p)],
+            other.open_ports(),
+        )
+        time.sleep(0.1)
+    assert not [pgid for pgid in pids.values() if group_alive(pgid)]
+    for port in (other.ports["gateway"], other.ports["redis"]):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
 
 
 def test_stop_leaves_no_process_and_no_port(stack: LaunchedStack) -> None:

@@ -80,10 +80,27 @@ app.kubernetes.io/component: {{ .component }}
 gateway chunking embedding retrieval generation
 {{- end }}
 
-{{/* In-cluster address (host:port) of a gRPC service. */}}
+{{/*
+Name of an internal service's headless Service: at most 42 + 1 + 10 + 9 = 62
+characters, so that it stays a DNS label whatever the release name.
+*/}}
+{{- define "ragmesh.headlessName" -}}
+{{- printf "%s-%s-headless" (include "ragmesh.fullname" .root | trunc 42 | trimSuffix "-") .component }}
+{{- end }}
+
+{{/*
+In-cluster address of a gRPC service, as its clients' target: the gateway's
+Service as host:port; an internal service's headless Service as a dns:/// target
+(every ready pod's address, for round_robin), or its ClusterIP Service when
+grpcLoadBalancing is off.
+*/}}
 {{- define "ragmesh.serviceAddress" -}}
 {{- $values := index .root.Values .component }}
+{{- if and (ne .component "gateway") .root.Values.grpcLoadBalancing.enabled }}
+{{- printf "dns:///%s.%s.svc.%s:%d" (include "ragmesh.headlessName" .) .root.Release.Namespace .root.Values.clusterDomain (int $values.port) }}
+{{- else }}
 {{- printf "%s:%d" (include "ragmesh.componentName" .) (int $values.port) }}
+{{- end }}
 {{- end }}
 
 {{/*
