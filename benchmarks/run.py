@@ -26,6 +26,7 @@ ORDER = [
     "retrieval",
     "quality",
     "generation",
+    "admission",
     "pipeline",
     "eval",
     "uploads",

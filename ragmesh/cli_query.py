@@ -158,6 +158,8 @@ def ask(
             return
         for event in events:
             result.add(event)
+            if not as_json and event.WhichOneof("event") == "queued":
+                print_queued(cli, event.queued)
             if not as_json and event.WhichOneof("event") == "delta":
                 sys.stdout.write(event.delta.text)
                 sys.stdout.flush()
@@ -173,6 +175,12 @@ def ask(
     if final is not None and final.abstained:
         cli.out.print("[yellow](the knowledge base does not contain an answer to this)[/]")
     print_sources(cli, result, show_sources)
+
+
+def print_queued(cli: Cli, queued: common_pb2.QueuePosition) -> None:
+    """Where the answer waits for the LLM, on stderr (stdout carries the answer)."""
+    wait = f", about {queued.estimated_wait_ms / 1000:.0f} s" if queued.estimated_wait_ms else ""
+    cli.err.print(f"[dim]queued for the LLM: position {queued.position}{wait}[/]")
 
 
 def print_sources(cli: Cli, result: AskResult, which: str) -> None:

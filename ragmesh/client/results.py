@@ -41,6 +41,8 @@ class AskResult:
     sources: list[common_pb2.Citation] = field(default_factory=list)
     answer: str = ""
     final: gateway_pb2.AskFinal | None = None
+    #: the last queue position reported while the answer waited for the LLM
+    queued: common_pb2.QueuePosition | None = None
 
     @property
     def citations(self) -> list[common_pb2.Citation]:
@@ -55,6 +57,8 @@ class AskResult:
         kind = event.WhichOneof("event")
         if kind == "sources":
             self.sources.extend(event.sources.sources)
+        elif kind == "queued":
+            self.queued = event.queued
         elif kind == "delta":
             self.answer += event.delta.text
         elif kind == "final":

@@ -17,6 +17,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from services.common.errors import InvalidArgument
 
+#: metadata naming the tenant a call is made for, set by the gateway on its calls
+#: to the internal services (the generation service queues answers by it)
+TENANT_METADATA = "x-ragmesh-tenant"
+
 # ----------------------------------------------------------------- page tokens
 
 _TOKEN_VERSION = 1

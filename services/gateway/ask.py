@@ -80,7 +80,12 @@ class Asker:
         retrieval_ms = (time.perf_counter() - start) * 1000
         sources = [citation_from_scored(r, n) for n, r in enumerate(result.results, start=1)]
         by_id = {c.chunk_id: c for c in sources}
-        yield pb.AskResponse(sources=pb.AskSources(sources=sources))
+        # The sources wait for the generation service's first event: when its
+        # queue refuses the answer at once (RESOURCE_EXHAUSTED with RetryInfo),
+        # the client has received nothing yet and may call again.
+        pending_sources: pb.AskResponse | None = pb.AskResponse(
+            sources=pb.AskSources(sources=sources)
+        )
         generate = generation_pb2.GenerateAnswerRequest(
             question=params.question,
             max_tokens=params.max_tokens,
@@ -98,9 +103,14 @@ class Asker:
         if params.temperature is not None:
             generate.temperature = params.temperature
         first_token_ms = 0.0
-        async for event in self.downstream.generate(generate, deadline.remaining()):
+        async for event in self.downstream.generate(generate, tenant, deadline.remaining()):
+            if pending_sources is not None:
+                yield pending_sources
+                pending_sources = None
             kind = event.WhichOneof("event")
-            if kind == "delta":
+            if kind == "queued":
+                yield pb.AskResponse(queued=event.queued)
+            elif kind == "delta":
                 if not first_token_ms:
                     first_token_ms = (time.perf_counter() - start) * 1000
                 yield pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))

@@ -17,6 +17,7 @@ import grpc
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+from services.common.api import TENANT_METADATA
 from services.common.channels import create_channel
 from services.common.config import ServiceAddresses
 from services.common.status import from_rpc_error
@@ -181,10 +182,13 @@ class Downstream:
     # ----------------------------------------------------------------- generation
 
     async def generate(
-        self, request: generation_pb2.GenerateAnswerRequest, timeout_s: float
+        self, request: generation_pb2.GenerateAnswerRequest, tenant: str, timeout_s: float
     ) -> AsyncIterator[Any]:
-        """The GenerateAnswer stream's events (delta, then final)."""
-        stream = self.generation.GenerateAnswer(request, timeout=timeout_s)
+        """The GenerateAnswer stream's events (queued, delta, then final); the
+        tenant names the generation service's queue line for fairness."""
+        stream = self.generation.GenerateAnswer(
+            request, timeout=timeout_s, metadata=((TENANT_METADATA, tenant),)
+        )
         try:
             async for event in stream:
                 yield event

@@ -9,6 +9,7 @@ import grpc
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
+from services.common.api import TENANT_METADATA
 from services.common.config import DEFAULT_PORTS
 from services.generation.answer import AnswerEvent, AnswerGenerator
 from services.generation.config import GenerationSettings
@@ -40,10 +41,6 @@ _FINISH = {
     FinishReason.ABSTAINED: generation_pb2.FINISH_REASON_ABSTAINED,
     FinishReason.CONTENT_FILTER: generation_pb2.FINISH_REASON_CONTENT_FILTER,
 }
-
-
-#: metadata naming the tenant an answer is for (set by the gateway; the queue's line)
-TENANT_METADATA = "x-ragmesh-tenant"
 
 
 def request_from_proto(
