@@ -43,6 +43,8 @@ from ragmesh.rpc import error_info_of
 KEYS = {"A": "tenant-a-key-0001", "B": "tenant-b-key-0002"}
 KB = "load"
 DOCS = 12
+# Passages per Ask: short prompts keep the small LLM's prompt evaluation brief.
+ASK_TOP_K = 3
 
 
 def _env(name: str, default: str) -> str:
@@ -160,7 +162,11 @@ def _ask(
     try:
         for event in rag.Ask(
             pb.AskRequest(
-                knowledge_base_id=KB, question=question, max_tokens=max_tokens, temperature=0.0
+                knowledge_base_id=KB,
+                question=question,
+                top_k=ASK_TOP_K,
+                max_tokens=max_tokens,
+                temperature=0.0,
             ),
             metadata=[("authorization", f"Bearer {KEYS[tenant]}")],
             timeout=deadline_s,

@@ -197,6 +197,11 @@ def _direct_insert_rate(client: Any, n: int = 2_000) -> float:
         }
         for i, v in enumerate(vectors)
     ]
+    # The fields newer collections have beside the original ones (pages, BM25 index text).
+    fields = {f["name"] for f in client.describe_collection(COLLECTION)["fields"]}
+    extra = {"page_start": 0, "page_end": 0, "page_label": "", "bm25_text": None}
+    for row in rows:
+        row.update({k: (row["text"] if v is None else v) for k, v in extra.items() if k in fields})
     start = time.perf_counter()
     for i in range(0, n, DOC_CHUNKS):
         client.upsert(COLLECTION, rows[i : i + DOC_CHUNKS])

@@ -82,6 +82,13 @@ def kb_create(
         str, typer.Option(help="Vector index: flat, ivf_flat, hnsw, autoindex (server default).")
     ] = "",
     metric: Annotated[str, typer.Option(help="cosine, l2 or ip (server default).")] = "",
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            "--rerank/--no-rerank",
+            help="Rerank search and ask results by default (needs a reranker on the server).",
+        ),
+    ] = False,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -98,6 +105,7 @@ def kb_create(
                 language=language,
                 metric=metric or None,
                 index_type=index or None,
+                rerank=rerank,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

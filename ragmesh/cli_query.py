@@ -44,6 +44,16 @@ FilterOption = Annotated[
 ]
 
 
+RerankOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--rerank/--no-rerank",
+        help="Rerank the candidates with the server's reranker (default: the knowledge "
+        "base's setting).",
+    ),
+]
+
+
 def parse_filters(specs: list[str] | None) -> list[FilterSpec]:
     filters: list[FilterSpec] = []
     for spec in specs or []:
@@ -52,6 +62,15 @@ def parse_filters(specs: list[str] | None) -> list[FilterSpec]:
             raise ValueError(f"--filter {spec!r}: expected FIELD=VALUE")
         filters.append((field.strip(), "eq", value))
     return filters
+
+
+def rerank_note(outcome: common_pb2.RerankOutcome) -> str:
+    """`, reranked` or why not, for a result list's title."""
+    if not outcome.requested:
+        return ""
+    if outcome.applied:
+        return f", reranked by {outcome.model} in {outcome.ms:.0f} ms"
+    return f", not reranked: {outcome.fallback}"
 
 
 def location(hit: common_pb2.Citation) -> str:
@@ -71,6 +90,7 @@ def search(
     top_k: TopKOption = 5,
     mode: ModeOption = None,
     filters: FilterOption = None,
+    rerank: RerankOption = None,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -82,7 +102,14 @@ def search(
     kb_id = cli.kb(kb)
     with cli.errors(), cli.client() as rag:
         try:
-            resp = rag.search(kb_id, query, top_k=top_k, mode=mode, filters=parse_filters(filters))
+            resp = rag.search(
+                kb_id,
+                query,
+                top_k=top_k,
+                mode=mode,
+                filters=parse_filters(filters),
+                rerank=rerank,
+            )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)
             return
@@ -90,6 +117,7 @@ def search(
         cli.print_json(message_dict(resp))
         return
     mode_name = short_name(common_pb2.SearchMode, resp.mode) if resp.mode else "?"
+    mode_name += rerank_note(resp.rerank)
     table = Table(
         "#",
         "score",
@@ -126,6 +154,7 @@ def ask(
     temperature: Annotated[
         float | None, typer.Option(help="Sampling temperature (default: the server's).")
     ] = None,
+    rerank: RerankOption = None,
     show_sources: Annotated[
         str, typer.Option("--sources", help="cited (the passages the answer cites), all, none.")
     ] = "all",
@@ -152,6 +181,7 @@ def ask(
                 filters=parse_filters(filters),
                 max_tokens=max_tokens,
                 temperature=temperature,
+                rerank=rerank,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

@@ -165,6 +165,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         metric: int | str | None = None,
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
+        rerank: bool = False,
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -174,6 +175,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             metric_=metric,
             index_type_=index_type,
             index_params=index_params,
+            rerank=rerank,
         )
         resp = await self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base
@@ -363,6 +365,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         fusion: common_pb2.Fusion | str | None = None,
         min_score: float | None = None,
         filters: Sequence[FilterSpec] | None = None,
+        rerank: bool | None = None,
         timeout: float | None = None,
     ) -> gateway_pb2.SearchResponse:
         req = builders.search_request(
@@ -373,6 +376,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             fusion=fusion,
             min_score=min_score,
             filters=filters,
+            rerank=rerank,
         )
         return await self._call(self._stub.Search, req, timeout)
 
@@ -386,6 +390,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         filters: Sequence[FilterSpec] | None = None,
         max_tokens: int = 0,
         temperature: float | None = None,
+        rerank: bool | None = None,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> AsyncIterator[gateway_pb2.AskResponse]:
         """The Ask stream (`async for`): one `sources` event, `delta` events, then `final`."""
@@ -397,6 +402,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             filters=filters,
             max_tokens=max_tokens,
             temperature=temperature,
+            rerank=rerank,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

@@ -153,6 +153,7 @@ def search_request(
     fusion: common_pb2.Fusion | str | None = None,
     min_score: float | None = None,
     filters: Sequence[FilterSpec] | None = None,
+    rerank: bool | None = None,
 ) -> gateway_pb2.SearchRequest:
     req = gateway_pb2.SearchRequest(
         knowledge_base_id=knowledge_base_id,
@@ -166,6 +167,8 @@ def search_request(
         req.fusion.CopyFrom(fusion_msg)
     if min_score is not None:
         req.min_score = min_score
+    if rerank is not None:
+        req.rerank = rerank
     return req
 
 
@@ -178,6 +181,7 @@ def ask_request(
     filters: Sequence[FilterSpec] | None = None,
     max_tokens: int = 0,
     temperature: float | None = None,
+    rerank: bool | None = None,
 ) -> gateway_pb2.AskRequest:
     req = gateway_pb2.AskRequest(
         knowledge_base_id=knowledge_base_id,
@@ -189,6 +193,8 @@ def ask_request(
     )
     if temperature is not None:
         req.temperature = temperature
+    if rerank is not None:
+        req.rerank = rerank
     return req
 
 
@@ -200,6 +206,7 @@ def create_knowledge_base_request(
     metric_: int | str | None = None,
     index_type_: int | str | None = None,
     index_params: Mapping[str, Any] | None = None,
+    rerank: bool = False,
 ) -> gateway_pb2.CreateKnowledgeBaseRequest:
     return gateway_pb2.CreateKnowledgeBaseRequest(
         knowledge_base_id=knowledge_base_id,
@@ -208,6 +215,7 @@ def create_knowledge_base_request(
         metric=metric(metric_),  # type: ignore[arg-type]
         index_type=index_type(index_type_),  # type: ignore[arg-type]
         index_params=to_struct(index_params),
+        rerank=rerank,
     )
 
 

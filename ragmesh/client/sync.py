@@ -174,6 +174,7 @@ class RagmeshClient(DocumentCalls):
         metric: int | str | None = None,
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
+        rerank: bool = False,
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -183,6 +184,7 @@ class RagmeshClient(DocumentCalls):
             metric_=metric,
             index_type_=index_type,
             index_params=index_params,
+            rerank=rerank,
         )
         resp = self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base
@@ -370,6 +372,7 @@ class RagmeshClient(DocumentCalls):
         fusion: common_pb2.Fusion | str | None = None,
         min_score: float | None = None,
         filters: Sequence[FilterSpec] | None = None,
+        rerank: bool | None = None,
         timeout: float | None = None,
     ) -> gateway_pb2.SearchResponse:
         req = builders.search_request(
@@ -380,6 +383,7 @@ class RagmeshClient(DocumentCalls):
             fusion=fusion,
             min_score=min_score,
             filters=filters,
+            rerank=rerank,
         )
         return self._call(self._stub.Search, req, timeout)
 
@@ -393,6 +397,7 @@ class RagmeshClient(DocumentCalls):
         filters: Sequence[FilterSpec] | None = None,
         max_tokens: int = 0,
         temperature: float | None = None,
+        rerank: bool | None = None,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> Iterator[gateway_pb2.AskResponse]:
         """The Ask stream: one `sources` event, `delta` events, then `final`."""
@@ -404,6 +409,7 @@ class RagmeshClient(DocumentCalls):
             filters=filters,
             max_tokens=max_tokens,
             temperature=temperature,
+            rerank=rerank,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

@@ -20,7 +20,7 @@ from services.common.errors import InvalidArgument
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
-from services.gateway.convert import citation_from_scored, cited_sources
+from services.gateway.convert import cited_sources
 from services.gateway.search import Searcher, SearchParams, check_search_enums
 
 MAX_TEMPERATURE = 2.0
@@ -35,6 +35,7 @@ class AskParams:
     filters: Sequence[common_pb2.FilterCondition] = field(default_factory=list)
     max_tokens: int = 0
     temperature: float | None = None
+    rerank: bool | None = None
 
 
 class Asker:
@@ -67,6 +68,7 @@ class Asker:
             mode=params.mode,
             top_k=top_k,
             filters=params.filters,
+            rerank=params.rerank,
         )
         check_search_enums(search)
         return search
@@ -78,13 +80,13 @@ class Asker:
         search = self.check(params)
         result = await self.searcher.retrieve(tenant, search, deadline)
         retrieval_ms = (time.perf_counter() - start) * 1000
-        sources = [citation_from_scored(r, n) for n, r in enumerate(result.results, start=1)]
+        sources = result.citations(numbered=True)
         by_id = {c.chunk_id: c for c in sources}
         # The sources wait for the generation service's first event: when its
         # queue refuses the answer at once (RESOURCE_EXHAUSTED with RetryInfo),
         # the client has received nothing yet and may call again.
         pending_sources: pb.AskResponse | None = pb.AskResponse(
-            sources=pb.AskSources(sources=sources)
+            sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
         generate = generation_pb2.GenerateAnswerRequest(
             question=params.question,

@@ -169,3 +169,39 @@ class GatewaySettings(BaseSettings):
         "it waits); only a job whose message is gone is sent again. A job is never failed or "
         "sent twice for waiting in an intact queue.",
     )
+
+
+class RerankSettings(BaseSettings):
+    """The optional reranking stage (services/gateway/rerank.py; docs/retrieval.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_RERANK_", extra="ignore")
+
+    url: str = Field(
+        default="",
+        description="Base URL of a reranking server (e.g. `http://tei-reranker:80`); empty: "
+        "no reranker, and a Search or Ask asking for reranking keeps retrieval's order "
+        "(reported as NOT_CONFIGURED).",
+    )
+    protocol: str = Field(
+        default="tei",
+        description="`tei` (text-embeddings-inference `POST /rerank`) or `cohere` (the "
+        "Cohere/Jina-style `POST /v1/rerank` that vLLM and Infinity serve).",
+    )
+    model: str = Field(default="", description="Model name sent with the `cohere` protocol.")
+    api_key: str = Field(default="", description="Bearer token for the reranking server.")
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest a reranking call may take (the caller's deadline shortens it); "
+        "past it the results keep retrieval's order (TIMEOUT).",
+    )
+    batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Candidates per request to the reranker."
+    )
+    candidates: int = Field(
+        default=30,
+        ge=1,
+        le=100,
+        description="Candidates retrieved for reranking when a request asks for fewer "
+        "results (top_k); the best top_k of them after reranking are returned.",
+    )

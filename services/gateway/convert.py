@@ -39,6 +39,7 @@ def kb_to_pb(view: KnowledgeBaseView) -> pb.KnowledgeBase:
         document_count=view.document_count,
         chunk_count=rec.chunk_count,
         create_time=timestamp(rec.create_time),
+        rerank=rec.rerank,
     )
     if progress is not None:
         out.reindex.CopyFrom(

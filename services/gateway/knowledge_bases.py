@@ -33,6 +33,7 @@ class KnowledgeBaseSpec:
     metric: int = 0
     index_type: int = 0
     index_params: dict[str, Any] = field(default_factory=dict)
+    rerank: bool = False
 
 
 # Labels every collection of a knowledge base carries (kb check finds orphans by them).
@@ -95,6 +96,7 @@ class KnowledgeBases:
             embedding_model=info.model,
             dimension=info.dimension,
             create_time=time.time(),
+            rerank=spec.rerank,
         )
         catalogue = self.state.catalogue
         await asyncio.to_thread(self.state.deletes.check_recreate, tenant, kb)

@@ -16,6 +16,7 @@ from services.gateway import validation as v
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
 from services.gateway.convert import citation_from_scored
+from services.gateway.rerank import Reranker, RerankOutcome, rerank
 from services.jobs.catalogue import kb_not_found
 from services.jobs.keys import Keys
 from services.jobs.records import KnowledgeBaseRecord
@@ -30,6 +31,41 @@ class SearchParams:
     top_k: int = 0
     min_score: float | None = None
     filters: Sequence[common_pb2.FilterCondition] = field(default_factory=list)
+    #: rerank the candidates; None: the knowledge base's default
+    rerank: bool | None = None
+
+
+@dataclass
+class Retrieved:
+    """The results, best first (after reranking, when it was applied)."""
+
+    results: list[common_pb2.ScoredChunk]
+    mode: int
+    #: the reranker's score of each result, when reranked
+    rerank_scores: list[float] | None = None
+    rerank: RerankOutcome | None = None
+
+    def citations(self, numbered: bool = False) -> list[common_pb2.Citation]:
+        out = []
+        for i, r in enumerate(self.results):
+            citation = citation_from_scored(r, i + 1 if numbered else 0)
+            if self.rerank_scores is not None:
+                citation.rerank_score = self.rerank_scores[i]
+            out.append(citation)
+        return out
+
+    def rerank_pb(self) -> common_pb2.RerankOutcome | None:
+        o = self.rerank
+        if o is None:
+            return None
+        return common_pb2.RerankOutcome(
+            requested=o.requested,
+            applied=o.applied,
+            fallback=o.fallback,
+            model=o.model,
+            candidates=o.candidates,
+            ms=o.ms,
+        )
 
 
 def check_search_enums(params: SearchParams) -> None:
@@ -47,11 +83,15 @@ class Searcher:
         aredis: aioredis.Redis,
         downstream: Downstream,
         settings: GatewaySettings,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 30,
     ) -> None:
         self.keys = keys
         self.aredis = aredis
         self.downstream = downstream
         self.settings = settings
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
 
     async def knowledge_base(
         self, tenant: str, kb_id: str
@@ -77,10 +117,14 @@ class Searcher:
         check_search_enums(params)
         return params
 
-    async def retrieve(
-        self, tenant: str, params: SearchParams, deadline: Deadline
-    ) -> retrieval_pb2.SearchChunksResponse:
+    async def retrieve(self, tenant: str, params: SearchParams, deadline: Deadline) -> Retrieved:
+        """The knowledge base searched; with reranking, more candidates retrieved,
+        reranked and cut to top_k."""
         kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
+        wanted = kb.rerank if params.rerank is None else params.rerank
+        top_k = params.top_k
+        if wanted:
+            top_k = max(top_k, self.rerank_candidates)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
             vector = await self.downstream.embed_query(params.query, deadline.remaining())
@@ -89,7 +133,7 @@ class Searcher:
             query_vector=vector,
             query_text=params.query,
             mode=params.mode,  # type: ignore[arg-type]
-            top_k=params.top_k,
+            top_k=top_k,
             filters=params.filters,
             exclude_document_ids=deleting,
         )
@@ -97,11 +141,25 @@ class Searcher:
             request.fusion.CopyFrom(params.fusion)
         if params.min_score is not None:
             request.min_score = params.min_score
-        return await self.downstream.search_chunks(request, deadline.remaining())
+        response = await self.downstream.search_chunks(request, deadline.remaining())
+        results = list(response.results)
+        if not wanted:
+            return Retrieved(results, response.mode)
+        limit = self.reranker.settings.timeout_s if self.reranker is not None else 0.0
+        timeout = min(limit, deadline.remaining())
+        order, scores, outcome = await rerank(
+            self.reranker, params.query, [r.chunk.text for r in results], params.top_k, timeout
+        )
+        return Retrieved(
+            [results[i] for i in order],
+            response.mode,
+            [scores[i] for i in order] if scores is not None else None,
+            outcome,
+        )
 
     async def search(
         self, tenant: str, params: SearchParams, deadline: Deadline
-    ) -> tuple[list[common_pb2.Citation], int]:
-        """The hits, best first, and the mode that produced them."""
+    ) -> tuple[list[common_pb2.Citation], int, common_pb2.RerankOutcome | None]:
+        """The hits, best first, the mode that produced them, and what reranking did."""
         result = await self.retrieve(tenant, self.check(params), deadline)
-        return [citation_from_scored(r) for r in result.results], result.mode
+        return result.citations(), result.mode, result.rerank_pb()

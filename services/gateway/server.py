@@ -30,13 +30,14 @@ from services.gateway.ask import Asker, AskParams
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
-from services.gateway.config import GatewaySettings
+from services.gateway.config import GatewaySettings, RerankSettings
 from services.gateway.consistency import Checker
 from services.gateway.convert import check_to_pb, doc_to_pb, job_to_pb, kb_to_pb
 from services.gateway.documents import Documents
 from services.gateway.ingestion import Ingestion, UploadSpec
 from services.gateway.knowledge_bases import KnowledgeBases, KnowledgeBaseSpec, KnowledgeBaseView
 from services.gateway.reindex import Reindexer
+from services.gateway.rerank import Reranker
 from services.gateway.search import Searcher, SearchParams
 from services.gateway.sweeper import Sweeper
 from services.jobs.db import async_client, translate_redis_error
@@ -103,6 +104,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             metric=request.metric,
             index_type=request.index_type,
             index_params=json_format.MessageToDict(request.index_params),
+            rerank=request.rerank,
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
         return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
@@ -306,11 +308,12 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             top_k=request.top_k,
             min_score=request.min_score if request.HasField("min_score") else None,
             filters=request.filters,
+            rerank=request.rerank if request.HasField("rerank") else None,
         )
-        hits, mode = await self.g.searcher.search(
+        hits, mode, rerank = await self.g.searcher.search(
             self._tenant(context), params, self._deadline(context)
         )
-        return pb.SearchResponse(hits=hits, mode=mode)  # type: ignore[arg-type]
+        return pb.SearchResponse(hits=hits, mode=mode, rerank=rerank)  # type: ignore[arg-type]
 
     async def Ask(self, request: pb.AskRequest, context: Context) -> AsyncIterator[pb.AskResponse]:
         params = AskParams(
@@ -321,6 +324,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             filters=request.filters,
             max_tokens=request.max_tokens,
             temperature=request.temperature if request.HasField("temperature") else None,
+            rerank=request.rerank if request.HasField("rerank") else None,
         )
         deadline = self._deadline(context, self.s.ask_timeout_s)
         async for event in self.g.asker.ask(self._tenant(context), params, deadline):
@@ -342,8 +346,10 @@ class GatewayService:
         settings: GatewaySettings | None = None,
         addresses: ServiceAddresses | None = None,
         jobs: JobsSettings | None = None,
+        rerank: RerankSettings | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
+        self.rerank_settings = rerank or RerankSettings()
         self.jobs_settings = jobs or JobsSettings()
         self.addresses = addresses or ServiceAddresses()
         s = self.settings
@@ -394,6 +400,7 @@ class GatewayService:
         self._housekeeping: asyncio.Task[None] | None = None
         self._last_check = float("-inf")
         self._aredis: aioredis.Redis | None = None
+        self.reranker: Reranker | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         gateway_pb2_grpc.add_RagServiceServicer_to_server(RagServicer(self), server)
@@ -403,7 +410,16 @@ class GatewayService:
         await self.downstream.start()
         await self.ingestion.start(self.jobs_settings.redis_url)
         self._aredis = async_client(self.jobs_settings.redis_url)
-        self.searcher = Searcher(self.state.db.keys, self._aredis, self.downstream, self.settings)
+        # Built here: its HTTP client belongs to the server's event loop.
+        self.reranker = Reranker(self.rerank_settings) if self.rerank_settings.url else None
+        self.searcher = Searcher(
+            self.state.db.keys,
+            self._aredis,
+            self.downstream,
+            self.settings,
+            self.reranker,
+            self.rerank_settings.candidates,
+        )
         self.asker = Asker(self.searcher, self.downstream, self.settings)
         await asyncio.to_thread(self.state.ping)
         self._housekeeping = asyncio.create_task(self._housekeep_forever())
@@ -459,6 +475,8 @@ class GatewayService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.downstream.close()
+        if self.reranker is not None:
+            await self.reranker.close()
         await self.ingestion.close()
         if self._aredis is not None:
             await self._aredis.aclose()

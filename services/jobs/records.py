@@ -160,6 +160,8 @@ class KnowledgeBaseRecord(_Record):
     reindex_collection: str = ""
     reindex_model: str = ""
     reindex_dimension: int = 0
+    # Search and Ask rerank by default (requests may say otherwise).
+    rerank: bool = False
 
 
 @dataclass

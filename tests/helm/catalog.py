@@ -88,6 +88,7 @@ SECRET_SOURCES: dict[str, str] = {
     "`root:$(MILVUS_ROOT_PASSWORD)` with the password from the Secret Milvus reads it from",
     "RAGMESH_GATEWAY_API_KEYS": "not set: the keys come from the `apiKeys` Secret as a file",
     "RAGMESH_GENERATION_LLM_API_KEY": "`llm.external.existingSecret`",
+    "RAGMESH_RERANK_API_KEY": "`reranker.existingSecret`",
     "RAGMESH_BLOB_S3_SECRET_KEY": "`originals.s3.existingSecret`, or the bundled MinIO's Secret",
 }
 

@@ -947,6 +947,8 @@ def test_bundled_milvus_requires_authentication_with_the_retrieval_s_secret(
     ]
     user = yaml.safe_load(milvus_config["data"]["user.yaml"])
     assert user["common"]["security"]["authorizationEnabled"] is True
+    # growing segments searched exactly, not through the interim IVF index (recall ~0.72)
+    assert user["queryNode"]["segcore"]["interimIndex"]["enableIndex"] is False
     milvus_env = env_of(container(milvus_pod(rendered)))
     milvus_ref = milvus_env["COMMON_SECURITY_DEFAULTROOTPASSWORD"]["valueFrom"]["secretKeyRef"]
     retrieval = list(env_of(container(rendered.component("Deployment", "retrieval"))).items())

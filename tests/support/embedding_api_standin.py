@@ -1,6 +1,11 @@
-"""A stand-in for the HTTP embedding servers ragmesh can use, with the REAL local
-model behind it: HuggingFace text-embeddings-inference (GET /info, POST /embed) and
-an OpenAI-compatible API (POST /v1/embeddings, GET /v1/models).
+"""A stand-in for the HTTP embedding and reranking servers ragmesh can use, with the
+REAL local model behind it: HuggingFace text-embeddings-inference (GET /info, POST
+/embed, POST /rerank), an OpenAI-compatible API (POST /v1/embeddings, GET /v1/models)
+and the Cohere/Jina-style POST /v1/rerank that vLLM and Infinity serve.
+
+No cross-encoder runs here, so the reranking endpoints score a text by its cosine
+similarity to the query under the same model (a real relevance signal, though a
+weaker one than a cross-encoder's); `rerank_delay_s` makes them slow on purpose.
 
 No TEI server can run here, so the `tei` and `openai` backends are tested against
 this: it follows each documented API (request and response shapes, error statuses
@@ -15,6 +20,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -50,6 +56,7 @@ class EmbeddingAPIStandin:
     def __init__(self, model: _Model | None = None) -> None:
         self.model = model or _Model()
         self.requests: list[tuple[str, str]] = []
+        self.rerank_delay_s = 0.0
         self.connections: set[socket.socket] = set()
         standin = self
 
@@ -104,12 +111,16 @@ class EmbeddingAPIStandin:
             def do_POST(self) -> None:
                 standin.requests.append(("POST", self.path))
                 body = self._body()
-                if self.path == "/embed":
-                    self._send(*standin.tei_embed(body))
-                elif self.path == "/v1/embeddings":
-                    self._send(*standin.openai_embeddings(body))
-                else:
+                route = {
+                    "/embed": standin.tei_embed,
+                    "/v1/embeddings": standin.openai_embeddings,
+                    "/rerank": standin.tei_rerank,
+                    "/v1/rerank": standin.cohere_rerank,
+                }.get(self.path)
+                if route is None:
                     self._send(404, {"error": f"no route {self.path}"})
+                else:
+                    self._send(*route(body))
 
         self._handler = Handler
         self.port = 0
@@ -217,6 +228,48 @@ class EmbeddingAPIStandin:
             "data": data,
             "model": body.get("model", MINILM_NAME),
             "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
+        }
+
+    # --- reranking
+    def _relevance(self, query: str, texts: list[str]) -> list[float]:
+        if self.rerank_delay_s:
+            time.sleep(self.rerank_delay_s)
+        vectors = np.asarray(self.model.embed([query, *texts]), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [float(s) for s in vectors[1:] @ vectors[0]]
+
+    def tei_rerank(self, body: Any) -> tuple[int, Any]:
+        """TEI `POST /rerank`: `[{"index", "score"}]`, best first."""
+        query = body.get("query") if isinstance(body, dict) else None
+        texts = body.get("texts") if isinstance(body, dict) else None
+        if not isinstance(query, str) or not isinstance(texts, list) or not texts:
+            return 422, {"error": "`texts` cannot be empty", "error_type": "Validation"}
+        if len(texts) > MAX_CLIENT_BATCH_SIZE * 4:
+            return 413, {
+                "error": f"batch size {len(texts)} > maximum allowed batch size "
+                f"{MAX_CLIENT_BATCH_SIZE * 4}",
+                "error_type": "Validation",
+            }
+        scores = self._relevance(query, texts)
+        ranked = sorted(range(len(texts)), key=lambda i: -scores[i])
+        return 200, [{"index": i, "score": scores[i]} for i in ranked]
+
+    def cohere_rerank(self, body: Any) -> tuple[int, Any]:
+        """`POST /v1/rerank` (Cohere/Jina/vLLM): `{"results": [{"index",
+        "relevance_score"}]}`, best first, at most top_n."""
+        query = body.get("query") if isinstance(body, dict) else None
+        documents = body.get("documents") if isinstance(body, dict) else None
+        if not isinstance(query, str) or not isinstance(documents, list) or not documents:
+            return 400, {"error": {"message": "query and documents are required"}}
+        texts = [d["text"] if isinstance(d, dict) else str(d) for d in documents]
+        scores = self._relevance(query, texts)
+        ranked = sorted(range(len(texts)), key=lambda i: -scores[i])
+        top_n = body.get("top_n") or len(texts)
+        return 200, {
+            "id": "rerank-standin",
+            "model": body.get("model", MINILM_NAME),
+            "results": [{"index": i, "relevance_score": scores[i]} for i in ranked[:top_n]],
+            "usage": {"total_tokens": sum(self.model.token_count(t) for t in texts)},
         }
 
 

@@ -65,6 +65,13 @@ one) needs, each read from a Secret with secretKeyRef. Call with
       name: {{ $root.Values.llm.external.existingSecret }}
       key: {{ $root.Values.llm.external.existingSecretKey }}
 {{- end }}
+{{- if and (eq .component "gateway") $root.Values.reranker.existingSecret }}
+- name: RAGMESH_RERANK_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.reranker.existingSecret }}
+      key: {{ $root.Values.reranker.existingSecretKey }}
+{{- end }}
 {{- if and (eq .component "embedding") (eq $root.Values.embedding.backend "openai") $root.Values.embedding.openai.existingSecret }}
 - name: RAGMESH_EMBEDDING_OPENAI_API_KEY
   valueFrom:
