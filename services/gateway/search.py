@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.retrieval.v1 import retrieval_pb2
-from services.common import api
+from services.common import api, tracing
 from services.common.deadlines import Deadline
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
@@ -78,6 +78,12 @@ class Searcher:
         return params
 
     async def retrieve(
+        self, tenant: str, params: SearchParams, deadline: Deadline
+    ) -> retrieval_pb2.SearchChunksResponse:
+        with tracing.span("retrieve", {"ragmesh.knowledge_base_id": params.knowledge_base_id}):
+            return await self._retrieve(tenant, params, deadline)
+
+    async def _retrieve(
         self, tenant: str, params: SearchParams, deadline: Deadline
     ) -> retrieval_pb2.SearchChunksResponse:
         kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
