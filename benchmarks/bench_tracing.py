@@ -42,7 +42,7 @@ DOC = "observability.md"
 KEY = "bench-key-0001"
 KB = "bench"
 CHUNKS = 240
-ROUNDS = 10
+ROUNDS = 6
 PER_ROUND = 30
 WARMUP = 20
 TOPICS = [
@@ -66,7 +66,8 @@ def _text(rnd: random.Random, i: int) -> str:
 
 
 class Stack:
-    """Gateway, embedding and retrieval with one environment (tracing off or on)."""
+    """Gateway, embedding and retrieval with one environment (tracing off or on);
+    `name` picks its Milvus Lite file, which outlives the processes."""
 
     def __init__(self, name: str, redis_url: str, tmp: Path, env: dict[str, str]) -> None:
         self.procs: list[ManagedProcess] = []
@@ -163,30 +164,40 @@ def _search_rows(tmp: Path, collector: OtlpCollector) -> tuple[list[str], int]:
     texts = [_text(rnd, i) for i in range(CHUNKS)]
     queries = [f"{rnd.choice(TOPICS)} {rnd.choice(TOPICS).split()[0]}" for _ in range(64)]
     redis_proc, redis_url = start_redis(tmp / "redis", log_dir=tmp)
-    stacks: dict[str, Stack] = {}
+    base = redis_url.rsplit("/", 1)[0]
+    # the environment of the benchmark itself must not turn the "off" stack on
+    envs = {
+        "off": {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"},
+        "on": collector.env(schedule_delay_ms=1000),
+    }
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    spans = searches = 0
     try:
-        off_url = redis_url.rsplit("/", 1)[0] + "/1"
-        on_url = redis_url.rsplit("/", 1)[0] + "/2"
-        # the environment of the benchmark itself must not turn the "off" stack on
-        clean = {"OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
-        stacks["off"] = Stack("off", off_url, tmp, clean)
-        stacks["on"] = Stack("on", on_url, tmp, collector.env(schedule_delay_ms=1000))
-        for stack in stacks.values():
-            stack.fill(texts)
-            for q in queries[:WARMUP]:
-                stack.search(q)
-        collector.clear()
-        times: dict[str, list[float]] = {"off": [], "on": []}
-        for r in range(ROUNDS):
-            order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
-            for mode in order:
-                for i in range(PER_ROUND):
-                    times[mode].append(stacks[mode].search(queries[(r * PER_ROUND + i) % 64]))
-        time.sleep(2.5)  # the last batch of spans
-        per_search = len(collector.snapshot()) / (ROUNDS * PER_ROUND)
+        # Two copies, a and b; then each again with the other's setting, so that what
+        # differs between the copies (Milvus Lite segments, ...) falls on both settings.
+        for phase, modes in enumerate((("off", "on"), ("on", "off"))):
+            stacks: dict[str, Stack] = {}
+            try:
+                for copy, mode in zip(("a", "b"), modes, strict=True):
+                    stacks[mode] = Stack(copy, f"{base}/{1 + (copy == 'b')}", tmp, envs[mode])
+                    if phase == 0:
+                        stacks[mode].fill(texts)
+                for stack in stacks.values():
+                    for q in queries[:WARMUP]:
+                        stack.search(q)
+                collector.clear()
+                for r in range(ROUNDS):
+                    for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                        for i in range(PER_ROUND):
+                            q = queries[(r * PER_ROUND + i) % len(queries)]
+                            times[mode].append(stacks[mode].search(q))
+                time.sleep(2.5)  # the last batch of spans
+                spans += len(collector.snapshot())
+                searches += ROUNDS * PER_ROUND
+            finally:
+                for stack in stacks.values():
+                    stack.stop()
     finally:
-        for stack in stacks.values():
-            stack.stop()
         redis_proc.stop()
     off, on = _summary(times["off"]), _summary(times["on"])
     rows = [
@@ -197,7 +208,7 @@ def _search_rows(tmp: Path, collector: OtlpCollector) -> tuple[list[str], int]:
         f"{on[1] - off[1]:+.1f} ({(on[1] / off[1] - 1) * 100:+.0f} %) | "
         f"{on[2] - off[2]:+.1f} |",
     ]
-    return rows, round(per_search)
+    return rows, round(spans / searches)
 
 
 # --- one call in process -----------------------------------------------------------------
@@ -272,7 +283,7 @@ def run() -> str:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-tracing-") as d:
             rows, per_search = _search_rows(Path(d), collector)
-        calls = asyncio.run(_calls_per_mode(collector, n=1000, rounds=6))
+        calls = asyncio.run(_calls_per_mode(collector, n=1000, rounds=10))
     finally:
         collector.stop()
     site = _off_site()
@@ -283,7 +294,9 @@ def run() -> str:
             f"A Search (top 5 of {CHUNKS} chunks, the bundled embedding model, Milvus Lite) "
             "through the real gateway, embedding and retrieval services, two copies side by "
             f"side — tracing off and on — searched alternately: {ROUNDS} rounds of "
-            f"{PER_ROUND} sequential searches each, after {WARMUP} warm-up searches "
+            f"{PER_ROUND} sequential searches each, after {WARMUP} warm-up searches; then the "
+            "two copies restarted with their settings swapped and measured again, so that "
+            "a difference between the copies themselves falls on both columns "
             f"(`python -m benchmarks.run tracing`). On, each Search made {per_search} spans, "
             "exported over OTLP/gRPC in batches to a collector stand-in.",
             "",

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -179,7 +179,19 @@ def shutdown() -> None:
 # --- spans ---------------------------------------------------------------------------------
 
 
-@contextmanager
+class _Off(AbstractContextManager[Span]):
+    """What `span()` returns when tracing is off: one shared object, no generator."""
+
+    def __enter__(self) -> Span:
+        return INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_OFF = _Off()
+
+
 def span(
     name: str,
     attributes: Mapping[str, Any] | None = None,
@@ -187,22 +199,20 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
     start_time_ns: int | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A span around the block, current inside it (its children nest under it);
     an exception escaping the block is recorded and marks it ERROR. Off: the
     shared non-recording span, nothing else."""
     tracer = _tracer
     if tracer is None:
-        yield INVALID_SPAN
-        return
-    with tracer.start_as_current_span(
+        return _OFF
+    return tracer.start_as_current_span(
         name,
         context=context,
         kind=kind,
         attributes=attributes,
         start_time=start_time_ns,
-    ) as current:
-        yield current
+    )
 
 
 def start(
