@@ -3,7 +3,7 @@ retrieval services with tracing off and on, and one gRPC call in process.
 
 Two copies of the three services run side by side, one with no OTEL_* variable
 (off, the default) and one exporting every span over OTLP/gRPC to a collector
-stand-in in this process (tests/support/otlp_collector.py: the real exporter,
+stand-in in this process (devstack/otlp_collector.py: the real exporter,
 a receiving end that only counts). Both hold the same 240 chunks (embedded by
 their own embedding service, upserted through their retrieval service into
 Milvus Lite), and the searches alternate between them in rounds, so that the
@@ -27,6 +27,7 @@ import grpc
 import redis
 
 from devstack.deps import start_redis
+from devstack.otlp_collector import OtlpCollector
 from devstack.procs import ManagedProcess, start_service
 from ragmesh.chunking.v1 import chunking_pb2, chunking_pb2_grpc
 from ragmesh.common.v1 import common_pb2
@@ -36,7 +37,6 @@ from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.jobs.keys import Keys
-from tests.support.otlp_collector import OtlpCollector
 
 DOC = "observability.md"
 KEY = "bench-key-0001"
@@ -214,6 +214,32 @@ def _search_rows(tmp: Path, collector: OtlpCollector) -> tuple[list[str], int]:
 # --- one call in process -----------------------------------------------------------------
 
 
+class _EchoChunking(chunking_pb2_grpc.ChunkingServiceServicer):
+    async def ChunkDocument(
+        self, request: chunking_pb2.ChunkDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> chunking_pb2.ChunkDocumentResponse:
+        return chunking_pb2.ChunkDocumentResponse(title=request.text)
+
+
+class _Echo:
+    """A service on the real server bootstrap (interceptor included) that does nothing."""
+
+    name = "echo"
+    service_names = ("ragmesh.chunking.v1.ChunkingService",)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        chunking_pb2_grpc.add_ChunkingServiceServicer_to_server(_EchoChunking(), server)
+
+    async def start(self) -> None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
 async def _calls_per_mode(collector: OtlpCollector, n: int, rounds: int) -> dict[str, float]:
     """Microseconds of one unary call (client and server in this process)."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -224,14 +250,13 @@ async def _calls_per_mode(collector: OtlpCollector, n: int, rounds: int) -> dict
     from services.common.channels import create_channel
     from services.common.config import CommonSettings
     from services.common.server import start_server
-    from tests.support.toy_service import ToyService
 
     provider = TracerProvider()
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=collector.endpoint, insecure=True))
     )
     running = await start_server(
-        ToyService(), 0, CommonSettings(metrics_enabled=False, shutdown_grace_s=0.5)
+        _Echo(), 0, CommonSettings(metrics_enabled=False, shutdown_grace_s=0.5)
     )
     target = f"127.0.0.1:{running.port}"
     results: dict[str, list[float]] = {"off": [], "on": []}

@@ -1,5 +1,5 @@
 """OpenTelemetry traces end to end: the stack's processes export with the real
-OTLP exporter to a collector stand-in in this process (tests/support/otlp_collector.py),
+OTLP exporter to a collector stand-in in this process (devstack/otlp_collector.py),
 and the span trees of one Ask and of one ingestion job are checked: one trace each,
 every span linked to its parent across the gateway, the services, the Celery hop
 and the llama.cpp call.
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from devstack.otlp_collector import OtlpCollector, ReceivedSpan, children, trace_of
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from tests.e2e.conftest import ALPHA_KEY, Stack, build_stack
-from tests.support.otlp_collector import OtlpCollector, ReceivedSpan, children, trace_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
