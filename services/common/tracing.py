@@ -47,6 +47,7 @@ __all__ = [
     "activate",
     "annotate",
     "attach",
+    "check",
     "configure",
     "detach",
     "enabled",
@@ -87,7 +88,7 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     )
 
 
-def _exporters(environ: Mapping[str, str]) -> list[Any]:
+def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     names = [
         n.strip().lower()
         for n in (environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")
@@ -99,17 +100,27 @@ def _exporters(environ: Mapping[str, str]) -> list[Any]:
             f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}; ragmesh exports "
             f"{' or '.join(EXPORTERS)} (or none)"
         )
+    return names
+
+
+def _protocol(environ: Mapping[str, str]) -> str:
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     )
+    if protocol.strip().lower() != "grpc" and "otlp" in _exporter_names(environ):
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: ragmesh exports OTLP over gRPC only"
+        )
+    return protocol
+
+
+def _exporters(environ: Mapping[str, str]) -> list[Any]:
+    names = _exporter_names(environ)
+    _protocol(environ)
     exporters: list[Any] = []
     if "otlp" in names:
-        if protocol.strip().lower() != "grpc":
-            raise ValueError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: ragmesh exports OTLP over gRPC only"
-            )
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())
@@ -118,6 +129,15 @@ def _exporters(environ: Mapping[str, str]) -> list[Any]:
 
         exporters.append(ConsoleSpanExporter())
     return exporters
+
+
+def check(environ: Mapping[str, str] = os.environ) -> None:
+    """Raises ValueError when the environment asks for an exporter or protocol
+    that cannot be served; builds nothing (a parent process that forks the ones
+    that trace checks here, so that a mistake stops it at start-up)."""
+    if wanted(environ):
+        _exporter_names(environ)
+        _protocol(environ)
 
 
 def configure(service: str, environ: Mapping[str, str] = os.environ) -> bool:

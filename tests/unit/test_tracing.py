@@ -56,6 +56,8 @@ def test_an_exporter_it_cannot_serve_stops_the_start_up(
     environ: dict[str, str], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
+        tracing.check(environ)
+    with pytest.raises(ValueError, match=message):
         tracing.configure("gateway", environ)
     assert not tracing.enabled()
 
