@@ -7,6 +7,11 @@ Spans: `<queue> process` (CONSUMER, the whole run, a child of the gateway's
 run's start (the send time travels in a header; the two clocks are the
 gateway's and the worker's, so hosts out of sync skew it). The steps of the run
 (`ingest.parse`, `ingest.embed`, `ingest.upsert`) are the pipeline's.
+
+A retry is sent again by the worker, and Celery copies the first message's
+headers into it: `restamp` gives it its own send time (its queue wait is the
+backoff and the queue, not the earlier runs), and the current span as parent
+when there is one.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from celery.signals import before_task_publish
+
 from services.common import tracing
-from services.jobs.queue import ENQUEUED_AT_HEADER
+from services.jobs.queue import ENQUEUED_AT_HEADER, INGEST_TASK
 
 
 def message_headers(request: Any) -> dict[str, Any]:
@@ -68,3 +75,14 @@ def traced_run(request: Any, job_id: str, queue: str = "") -> Iterator[tracing.S
         context=parent,
     ) as span:
         yield span
+
+
+@before_task_publish.connect
+def restamp(sender: str | None = None, headers: dict[str, Any] | None = None, **_: object) -> None:
+    """Celery's hook before a message leaves: an ingestion message that carries
+    trace headers gets the send time of now (and the current span, if any)."""
+    if sender != INGEST_TASK or headers is None or not tracing.enabled():
+        return
+    if "traceparent" in headers or ENQUEUED_AT_HEADER in headers:
+        headers.update(tracing.inject({}))
+        headers[ENQUEUED_AT_HEADER] = time.time()

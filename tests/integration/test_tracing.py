@@ -33,7 +33,7 @@ from services.common.server import RunningServer, start_server
 from services.generation.config import GenerationSettings
 from services.generation.server import GenerationService
 from services.generation.types import AnswerRequest, FinalAnswer, Passage
-from services.jobs.queue import ENQUEUED_AT_HEADER, CeleryQueue
+from services.jobs.queue import ENQUEUED_AT_HEADER, INGEST_TASK, CeleryQueue
 from services.jobs.settings import JobsSettings
 from tests.support.llm_standin import StandInLLM, good_stream
 from tests.support.toy_service import ToyService
@@ -276,6 +276,30 @@ def test_the_task_message_carries_traceparent(
     assert isinstance(sent_at, float) and before <= sent_at <= time.time()
     # The reaper's broker scan still finds the job's message.
     assert queue.snapshot().waiting == {"job-1"}
+
+
+def test_a_retry_gets_its_own_send_time(
+    exporter: InMemorySpanExporter, celery_queue: tuple[CeleryQueue, redis.Redis]
+) -> None:
+    """Celery copies a message's headers into its retry; the worker's hook
+    (services.worker.trace.restamp) gives the retry the time it is sent again."""
+    import services.worker.trace  # noqa: F401 - connects the hook, as the worker does
+
+    queue, client = celery_queue
+    first = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    before = time.time()
+    with tracing.span("failed run") as run:
+        queue.app.send_task(
+            INGEST_TASK,
+            args=["job-1"],
+            queue=queue.queue,
+            headers={"traceparent": first, ENQUEUED_AT_HEADER: 1.0},
+        )
+    (headers,) = _waiting_headers(client, queue.queue)
+    ctx = run.get_span_context()
+    assert str(headers["traceparent"]).startswith(f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-")
+    sent_at = headers[ENQUEUED_AT_HEADER]
+    assert isinstance(sent_at, float) and sent_at >= before
 
 
 def test_no_trace_headers_when_off(celery_queue: tuple[CeleryQueue, redis.Redis]) -> None:
