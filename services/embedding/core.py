@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from services.common import errors
+from services.common import errors, tracing
 from services.common.models import minilm_model_dir
 from services.embedding.batcher import MicroBatcher
 from services.embedding.config import EmbeddingSettings
@@ -190,5 +190,9 @@ class EmbeddingCore:
                 self.validate, texts, truncate, info.max_tokens, prefix
             )
         prefixed = [prefix + t for t in texts] if prefix else list(texts)
-        vectors = await self.batcher.embed(prefixed, truncate=truncate)
+        # The wait for a batch slot and the model's run (batches mix callers' texts).
+        with tracing.span(
+            "embed.batch", {"ragmesh.texts": len(texts), "ragmesh.input_type": kind.name}
+        ):
+            vectors = await self.batcher.embed(prefixed, truncate=truncate)
         return EmbedResult(vectors=vectors, token_counts=counts, info=info)
