@@ -1321,7 +1321,7 @@ def test_dockerfile_shape() -> None:
     # torch's CPU build is installed before the project, whose plain `torch`
     # requirement would otherwise pull the CUDA build
     torch_at = text.index("download.pytorch.org/whl/cpu")
-    assert torch_at < text.index("pip install --no-cache-dir .")
+    assert torch_at < text.index('pip install --no-cache-dir ".[server,web]"')
     assert "EXPOSE 50051" in text
 
 
