@@ -35,11 +35,17 @@ upload), ingestion jobs (watched as server-sent events) and search under `/api/v
 """
 
 
-def gateway_client() -> AsyncRagmeshClient:
+def gateway_client(settings: WebSettings) -> AsyncRagmeshClient:
     """One channel to the gateway for every caller; each request sends its own key.
     No client-side retries: a 429 or 503 goes back to the HTTP caller with Retry-After."""
     addr = ServiceAddresses().gateway_addr
-    client = ClientSettings.resolve(addr, "", read_file=False)
+    client = ClientSettings.resolve(
+        addr,
+        "",
+        tls=True if settings.gateway_tls else None,
+        ca_file=settings.gateway_ca_file or None,
+        read_file=False,
+    )
     return AsyncRagmeshClient(
         addr, "", tls=client.tls, ca_file=client.ca_file or None, retry=NO_RETRY
     )
@@ -117,7 +123,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = client or gateway_client()
+        gateway = client or gateway_client(settings)
         base[:] = [gateway]
         app.state.web = WebState(settings, gateway)
         async with contextlib.AsyncExitStack() as stack:

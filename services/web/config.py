@@ -44,6 +44,16 @@ class WebSettings(BaseSettings):
         description="An SSE stream that has sent nothing for this long sends a comment line, "
         "so that proxies keep it open (job watches, answers waiting for the LLM).",
     )
+    gateway_tls: bool = Field(
+        False,
+        description="Talk TLS to the gateway (RAGMESH_TLS works too, as for the SDK); the chart "
+        "sets it when the gateway serves TLS.",
+    )
+    gateway_ca_file: str = Field(
+        "",
+        description="PEM CA bundle to verify the gateway's certificate with (empty: "
+        "RAGMESH_TLS_CA_FILE, else the system's roots); implies TLS.",
+    )
     mcp_enabled: bool = Field(True, description="Serve MCP over streamable HTTP at /mcp.")
     mcp_allowed_hosts: str = Field(
         "",

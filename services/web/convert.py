@@ -28,7 +28,7 @@ _INT64 = {
 _WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Struct", "google.protobuf.Value"}
 
 
-def _numbers(data: Any, desc: Descriptor) -> Any:
+def _numbers(data: Any, desc: Any) -> Any:
     """int64 strings back to ints, through nested messages."""
     if not isinstance(data, dict):
         return data
@@ -38,15 +38,19 @@ def _numbers(data: Any, desc: Descriptor) -> Any:
             continue
         if fd.type in _INT64:
             data[fd.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
-        elif (
-            fd.type == FieldDescriptor.TYPE_MESSAGE
-            and fd.message_type.full_name not in _WELL_KNOWN
-            and not fd.message_type.GetOptions().map_entry
-        ):
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE and _plain(fd.message_type):
             items = value if isinstance(value, list) else [value]
             for item in items:
                 _numbers(item, fd.message_type)
     return data
+
+
+def _plain(desc: Descriptor | None) -> bool:
+    """A message of ours (not a well-known type or a map entry, which JSON renders
+    in their own ways)."""
+    return (
+        desc is not None and desc.full_name not in _WELL_KNOWN and not desc.GetOptions().map_entry
+    )
 
 
 def message_json(msg: Message) -> dict[str, Any]:

@@ -23,7 +23,8 @@ class WebState:
 
 
 def state(request: Request) -> WebState:
-    return request.app.state.web  # type: ignore[no-any-return]
+    web: WebState = request.app.state.web
+    return web
 
 
 def caller_metadata(request: Request) -> list[tuple[str, str]]:
