@@ -68,6 +68,7 @@ def _kb_row(kb: gateway_pb2.KnowledgeBase) -> list[str]:
         "ragmesh kb create manuals",
         'ragmesh kb create wiki-zh --language chinese --description "Chinese wiki"',
         "ragmesh kb create big --index hnsw --metric cosine --json",
+        "ragmesh kb create contracts --answer-mode verbatim",
     ),
 )
 def kb_create(
@@ -82,6 +83,12 @@ def kb_create(
         str, typer.Option(help="Vector index: flat, ivf_flat, hnsw, autoindex (server default).")
     ] = "",
     metric: Annotated[str, typer.Option(help="cosine, l2 or ip (server default).")] = "",
+    answer_mode: Annotated[
+        str,
+        typer.Option(
+            "--answer-mode", help="Ask's default: auto, verbatim or generative (default auto)."
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -98,6 +105,7 @@ def kb_create(
                 language=language,
                 metric=metric or None,
                 index_type=index or None,
+                answer_mode=answer_mode or None,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

@@ -165,6 +165,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         metric: int | str | None = None,
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
+        answer_mode: int | str | None = None,
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -174,6 +175,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             metric_=metric,
             index_type_=index_type,
             index_params=index_params,
+            answer_mode_=answer_mode,
         )
         resp = await self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base
@@ -386,6 +388,8 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         filters: Sequence[FilterSpec] | None = None,
         max_tokens: int = 0,
         temperature: float | None = None,
+        answer_mode: int | str | None = None,
+        require_citations: bool = False,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> AsyncIterator[gateway_pb2.AskResponse]:
         """The Ask stream (`async for`): one `sources` event, `delta` events, then `final`."""
@@ -397,6 +401,8 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             filters=filters,
             max_tokens=max_tokens,
             temperature=temperature,
+            answer_mode_=answer_mode,
+            require_citations=require_citations,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

@@ -1,5 +1,6 @@
-"""Ask: retrieve passages, then stream the generation service's answer, its
-citations mapped back to the retrieved chunks (document and offsets).
+"""Ask: retrieve passages, then stream the answer: the generation service's,
+its citations mapped back to the retrieved chunks (document and offsets), or a
+verbatim answer or an abstention the gateway composes itself (answers/).
 
 The events are the public API's AskResponse messages: sources first, then
 answer deltas, then the final answer.
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
+from ragmesh.retrieval.v1 import retrieval_pb2
 from services.common import api
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.gateway import validation as v
+from services.gateway.answers.compose import GENERATIVE, VERBATIM, AnswerComposer, Timer
+from services.gateway.answers.verbatim import Selection
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
 from services.gateway.convert import citation_from_scored, cited_sources
@@ -35,15 +39,22 @@ class AskParams:
     filters: Sequence[common_pb2.FilterCondition] = field(default_factory=list)
     max_tokens: int = 0
     temperature: float | None = None
+    answer_mode: int = 0
+    require_citations: bool = False
 
 
 class Asker:
     def __init__(
-        self, searcher: Searcher, downstream: Downstream, settings: GatewaySettings
+        self,
+        searcher: Searcher,
+        downstream: Downstream,
+        settings: GatewaySettings,
+        composer: AnswerComposer,
     ) -> None:
         self.searcher = searcher
         self.downstream = downstream
         self.settings = settings
+        self.composer = composer
 
     def check(self, params: AskParams) -> SearchParams:
         """Validated parameters; the retrieval they imply."""
@@ -69,18 +80,48 @@ class Asker:
             filters=params.filters,
         )
         check_search_enums(search)
+        self.composer.check_mode(params.answer_mode)
         return search
 
     async def ask(
         self, tenant: str, params: AskParams, deadline: Deadline
     ) -> AsyncIterator[pb.AskResponse]:
-        start = time.perf_counter()
+        timer = Timer(time.perf_counter())
         search = self.check(params)
-        result = await self.searcher.retrieve(tenant, search, deadline)
-        retrieval_ms = (time.perf_counter() - start) * 1000
+        known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
+        # The question's vector serves the search and the sentences' scores alike.
+        vector = await self.downstream.embed_query(params.question, deadline.remaining())
+        result = await self.searcher.retrieve(
+            tenant, search, deadline, known=known, query_vector=vector
+        )
+        timer.retrieval_ms = timer.now_ms()
         sources = [citation_from_scored(r, n) for n, r in enumerate(result.results, start=1)]
-        by_id = {c.chunk_id: c for c in sources}
         yield pb.AskResponse(sources=pb.AskSources(sources=sources))
+        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
+        selection = await self.composer.select(params.question, vector, result.results, deadline)
+        if self.composer.abstains(selection, len(result.results)):
+            for event in self.composer.abstention(params.question, mode, selection.relevance, timer):
+                yield event
+        elif mode == VERBATIM:
+            for event in self.composer.verbatim(selection, sources, timer):
+                yield event
+        else:
+            async for event in self._generate(params, result, sources, selection, timer, deadline):
+                yield event
+
+    async def _generate(  # noqa: PLR0913 - the state of one Ask
+        self,
+        params: AskParams,
+        result: retrieval_pb2.SearchChunksResponse,
+        sources: list[common_pb2.Citation],
+        selection: Selection,
+        timer: Timer,
+        deadline: Deadline,
+    ) -> AsyncIterator[pb.AskResponse]:
+        """The generation service's answer. With require_citations its deltas are
+        held back until the final says it is grounded; an ungrounded answer is
+        replaced by the verbatim one (an abstention when no sentence was chosen)."""
+        by_id = {c.chunk_id: c for c in sources}
         generate = generation_pb2.GenerateAnswerRequest(
             question=params.question,
             max_tokens=params.max_tokens,
@@ -97,16 +138,33 @@ class Asker:
         )
         if params.temperature is not None:
             generate.temperature = params.temperature
-        first_token_ms = 0.0
+        held: list[pb.AskResponse] = []
         async for event in self.downstream.generate(generate, deadline.remaining()):
             kind = event.WhichOneof("event")
             if kind == "delta":
-                if not first_token_ms:
-                    first_token_ms = (time.perf_counter() - start) * 1000
-                yield pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
+                timer.token()
+                delta = pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
+                if params.require_citations:
+                    held.append(delta)
+                else:
+                    yield delta
             elif kind == "final":
                 final = event.final
-                total_ms = (time.perf_counter() - start) * 1000
+                if params.require_citations and not final.grounded and not final.abstained:
+                    if selection.chosen:
+                        for replaced in self.composer.verbatim(
+                            selection, sources, timer, replaced_ungrounded=True
+                        ):
+                            yield replaced
+                    else:
+                        for replaced in self.composer.abstention(
+                            params.question, VERBATIM, selection.relevance, timer
+                        ):
+                            yield replaced
+                    return
+                for delta in held:
+                    yield delta
+                total_ms = timer.now_ms()
                 yield pb.AskResponse(
                     final=pb.AskFinal(
                         answer=final.answer,
@@ -117,8 +175,10 @@ class Asker:
                             final.finish_reason
                         ).removeprefix("FINISH_REASON_"),
                         usage=final.usage,
-                        retrieval_ms=retrieval_ms,
-                        first_token_ms=first_token_ms or total_ms,
+                        retrieval_ms=timer.retrieval_ms,
+                        first_token_ms=timer.first_token_ms or total_ms,
                         total_ms=total_ms,
+                        answer_mode=GENERATIVE,
+                        relevance=selection.relevance,
                     )
                 )

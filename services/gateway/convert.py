@@ -39,6 +39,7 @@ def kb_to_pb(view: KnowledgeBaseView) -> pb.KnowledgeBase:
         document_count=view.document_count,
         chunk_count=rec.chunk_count,
         create_time=timestamp(rec.create_time),
+        answer_mode=rec.answer_mode,  # type: ignore[arg-type]
     )
     if progress is not None:
         out.reindex.CopyFrom(

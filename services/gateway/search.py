@@ -78,12 +78,22 @@ class Searcher:
         return params
 
     async def retrieve(
-        self, tenant: str, params: SearchParams, deadline: Deadline
+        self,
+        tenant: str,
+        params: SearchParams,
+        deadline: Deadline,
+        *,
+        known: tuple[KnowledgeBaseRecord, list[str]] | None = None,
+        query_vector: list[float] | None = None,
     ) -> retrieval_pb2.SearchChunksResponse:
-        kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
+        """The search's hits. Ask passes the knowledge base it has already read and
+        the question's vector it needs anyway (`known`, `query_vector`)."""
+        kb, deleting = known or await self.knowledge_base(tenant, params.knowledge_base_id)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
-            vector = await self.downstream.embed_query(params.query, deadline.remaining())
+            vector = query_vector or await self.downstream.embed_query(
+                params.query, deadline.remaining()
+            )
         request = retrieval_pb2.SearchChunksRequest(
             collection=kb.collection,
             query_vector=vector,

@@ -30,7 +30,8 @@ from services.gateway.ask import Asker, AskParams
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
-from services.gateway.config import GatewaySettings
+from services.gateway.answers.compose import AnswerComposer
+from services.gateway.config import AnswerSettings, GatewaySettings
 from services.gateway.consistency import Checker
 from services.gateway.convert import check_to_pb, doc_to_pb, job_to_pb, kb_to_pb
 from services.gateway.documents import Documents
@@ -103,6 +104,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             metric=request.metric,
             index_type=request.index_type,
             index_params=json_format.MessageToDict(request.index_params),
+            answer_mode=request.answer_mode,
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
         return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
@@ -321,6 +323,8 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             filters=request.filters,
             max_tokens=request.max_tokens,
             temperature=request.temperature if request.HasField("temperature") else None,
+            answer_mode=request.answer_mode,
+            require_citations=request.require_citations,
         )
         deadline = self._deadline(context, self.s.ask_timeout_s)
         async for event in self.g.asker.ask(self._tenant(context), params, deadline):
@@ -342,8 +346,10 @@ class GatewayService:
         settings: GatewaySettings | None = None,
         addresses: ServiceAddresses | None = None,
         jobs: JobsSettings | None = None,
+        answers: AnswerSettings | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
+        self.answer_settings = answers or AnswerSettings()
         self.jobs_settings = jobs or JobsSettings()
         self.addresses = addresses or ServiceAddresses()
         s = self.settings
@@ -404,7 +410,12 @@ class GatewayService:
         await self.ingestion.start(self.jobs_settings.redis_url)
         self._aredis = async_client(self.jobs_settings.redis_url)
         self.searcher = Searcher(self.state.db.keys, self._aredis, self.downstream, self.settings)
-        self.asker = Asker(self.searcher, self.downstream, self.settings)
+        self.asker = Asker(
+            self.searcher,
+            self.downstream,
+            self.settings,
+            AnswerComposer(self.downstream, self.answer_settings),
+        )
         await asyncio.to_thread(self.state.ping)
         self._housekeeping = asyncio.create_task(self._housekeep_forever())
 

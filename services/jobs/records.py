@@ -160,6 +160,8 @@ class KnowledgeBaseRecord(_Record):
     reindex_collection: str = ""
     reindex_model: str = ""
     reindex_dimension: int = 0
+    # Ask's default answer mode (gateway AnswerMode number; 0: AUTO).
+    answer_mode: int = 0
 
 
 @dataclass
