@@ -28,6 +28,7 @@ ORDER = [
     "generation",
     "pipeline",
     "eval",
+    "answers",
     "uploads",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"

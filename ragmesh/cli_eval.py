@@ -7,10 +7,10 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -29,18 +29,17 @@ from ragmesh.cli_common import (
     examples,
 )
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
-from ragmesh.client.bulk import IngestOutcome, Upload
 from ragmesh.client.builders import short_name
+from ragmesh.client.bulk import IngestOutcome, Upload
 from ragmesh.eval_answers import AnswerOutcome, abstention_curve, default_thresholds, summarize
 from ragmesh.eval_data import Dataset, DatasetError, Question, document_id_of, load_dataset
-from ragmesh.gateway.v1.gateway_pb2 import AnswerMode
 from ragmesh.eval_metrics import (
     ChunkHit,
     Scoreboard,
-    answer_contains,
     percentile,
     ranked_documents,
 )
+from ragmesh.gateway.v1.gateway_pb2 import AnswerMode
 
 EVAL_EXAMPLES = examples(
     "ragmesh eval ../shared/data/cmrc2018-trial",
@@ -185,9 +184,7 @@ def _run_questions(
     def answer(question: Question, answer_mode: str) -> AnswerOutcome:
         t0 = time.monotonic()
         try:
-            result = rag.ask_collect(
-                kb, question.text, mode=mode, answer_mode=answer_mode or None
-            )
+            result = rag.ask_collect(kb, question.text, mode=mode, answer_mode=answer_mode or None)
         except RagmeshError as err:
             # One slow or failed answer must not void the whole evaluation: it counts as
             # an answer without the gold text, and the report says how many failed.
@@ -242,22 +239,9 @@ def _run_questions(
             for m_index, answer_mode in enumerate(answer_modes):
                 outcomes = [run_ask(i, answer_mode) for i in positions]
                 by_mode[answer_mode or "default"] = outcomes
-                for i, outcome in zip(positions, outcomes, strict=True):
-                    question, score = data.questions[i], board.scores[i]
-                    if m_index == 0:
-                        if question.answers:
-                            score.answer_hit = outcome.contains_gold
-                        details[i]["answer"] = outcome.answer
-                        details[i]["answer_contains_gold"] = score.answer_hit
-                    details[i].setdefault("answers", {})[answer_mode or "default"] = {
-                        "answer": outcome.answer,
-                        "mode": outcome.mode,
-                        "abstained": outcome.abstained,
-                        "citations": outcome.citations,
-                        "relevance": round(outcome.relevance, 4),
-                        "answerable": outcome.answerable,
-                        "contains_gold": outcome.contains_gold,
-                    }
+                _record_answers(
+                    board, data, details, positions, outcomes, answer_mode, first=m_index == 0
+                )
     timings = {
         "top_k": state["top_k"],
         "search_ms_p50": (percentile(search_ms, 0.5) if search_ms else None),
@@ -269,6 +253,36 @@ def _run_questions(
         "answer_error_examples": answer_errors[:5],
     }
     return board, timings, details
+
+
+def _record_answers(
+    board: Scoreboard,
+    data: Dataset,
+    details: list[dict[str, Any]],
+    positions: list[int],
+    outcomes: list[AnswerOutcome],
+    answer_mode: str,
+    *,
+    first: bool,
+) -> None:
+    """Each question's answer in one mode in its details; the first mode's also
+    in the retrieval scoreboard (`answer_contains_gold`, as before modes)."""
+    for i, outcome in zip(positions, outcomes, strict=True):
+        question, score = data.questions[i], board.scores[i]
+        if first:
+            if question.answers:
+                score.answer_hit = outcome.contains_gold
+            details[i]["answer"] = outcome.answer
+            details[i]["answer_contains_gold"] = score.answer_hit
+        details[i].setdefault("answers", {})[answer_mode or "default"] = {
+            "answer": outcome.answer,
+            "mode": outcome.mode,
+            "abstained": outcome.abstained,
+            "citations": outcome.citations,
+            "relevance": round(outcome.relevance, 4),
+            "answerable": outcome.answerable,
+            "contains_gold": outcome.contains_gold,
+        }
 
 
 def eval_command(

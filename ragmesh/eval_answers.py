@@ -60,9 +60,7 @@ def summarize(outcomes: Sequence[AnswerOutcome]) -> dict[str, float | int | None
         "failed": len(outcomes) - len(done),
         "answer_contains_gold": _share(sum(o.contains_gold for o in with_gold), len(with_gold)),
         "abstained_answerable": _share(sum(o.abstained for o in answerable), len(answerable)),
-        "abstained_unanswerable": _share(
-            sum(o.abstained for o in unanswerable), len(unanswerable)
-        ),
+        "abstained_unanswerable": _share(sum(o.abstained for o in unanswerable), len(unanswerable)),
         "cited": _share(sum(o.citations > 0 for o in answers), len(answers)),
         "mean_answer_chars": (
             sum(len(o.answer or "") for o in answers) / len(answers) if answers else None
@@ -103,5 +101,5 @@ def abstention_curve(
 
 
 def default_thresholds(start: float = 0.0, stop: float = 0.8, step: float = 0.025) -> list[float]:
-    count = int(round((stop - start) / step)) + 1
+    count = round((stop - start) / step) + 1
     return [start + i * step for i in range(count)]

@@ -100,7 +100,9 @@ class Asker:
         mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
         selection = await self.composer.select(params.question, vector, result.results, deadline)
         if self.composer.abstains(selection, len(result.results)):
-            for event in self.composer.abstention(params.question, mode, selection.relevance, timer):
+            for event in self.composer.abstention(
+                params.question, mode, selection.relevance, timer
+            ):
                 yield event
         elif mode == VERBATIM:
             for event in self.composer.verbatim(selection, sources, timer):
@@ -109,7 +111,7 @@ class Asker:
             async for event in self._generate(params, result, sources, selection, timer, deadline):
                 yield event
 
-    async def _generate(  # noqa: PLR0913 - the state of one Ask
+    async def _generate(
         self,
         params: AskParams,
         result: retrieval_pb2.SearchChunksResponse,

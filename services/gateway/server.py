@@ -26,11 +26,11 @@ from services.common.config import DEFAULT_PORTS, ServiceAddresses
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.tls import ServerTLS
+from services.gateway.answers.compose import AnswerComposer
 from services.gateway.ask import Asker, AskParams
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
-from services.gateway.answers.compose import AnswerComposer
 from services.gateway.config import AnswerSettings, GatewaySettings
 from services.gateway.consistency import Checker
 from services.gateway.convert import check_to_pb, doc_to_pb, job_to_pb, kb_to_pb

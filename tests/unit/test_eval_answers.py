@@ -33,6 +33,4 @@ def test_abstention_curve() -> None:
     points = abstention_curve(outcomes(), [0.0, 0.3, 0.65])
     assert [p.unanswerable_abstained for p in points] == [0.0, 0.5, 1.0]
     assert [p.answerable_answered for p in points] == pytest.approx([1.0, 2 / 3, 1 / 3])
-    assert [p.answerable_answered_with_gold for p in points] == pytest.approx(
-        [1 / 3, 1 / 3, 1 / 3]
-    )
+    assert [p.answerable_answered_with_gold for p in points] == pytest.approx([1 / 3, 1 / 3, 1 / 3])

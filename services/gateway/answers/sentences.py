@@ -33,9 +33,64 @@ _CLOSERS = "\"'”’」』）)]】》〉"
 WRAPPED_LINE_CHARS = 60
 #: Words that end in "." without ending the sentence (lower-cased, no dot).
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e cf al fig figs no nos vol vols "
-    "pp p ed eds approx inc ltd co corp dept est jan feb mar apr jun jul aug sep sept "
-    "oct nov dec gen col lt sgt capt rev gov sen rep ca resp".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "ft",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "cf",
+        "al",
+        "fig",
+        "figs",
+        "no",
+        "nos",
+        "vol",
+        "vols",
+        "pp",
+        "p",
+        "ed",
+        "eds",
+        "approx",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "est",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "rev",
+        "gov",
+        "sen",
+        "rep",
+        "ca",
+        "resp",
+    ]
 )
 
 _WORD_BEFORE = re.compile(r"(\S+)$")
@@ -97,7 +152,7 @@ def _boundaries(text: str) -> list[int]:
             line_start = i + 1
             i += 1
             continue
-        if c in _HARD_END or c == "." or c == "…":
+        if c in _HARD_END or c in {".", "…"}:
             j = i + 1
             while j < n and text[j] in _HARD_END + ".…":
                 j += 1  # "?!", "...", "……"

@@ -31,17 +31,151 @@ _LATIN_WORD = re.compile(r"[0-9a-z]+(?:['’][a-z]+)?")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 #: Question and function words that say nothing about the answer.
 STOP_WORDS = frozenset(
-    """a an the of to in on at by for from with about as into onto over under and or but
-    not no nor is are was were be been being am do does did doing done have has had having
-    what which who whom whose when where why how whats there here this that these those
-    it its it's they them their he him his she her we us our you your i me my can could
-    will would shall should may might must than then so if also any some much many more
-    most such other only own same very just name named called one""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "with",
+        "about",
+        "as",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "and",
+        "or",
+        "but",
+        "not",
+        "no",
+        "nor",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "done",
+        "have",
+        "has",
+        "had",
+        "having",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "whats",
+        "there",
+        "here",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "it's",
+        "they",
+        "them",
+        "their",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "we",
+        "us",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "than",
+        "then",
+        "so",
+        "if",
+        "also",
+        "any",
+        "some",
+        "much",
+        "many",
+        "more",
+        "most",
+        "such",
+        "other",
+        "only",
+        "own",
+        "same",
+        "very",
+        "just",
+        "name",
+        "named",
+        "called",
+        "one",
+    ]
 )
 #: Chinese question words and particles (as bigrams: they never name the answer).
 STOP_BIGRAMS = frozenset(
-    """什么 是什 么时 时候 哪里 哪个 哪些 哪位 哪一 哪年 多少 为什 怎么 怎样 如何 谁是 是谁 几个
-    是哪 的是 了什 有哪 有什 在哪 位于 属于 是多 叫什 称为 被称 之一""".split()
+    [
+        "什么",
+        "是什",
+        "么时",
+        "时候",
+        "哪里",
+        "哪个",
+        "哪些",
+        "哪位",
+        "哪一",
+        "哪年",
+        "多少",
+        "为什",
+        "怎么",
+        "怎样",
+        "如何",
+        "谁是",
+        "是谁",
+        "几个",
+        "是哪",
+        "的是",
+        "了什",
+        "有哪",
+        "有什",
+        "在哪",
+        "位于",
+        "属于",
+        "是多",
+        "叫什",
+        "称为",
+        "被称",
+        "之一",
+    ]
 )
 #: Clause punctuation an over-long sentence is cut at (kept with the clause before).
 _CLAUSE_END = re.compile(r"(?<=[；;：:，,、])")
@@ -106,13 +240,14 @@ def terms(text: str) -> list[str]:
     for word in _LATIN_WORD.findall(lowered):
         if word in STOP_WORDS:
             continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        out.append(word)
+        plural = len(word) > 3 and word.endswith("s") and not word.endswith("ss")
+        out.append(word[:-1] if plural else word)
     for run in _HAN_RUN.findall(text):
         if len(run) == 1:
             out.append(run)
-        out.extend(run[i : i + 2] for i in range(len(run) - 1) if run[i : i + 2] not in STOP_BIGRAMS)
+        out.extend(
+            run[i : i + 2] for i in range(len(run) - 1) if run[i : i + 2] not in STOP_BIGRAMS
+        )
     return out
 
 
@@ -233,7 +368,7 @@ def select(
             continue
         chosen.append(s)
         chars += len(s.candidate.text)
-    rank = {}
+    rank: dict[int, int] = {}
     for s in chosen:
         rank.setdefault(s.candidate.passage.number, len(rank))
     chosen.sort(key=lambda s: (rank[s.candidate.passage.number], s.candidate.sentence.start))
