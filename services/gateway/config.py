@@ -201,10 +201,11 @@ class AnswerSettings(BaseSettings):
         "not counted); a sentence longer than this is offered as runs of its clauses.",
     )
     verbatim_max_score_drop: float = Field(
-        default=0.15,
+        default=0.5,
         ge=0,
         description="A verbatim answer's second and later sentences must score within this of "
-        "its best one (cosine similarity + 0.5 × lexical overlap).",
+        "its best one (cosine similarity + 0.5 × lexical overlap + 0.25 × its passage's "
+        "lexical overlap).",
     )
     abstain_below: float = Field(
         default=0.0,

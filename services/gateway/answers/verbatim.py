@@ -3,11 +3,13 @@ question, chosen, ordered and de-duplicated (plain objects, no I/O).
 
 A sentence's score is its embedding's cosine similarity to the question's (the
 knowledge base's embedding model) plus LEXICAL_WEIGHT times its lexical overlap
-with the question: the share of the question's content terms (English words
+with the question — the share of the question's content terms (English words
 without stop words, Chinese character bigrams), weighted by their rarity among
-the candidate sentences, that the sentence contains. Embeddings find paraphrases;
-the overlap rewards the sentence that names the question's own rare terms, which
-is usually the one holding the answer.
+the candidates, that the sentence contains — plus CONTEXT_WEIGHT times the same
+overlap for its whole passage. Embeddings find paraphrases; the overlap rewards
+the sentence that names the question's own rare terms, which is usually the one
+holding the answer; the passage's overlap keeps a sentence that refers back to
+its subject ("It covers 9 million km²" after "The Sahara is ...") with it.
 
 The relevance signal for abstention is the best cosine similarity alone: it
 does not depend on how many candidates there are or on which words they share,
@@ -26,6 +28,8 @@ from services.gateway.answers.sentences import Sentence, split_sentences
 
 #: Weight of the lexical overlap (0..1) next to the cosine similarity (about 0..1).
 LEXICAL_WEIGHT = 0.5
+#: Weight of the overlap of the sentence's whole passage.
+CONTEXT_WEIGHT = 0.25
 
 _LATIN_WORD = re.compile(r"[0-9a-z]+(?:['’][a-z]+)?")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -214,7 +218,7 @@ class Budget:
     max_sentences: int = 3
     max_chars: int = 400
     #: A further sentence must score within this of the best one.
-    max_score_drop: float = 0.15
+    max_score_drop: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -347,9 +351,21 @@ def select(
         return Selection([], 0.0)
     sims = [cosine(question_vector, v) for v in vectors]
     overlaps = lexical_overlaps(question, [c.text for c in cands])
+    passages = list({c.passage.number: c.passage.text for c in cands}.items())
+    by_passage = dict(
+        zip(
+            (n for n, _ in passages),
+            lexical_overlaps(question, [text for _, text in passages]),
+            strict=True,
+        )
+    )
     scored = sorted(
         (
-            Scored(c, sim + LEXICAL_WEIGHT * lex, sim)
+            Scored(
+                c,
+                sim + LEXICAL_WEIGHT * lex + CONTEXT_WEIGHT * by_passage[c.passage.number],
+                sim,
+            )
             for c, sim, lex in zip(cands, sims, overlaps, strict=True)
         ),
         key=lambda s: -s.score,
