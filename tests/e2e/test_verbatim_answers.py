@@ -171,19 +171,18 @@ UNCITED = ["Who wrote Redis?", "What does SQLite read and write?"]
 
 
 def test_cli_marks_ungrounded_generative_answers(knowledge_bases: Stack) -> None:
-    for question in UNCITED:
-        done = ragmesh_cli(
-            knowledge_bases,
-            "ask", question, "--kb", KB, "--answer-mode", "generative",
-            "--temperature", "0", "--max-tokens", "48", "--sources", "all",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        cited = "✓ cited" in done.stdout
-        assert ("ungrounded" in done.stdout) == (not cited), done.stdout
+    done = ragmesh_cli(
+        knowledge_bases,
+        "ask", UNCITED[0], "--kb", KB, "--answer-mode", "generative",
+        "--temperature", "0", "--max-tokens", "24", "--sources", "all",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The mark is there exactly when no source is cited (whatever the model wrote).
+    cited = "✓ cited" in done.stdout
+    assert ("ungrounded" in done.stdout) == (not cited), done.stdout
 
 
 def test_require_citations_replaces_an_ungrounded_answer(knowledge_bases: Stack) -> None:
-    replaced = 0
     for question in UNCITED:
         events = ask(
             knowledge_bases,
@@ -192,16 +191,16 @@ def test_require_citations_replaces_an_ungrounded_answer(knowledge_bases: Stack)
             answer_mode=pb.ANSWER_MODE_GENERATIVE,
             require_citations=True,
             temperature=0.0,
-            max_tokens=48,
+            max_tokens=24,
         )
         final = events[-1].final
         if final.replaced_ungrounded:
-            replaced += 1
+            # Nothing of the ungrounded answer was streamed: only the verbatim one.
             check_verbatim(knowledge_bases, KB, events)
-        else:
-            assert final.grounded or final.abstained, final
-            assert final.answer_mode == pb.ANSWER_MODE_GENERATIVE
-    assert replaced, "no generative answer was ungrounded: pick other UNCITED questions"
+            return
+        assert final.grounded or final.abstained, final
+        assert final.answer_mode == pb.ANSWER_MODE_GENERATIVE
+    pytest.fail("no generative answer was ungrounded: pick other UNCITED questions")
 
 
 def test_a_knowledge_base_default_answer_mode(knowledge_bases: Stack) -> None:
