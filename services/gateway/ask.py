@@ -99,7 +99,7 @@ class Asker:
         yield pb.AskResponse(sources=pb.AskSources(sources=sources))
         mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
         selection = await self.composer.select(params.question, vector, result.results, deadline)
-        if self.composer.abstains(selection, len(result.results)):
+        if self.composer.abstains(selection):
             for event in self.composer.abstention(
                 params.question, mode, selection.relevance, timer
             ):

@@ -6,6 +6,7 @@ from services.gateway.answers.verbatim import (
     Budget,
     Passage,
     candidates,
+    heading_like,
     lexical_overlaps,
     select,
     terms,
@@ -91,3 +92,17 @@ def test_a_sentence_longer_than_the_budget_is_offered_as_clauses() -> None:
 def test_no_candidates_means_no_relevance() -> None:
     chosen = select("anything", [1.0], [], [], Budget())
     assert chosen.chosen == [] and chosen.relevance == 0.0
+
+
+def test_headings_and_titles_are_not_answers() -> None:
+    for title in ("# ragmesh overview", "## Who made ragmesh", "Who made ragmesh", "向量检索简介"):
+        assert heading_like(title), title
+    for sentence in (
+        "ragmesh is open source.",
+        "长江是中国最长的河流。",
+        "- NULL, INTEGER, REAL, TEXT and BLOB are the storage classes of SQLite",
+    ):
+        assert not heading_like(sentence), sentence
+    text = "# SQLite\n\nSQLite is small.\n\nWho made it\n\nD. Richard Hipp wrote it."
+    cands = candidates([Passage(1, "d", text, 0)], 400)
+    assert [c.text for c in cands] == ["SQLite is small.", "D. Richard Hipp wrote it."]

@@ -98,8 +98,9 @@ class AnswerComposer:
         )
         return select(question, question_vector, cands, vectors, self.budget)
 
-    def abstains(self, selection: Selection, retrieved: int) -> bool:
-        return retrieved == 0 or selection.relevance < self.settings.abstain_below
+    def abstains(self, selection: Selection) -> bool:
+        """Nothing retrieved (or no sentence in it), or nothing close enough."""
+        return not selection.chosen or selection.relevance < self.settings.abstain_below
 
     def abstention(
         self, question: str, mode: int, relevance: float, timer: Timer

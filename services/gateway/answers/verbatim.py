@@ -285,15 +285,37 @@ def _sub(sentence: Sentence, start: int, end: int) -> Sentence:
     return Sentence(text, sentence.start + start + lead, sentence.start + start + lead + len(text))
 
 
+#: Sentence-final (or clause-final) punctuation: a line without it may be a title.
+_FINAL = ".!?。！？…:：;；)）\"”」』"
+#: Words (a Han character counts half) under which an unpunctuated line is a title.
+TITLE_MAX_WORDS = 6
+
+
+def heading_like(text: str) -> bool:
+    """A heading or title rather than a sentence: a Markdown heading, or a short
+    line that does not end like a sentence ("Who made ragmesh", "向量检索简介"). It
+    names the subject without saying anything about it: it echoes the question
+    and answers nothing."""
+    if text.startswith("#"):
+        return True
+    if text[-1] in _FINAL:
+        return False
+    words = len(_LATIN_WORD.findall(text.lower())) + len("".join(_HAN_RUN.findall(text))) / 2
+    return words <= TITLE_MAX_WORDS
+
+
 def candidates(passages: Sequence[Passage], max_chars: int) -> list[Candidate]:
-    """Every sentence of the passages once: a sentence seen in an earlier
-    (better-ranked) passage — the same place of the same document in overlapping
-    chunks, or the same words anywhere — is not repeated."""
+    """Every sentence of the passages once, without headings and titles: a
+    sentence seen in an earlier (better-ranked) passage — the same place of the
+    same document in overlapping chunks, or the same words anywhere — is not
+    repeated."""
     seen_places: set[tuple[str, int]] = set()
     seen_texts: set[str] = set()
     out: list[Candidate] = []
     for passage in passages:
         for whole in split_sentences(passage.text):
+            if heading_like(whole.text):
+                continue
             for sentence in _pieces(whole, max_chars):
                 cand = Candidate(passage, sentence)
                 place = (passage.document_id, cand.document_start)
