@@ -286,7 +286,7 @@ def _sub(sentence: Sentence, start: int, end: int) -> Sentence:
 
 
 #: Sentence-final (or clause-final) punctuation: a line without it may be a title.
-_FINAL = ".!?。！？…:：;；)）\"”」』"
+_FINAL = '.!?。！？…:：;；)）"”」』'
 #: Words (a Han character counts half) under which an unpunctuated line is a title.
 TITLE_MAX_WORDS = 6
 
