@@ -208,7 +208,7 @@ class AnswerSettings(BaseSettings):
         "lexical overlap).",
     )
     abstain_below: float = Field(
-        default=0.0,
+        default=0.4,
         description="Ask abstains (every answer mode, no LLM call) when the relevance signal — "
         "the cosine similarity of the question to the most similar sentence of the retrieved "
         "passages — is below this. 0: abstain only when nothing was retrieved. The default "
