@@ -167,6 +167,9 @@ def _ask(
                 top_k=ASK_TOP_K,
                 max_tokens=max_tokens,
                 temperature=0.0,
+                # generative answers: the LLM path is what is measured (AUTO answers
+                # verbatim with the bundled model)
+                answer_mode=pb.ANSWER_MODE_GENERATIVE,
             ),
             metadata=[("authorization", f"Bearer {KEYS[tenant]}")],
             timeout=deadline_s,

@@ -90,7 +90,8 @@ def _eval(stack: LaunchedStack, name: str, limit: str, answers: str, out: Path) 
     if data.layout in ("beir", "documents") or answers == "0":
         args.append("--retrieval-only")
     else:
-        args += ["--answer-limit", answers]
+        # The LLM's answers, as before answer modes (verbatim ones: bench_answers.py).
+        args += ["--answer-limit", answers, "--answer-mode", "generative"]
     done = subprocess.run(
         args,
         cwd=REPO,

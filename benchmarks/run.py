@@ -29,6 +29,7 @@ ORDER = [
     "admission",
     "pipeline",
     "eval",
+    "answers",
     "uploads",
     "web",
 ]

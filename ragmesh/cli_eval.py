@@ -7,6 +7,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +29,17 @@ from ragmesh.cli_common import (
     examples,
 )
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
+from ragmesh.client.builders import short_name
 from ragmesh.client.bulk import IngestOutcome, Upload
+from ragmesh.eval_answers import AnswerOutcome, abstention_curve, default_thresholds, summarize
 from ragmesh.eval_data import Dataset, DatasetError, Question, document_id_of, load_dataset
 from ragmesh.eval_metrics import (
     ChunkHit,
     Scoreboard,
-    answer_contains,
     percentile,
     ranked_documents,
 )
+from ragmesh.gateway.v1.gateway_pb2 import AnswerMode
 
 EVAL_EXAMPLES = examples(
     "ragmesh eval ../shared/data/cmrc2018-trial",
@@ -149,7 +152,10 @@ def _run_questions(
     concurrency: int,
     answer_limit: int | None = None,
     seed: int = 0,
+    answer_modes: Sequence[str] = ("",),
+    by_mode: dict[str, list[AnswerOutcome]] | None = None,
 ) -> tuple[Scoreboard, dict[str, Any], list[dict[str, Any]]]:
+    by_mode = {} if by_mode is None else by_mode
     board = Scoreboard(graded=data.graded)
     back = {document_id_of(p.doc_id): p.doc_id for p in data.passages}
     back.update({document_id_of(f.doc_id): f.doc_id for f in data.files})
@@ -175,17 +181,31 @@ def _run_questions(
 
     answer_errors: list[str] = []
 
-    def answer(question: Question) -> str | None:
+    def answer(question: Question, answer_mode: str) -> AnswerOutcome:
         t0 = time.monotonic()
         try:
-            result = rag.ask_collect(kb, question.text, mode=mode)
+            result = rag.ask_collect(kb, question.text, mode=mode, answer_mode=answer_mode or None)
         except RagmeshError as err:
             # One slow or failed answer must not void the whole evaluation: it counts as
             # an answer without the gold text, and the report says how many failed.
             answer_errors.append(f"{question.question_id}: {err}")
-            return None
+            return AnswerOutcome(question.question_id, question.answerable, question.answers, None)
         ask_ms.append((time.monotonic() - t0) * 1000)
-        return result.answer
+        final = result.final
+        return AnswerOutcome(
+            question.question_id,
+            question.answerable,
+            question.answers,
+            result.answer,
+            abstained=result.abstained,
+            citations=len(result.citations),
+            relevance=final.relevance if final is not None else 0.0,
+            mode=(
+                short_name(AnswerMode, final.answer_mode)
+                if final is not None and final.answer_mode
+                else ""
+            ),
+        )
 
     with _progress(cli) as progress:
         task = progress.add_task("searching", total=len(data.questions))
@@ -206,23 +226,22 @@ def _run_questions(
             positions = list(range(len(data.questions)))
             if answer_limit is not None and answer_limit < len(positions):
                 positions = sorted(random.Random(seed).sample(positions, answer_limit))
-            ask_task = progress.add_task("answering", total=len(positions))
+            ask_task = progress.add_task("answering", total=len(positions) * len(answer_modes))
 
-            def run_ask(i: int) -> str | None:
+            def run_ask(i: int, answer_mode: str) -> AnswerOutcome:
                 try:
-                    return answer(data.questions[i])
+                    return answer(data.questions[i], answer_mode)
                 finally:
                     progress.advance(ask_task)
 
             # One answer at a time: the local llama.cpp server serves one request at a time,
             # and a second one waiting behind it only times out.
-            answers = [run_ask(i) for i in positions]
-            for i, text in zip(positions, answers, strict=True):
-                question, score = data.questions[i], board.scores[i]
-                if question.answers:
-                    score.answer_hit = text is not None and answer_contains(text, question.answers)
-                details[i]["answer"] = text
-                details[i]["answer_contains_gold"] = score.answer_hit
+            for m_index, answer_mode in enumerate(answer_modes):
+                outcomes = [run_ask(i, answer_mode) for i in positions]
+                by_mode[answer_mode or "default"] = outcomes
+                _record_answers(
+                    board, data, details, positions, outcomes, answer_mode, first=m_index == 0
+                )
     timings = {
         "top_k": state["top_k"],
         "search_ms_p50": (percentile(search_ms, 0.5) if search_ms else None),
@@ -234,6 +253,36 @@ def _run_questions(
         "answer_error_examples": answer_errors[:5],
     }
     return board, timings, details
+
+
+def _record_answers(
+    board: Scoreboard,
+    data: Dataset,
+    details: list[dict[str, Any]],
+    positions: list[int],
+    outcomes: list[AnswerOutcome],
+    answer_mode: str,
+    *,
+    first: bool,
+) -> None:
+    """Each question's answer in one mode in its details; the first mode's also
+    in the retrieval scoreboard (`answer_contains_gold`, as before modes)."""
+    for i, outcome in zip(positions, outcomes, strict=True):
+        question, score = data.questions[i], board.scores[i]
+        if first:
+            if question.answers:
+                score.answer_hit = outcome.contains_gold
+            details[i]["answer"] = outcome.answer
+            details[i]["answer_contains_gold"] = score.answer_hit
+        details[i].setdefault("answers", {})[answer_mode or "default"] = {
+            "answer": outcome.answer,
+            "mode": outcome.mode,
+            "abstained": outcome.abstained,
+            "citations": outcome.citations,
+            "relevance": round(outcome.relevance, 4),
+            "answerable": outcome.answerable,
+            "contains_gold": outcome.contains_gold,
+        }
 
 
 def eval_command(
@@ -278,6 +327,14 @@ def eval_command(
         typer.Option(help="Ask only this many of the questions (seeded sample); all are searched."),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Parallel uploads and searches.")] = 4,
+    answer_mode: Annotated[
+        str,
+        typer.Option(
+            "--answer-mode",
+            help="Answer modes to score, comma-separated: verbatim, generative, auto "
+            "(default: the knowledge base's, auto).",
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -327,6 +384,7 @@ def eval_command(
         "retrieval_only": retrieval_only,
     }
     created = False
+    by_mode: dict[str, list[AnswerOutcome]] = {}
     with cli.errors(), cli.client(timeout=120) as rag:
         try:
             rag.create_knowledge_base(
@@ -335,7 +393,18 @@ def eval_command(
             created = True
             report["ingest"] = _ingest(cli, rag, kb_id, data, concurrency)
             board, timings, details = _run_questions(
-                cli, rag, kb_id, data, k, mode, retrieval_only, concurrency, answer_limit, seed
+                cli,
+                rag,
+                kb_id,
+                data,
+                k,
+                mode,
+                retrieval_only,
+                concurrency,
+                answer_limit,
+                seed,
+                answer_modes=[m.strip() for m in answer_mode.split(",")] or [""],
+                by_mode=by_mode,
             )
         finally:
             if created and not keep:
@@ -344,6 +413,12 @@ def eval_command(
                 except RagmeshError as err:
                     cli.err.print(f"[yellow]could not delete {kb_id}: {err}[/]")
     report["metrics"] = board.summary()
+    report["answers_by_mode"] = {m: summarize(o) for m, o in by_mode.items()}
+    if any(not q.answerable for q in data.questions):
+        report["abstention_curve"] = {
+            m: [vars(p) for p in abstention_curve(o, default_thresholds())]
+            for m, o in by_mode.items()
+        }
     report["timings"] = timings
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     if json_file is not None:
@@ -389,6 +464,8 @@ def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> N
             "ask p50 / p99 (ms)", f"{_fmt(timings['ask_ms_p50'])} / {_fmt(timings['ask_ms_p99'])}"
         )
     cli.out.print(table)
+    if report.get("answers_by_mode"):
+        cli.out.print(_modes_table(report["answers_by_mode"]))
     if timings["top_k"] < 100 and report["layout"] == "beir":
         cli.out.print(
             f"[dim]recall@100 counts the documents of the top {timings['top_k']} "
@@ -396,3 +473,28 @@ def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> N
         )
     if json_file is not None:
         cli.out.print(f"figures written to {json_file}")
+
+
+def _modes_table(by_mode: dict[str, dict[str, Any]]) -> Table:
+    """Answer quality per answer mode (ragmesh/eval_answers.py)."""
+    table = Table(
+        "answer mode",
+        "asked",
+        "contains gold",
+        "abstained: answerable",
+        "abstained: unanswerable",
+        "≥1 valid citation",
+        "mean chars",
+        title="answers by mode",
+    )
+    for mode, m in by_mode.items():
+        table.add_row(
+            mode,
+            str(m["asked"]),
+            _fmt(m["answer_contains_gold"]),
+            _fmt(m["abstained_answerable"]),
+            _fmt(m["abstained_unanswerable"]),
+            _fmt(m["cited"]),
+            f"{m['mean_answer_chars']:.0f}" if m["mean_answer_chars"] is not None else "–",
+        )
+    return table

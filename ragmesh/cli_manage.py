@@ -68,6 +68,7 @@ def _kb_row(kb: gateway_pb2.KnowledgeBase) -> list[str]:
         "ragmesh kb create manuals",
         'ragmesh kb create wiki-zh --language chinese --description "Chinese wiki"',
         "ragmesh kb create big --index hnsw --metric cosine --json",
+        "ragmesh kb create contracts --answer-mode verbatim",
     ),
 )
 def kb_create(
@@ -89,6 +90,12 @@ def kb_create(
             help="Rerank search and ask results by default (needs a reranker on the server).",
         ),
     ] = False,
+    answer_mode: Annotated[
+        str,
+        typer.Option(
+            "--answer-mode", help="Ask's default: auto, verbatim or generative (default auto)."
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -106,6 +113,7 @@ def kb_create(
                 metric=metric or None,
                 index_type=index or None,
                 rerank=rerank,
+                answer_mode=answer_mode or None,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

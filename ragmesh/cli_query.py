@@ -25,6 +25,7 @@ from ragmesh.cli_common import (
 from ragmesh.client.builders import FilterSpec, short_name
 from ragmesh.client.results import AskResult, location_text
 from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2
 
 ModeOption = Annotated[
     str | None,
@@ -139,6 +140,8 @@ def search(
 
 ASK_EXAMPLES = examples(
     'ragmesh ask "What is ragmesh?"',
+    'ragmesh ask "What does the contract say about termination?" --answer-mode verbatim',
+    'ragmesh ask "Summarise the refund policy" --answer-mode generative --require-citations',
     'ragmesh ask "How does hybrid search fuse results?" --kb demo --mode hybrid',
     'ragmesh ask "什么是向量检索？" --json | jq .answer',
 )
@@ -158,6 +161,22 @@ def ask(
     show_sources: Annotated[
         str, typer.Option("--sources", help="cited (the passages the answer cites), all, none.")
     ] = "all",
+    answer_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-mode",
+            help="verbatim (the documents' own sentences, each cited), generative (the LLM "
+            "writes it) or auto (verbatim with a small LLM); default: the knowledge base's.",
+        ),
+    ] = None,
+    require_citations: Annotated[
+        bool,
+        typer.Option(
+            "--require-citations",
+            help="Replace a generative answer that cites nothing by the verbatim answer "
+            "(or an abstention).",
+        ),
+    ] = False,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -182,6 +201,8 @@ def ask(
                 max_tokens=max_tokens,
                 temperature=temperature,
                 rerank=rerank,
+                answer_mode=answer_mode,
+                require_citations=require_citations,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)
@@ -204,6 +225,14 @@ def ask(
     sys.stdout.flush()
     if final is not None and final.abstained:
         cli.out.print("[yellow](the knowledge base does not contain an answer to this)[/]")
+    elif final is not None and not final.grounded:
+        cli.out.print(
+            "[bold red](ungrounded: this answer cites no passage — do not trust it; "
+            "try --answer-mode verbatim or --require-citations)[/]"
+        )
+    elif final is not None and final.replaced_ungrounded:
+        cli.out.print("[dim](the generated answer cited nothing: verbatim answer instead)[/]")
+    print_quotes(cli, result)
     print_sources(cli, result, show_sources)
 
 
@@ -211,6 +240,21 @@ def print_queued(cli: Cli, queued: common_pb2.QueuePosition) -> None:
     """Where the answer waits for the LLM, on stderr (stdout carries the answer)."""
     wait = f", about {queued.estimated_wait_ms / 1000:.0f} s" if queued.estimated_wait_ms else ""
     cli.err.print(f"[dim]queued for the LLM: position {queued.position}{wait}[/]")
+
+
+def print_quotes(cli: Cli, result: AskResult) -> None:
+    """A verbatim answer's sentences, each with where it stands in its document."""
+    quotes = [c for c in result.citations if c.quote]
+    if not quotes:
+        return
+    cli.out.print("\n[bold]Quoted[/]")
+    for c in quotes:
+        cli.out.print(
+            f"[bold][{c.number}][/] {c.file_name or c.document_id}  "
+            f"[dim]chars {c.quote_start_offset}–{c.quote_end_offset}[/]",
+            highlight=False,
+        )
+        cli.out.print(f"    {snippet(c.quote, 200)}", highlight=False, markup=False)
 
 
 def print_sources(cli: Cli, result: AskResult, which: str) -> None:
@@ -244,6 +288,13 @@ def ask_json(result: AskResult) -> dict[str, Any]:
         "answer": result.answer,
         "abstained": result.abstained,
         "grounded": bool(final and final.grounded),
+        "answer_mode": (
+            short_name(gateway_pb2.AnswerMode, final.answer_mode)
+            if final and final.answer_mode
+            else ""
+        ),
+        "relevance": final.relevance if final else None,
+        "replaced_ungrounded": bool(final and final.replaced_ungrounded),
         "finish_reason": final.finish_reason if final else "",
         "citations": [message_dict(c) for c in result.citations],
         "sources": [message_dict(s) for s in result.sources],

@@ -51,6 +51,8 @@ class Question:
     passage: str = ""
     page: int = 0
     page_label: str = ""
+    #: False for a question its passage cannot answer (SQuAD 2.0): it should abstain
+    answerable: bool = True
 
 
 @dataclass
@@ -231,6 +233,7 @@ def _load_qa(folder: Path, passages: list[Passage], qa: Path) -> Dataset:
                 str(row["question"]),
                 {str(row["doc_id"]): 1.0},
                 [str(a) for a in answers if str(a).strip()],
+                answerable=bool(row.get("answerable", True)),
             )
         )
     return Dataset(folder.name, "qa", passages, questions, skipped)

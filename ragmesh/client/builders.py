@@ -88,6 +88,11 @@ def text_language(value: int | str | None) -> int:
     return _enum(common_pb2.TextLanguage, "TEXT_LANGUAGE_", value, "language")
 
 
+def answer_mode(value: int | str | None) -> int:
+    """`verbatim`, `generative`, `auto` (or the enum's number)."""
+    return _enum(gateway_pb2.AnswerMode, "ANSWER_MODE_", value, "answer mode")
+
+
 def job_state(value: int | str | None) -> int:
     return _enum(gateway_pb2.JobState, "JOB_STATE_", value, "job state")
 
@@ -97,7 +102,9 @@ def short_name(enum_type: Any, value: int) -> str:
     full: str = enum_type.Name(value)
     parts = full.split("_")
     # Drop the enum's prefix: the words the enum name contributes (JOB_STATE_, SEARCH_MODE_).
-    prefix_words = 2 if parts[0] in {"JOB", "SEARCH", "DOCUMENT", "FUSION", "INDEX", "TEXT"} else 1
+    prefix_words = (
+        2 if parts[0] in {"JOB", "SEARCH", "DOCUMENT", "FUSION", "INDEX", "TEXT", "ANSWER"} else 1
+    )
     return "_".join(parts[prefix_words:]).lower()
 
 
@@ -182,6 +189,8 @@ def ask_request(
     max_tokens: int = 0,
     temperature: float | None = None,
     rerank: bool | None = None,
+    answer_mode_: int | str | None = None,
+    require_citations: bool = False,
 ) -> gateway_pb2.AskRequest:
     req = gateway_pb2.AskRequest(
         knowledge_base_id=knowledge_base_id,
@@ -190,6 +199,8 @@ def ask_request(
         mode=search_mode(mode),  # type: ignore[arg-type]
         filters=filters_of(filters),
         max_tokens=max_tokens,
+        answer_mode=answer_mode(answer_mode_),  # type: ignore[arg-type]
+        require_citations=require_citations,
     )
     if temperature is not None:
         req.temperature = temperature
@@ -207,6 +218,7 @@ def create_knowledge_base_request(
     index_type_: int | str | None = None,
     index_params: Mapping[str, Any] | None = None,
     rerank: bool = False,
+    answer_mode_: int | str | None = None,
 ) -> gateway_pb2.CreateKnowledgeBaseRequest:
     return gateway_pb2.CreateKnowledgeBaseRequest(
         knowledge_base_id=knowledge_base_id,
@@ -216,6 +228,7 @@ def create_knowledge_base_request(
         index_type=index_type(index_type_),  # type: ignore[arg-type]
         index_params=to_struct(index_params),
         rerank=rerank,
+        answer_mode=answer_mode(answer_mode_),  # type: ignore[arg-type]
     )
 
 

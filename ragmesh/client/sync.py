@@ -184,6 +184,7 @@ class RagmeshClient(DocumentCalls):
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
         rerank: bool = False,
+        answer_mode: int | str | None = None,
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -194,6 +195,7 @@ class RagmeshClient(DocumentCalls):
             index_type_=index_type,
             index_params=index_params,
             rerank=rerank,
+            answer_mode_=answer_mode,
         )
         resp = self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base
@@ -407,6 +409,8 @@ class RagmeshClient(DocumentCalls):
         max_tokens: int = 0,
         temperature: float | None = None,
         rerank: bool | None = None,
+        answer_mode: int | str | None = None,
+        require_citations: bool = False,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> Iterator[gateway_pb2.AskResponse]:
         """The Ask stream: one `sources` event, `delta` events, then `final`."""
@@ -419,6 +423,8 @@ class RagmeshClient(DocumentCalls):
             max_tokens=max_tokens,
             temperature=temperature,
             rerank=rerank,
+            answer_mode_=answer_mode,
+            require_citations=require_citations,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

@@ -1,5 +1,6 @@
-"""Ask: retrieve passages, then stream the generation service's answer, its
-citations mapped back to the retrieved chunks (document and offsets).
+"""Ask: retrieve passages, then stream the answer: the generation service's,
+its citations mapped back to the retrieved chunks (document and offsets), or a
+verbatim answer or an abstention the gateway composes itself (answers/).
 
 The events are the public API's AskResponse messages: sources first, then
 answer deltas, then the final answer.
@@ -8,7 +9,7 @@ answer deltas, then the final answer.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ragmesh.common.v1 import common_pb2
@@ -18,10 +19,12 @@ from services.common import api
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.gateway import validation as v
+from services.gateway.answers.compose import GENERATIVE, VERBATIM, AnswerComposer, Timer
+from services.gateway.answers.verbatim import Selection
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
 from services.gateway.convert import cited_sources
-from services.gateway.search import Searcher, SearchParams, check_search_enums
+from services.gateway.search import Retrieved, Searcher, SearchParams, check_search_enums
 
 MAX_TEMPERATURE = 2.0
 
@@ -35,16 +38,23 @@ class AskParams:
     filters: Sequence[common_pb2.FilterCondition] = field(default_factory=list)
     max_tokens: int = 0
     temperature: float | None = None
+    answer_mode: int = 0
+    require_citations: bool = False
     rerank: bool | None = None
 
 
 class Asker:
     def __init__(
-        self, searcher: Searcher, downstream: Downstream, settings: GatewaySettings
+        self,
+        searcher: Searcher,
+        downstream: Downstream,
+        settings: GatewaySettings,
+        composer: AnswerComposer,
     ) -> None:
         self.searcher = searcher
         self.downstream = downstream
         self.settings = settings
+        self.composer = composer
 
     def check(self, params: AskParams) -> SearchParams:
         """Validated parameters; the retrieval they imply."""
@@ -71,66 +81,146 @@ class Asker:
             rerank=params.rerank,
         )
         check_search_enums(search)
+        self.composer.check_mode(params.answer_mode)
         return search
 
     async def ask(
         self, tenant: str, params: AskParams, deadline: Deadline
     ) -> AsyncIterator[pb.AskResponse]:
-        start = time.perf_counter()
+        timer = Timer(time.perf_counter())
         search = self.check(params)
-        result = await self.searcher.retrieve(tenant, search, deadline)
-        retrieval_ms = (time.perf_counter() - start) * 1000
+        known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
+        # The question's vector serves the search and the sentences' scores alike.
+        vector = await self.downstream.embed_query(params.question, deadline.remaining())
+        result = await self.searcher.retrieve(
+            tenant, search, deadline, known=known, query_vector=vector
+        )
+        timer.retrieval_ms = timer.now_ms()
         sources = result.citations(numbered=True)
-        by_id = {c.chunk_id: c for c in sources}
-        # The sources wait for the generation service's first event: when its
-        # queue refuses the answer at once (RESOURCE_EXHAUSTED with RetryInfo),
-        # the client has received nothing yet and may call again.
-        pending_sources: pb.AskResponse | None = pb.AskResponse(
+        sources_event = pb.AskResponse(
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
-        generate = generation_pb2.GenerateAnswerRequest(
-            question=params.question,
-            max_tokens=params.max_tokens,
-            passages=[
-                generation_pb2.Passage(
-                    id=r.chunk.id,
-                    text=r.chunk.text,
-                    score=r.score,
-                    title=r.chunk.title,
-                    source=r.chunk.source,
-                )
-                for r in result.results
-            ],
-        )
-        if params.temperature is not None:
-            generate.temperature = params.temperature
-        first_token_ms = 0.0
-        async for event in self.downstream.generate(generate, tenant, deadline.remaining()):
-            if pending_sources is not None:
-                yield pending_sources
-                pending_sources = None
+        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
+        selection = await self.composer.select(params.question, vector, result.results, deadline)
+        if self.composer.abstains(selection):
+            yield sources_event
+            for event in self.composer.abstention(
+                params.question, mode, selection.relevance, timer
+            ):
+                yield event
+        elif mode == VERBATIM:
+            yield sources_event
+            for event in self.composer.verbatim(selection, sources, timer):
+                yield event
+        else:
+            async for event in self._generate(
+                tenant, params, result, sources_event, selection, timer, deadline
+            ):
+                yield event
+
+    async def _generate(
+        self,
+        tenant: str,
+        params: AskParams,
+        result: Retrieved,
+        sources_event: pb.AskResponse,
+        selection: Selection,
+        timer: Timer,
+        deadline: Deadline,
+    ) -> AsyncIterator[pb.AskResponse]:
+        """The generation service's answer. With require_citations its deltas are
+        held back until the final says it is grounded; an ungrounded answer is
+        replaced by the verbatim one (an abstention when no sentence was chosen).
+
+        The sources wait for the generation service's first event: when its queue
+        refuses the answer at once (RESOURCE_EXHAUSTED with RetryInfo), the client
+        has received nothing yet and may call again."""
+        sources = list(sources_event.sources.sources)
+        pending: pb.AskResponse | None = sources_event
+        held: list[pb.AskResponse] = []
+        request = generate_request(params, result)
+        async for event in self.downstream.generate(request, tenant, deadline.remaining()):
+            if pending is not None:
+                yield pending
+                pending = None
             kind = event.WhichOneof("event")
             if kind == "queued":
                 yield pb.AskResponse(queued=event.queued)
             elif kind == "delta":
-                if not first_token_ms:
-                    first_token_ms = (time.perf_counter() - start) * 1000
-                yield pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
+                timer.token()
+                delta = pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
+                if params.require_citations:
+                    held.append(delta)
+                else:
+                    yield delta
             elif kind == "final":
                 final = event.final
-                total_ms = (time.perf_counter() - start) * 1000
-                yield pb.AskResponse(
-                    final=pb.AskFinal(
-                        answer=final.answer,
-                        citations=cited_sources(final.citations, by_id),
-                        grounded=final.grounded,
-                        abstained=final.abstained,
-                        finish_reason=generation_pb2.FinishReason.Name(
-                            final.finish_reason
-                        ).removeprefix("FINISH_REASON_"),
-                        usage=final.usage,
-                        retrieval_ms=retrieval_ms,
-                        first_token_ms=first_token_ms or total_ms,
-                        total_ms=total_ms,
-                    )
-                )
+                if params.require_citations and not final.grounded and not final.abstained:
+                    for replaced in self._replace_ungrounded(params, selection, sources, timer):
+                        yield replaced
+                    return
+                for delta in held:
+                    yield delta
+                yield final_event(final, sources, selection, timer)
+
+    def _replace_ungrounded(
+        self,
+        params: AskParams,
+        selection: Selection,
+        sources: list[common_pb2.Citation],
+        timer: Timer,
+    ) -> Iterator[pb.AskResponse]:
+        """The verbatim answer, or an abstention when no sentence was chosen."""
+        if selection.chosen:
+            yield from self.composer.verbatim(selection, sources, timer, replaced_ungrounded=True)
+        else:
+            yield from self.composer.abstention(
+                params.question, VERBATIM, selection.relevance, timer
+            )
+
+
+def generate_request(params: AskParams, result: Retrieved) -> generation_pb2.GenerateAnswerRequest:
+    request = generation_pb2.GenerateAnswerRequest(
+        question=params.question,
+        max_tokens=params.max_tokens,
+        passages=[
+            generation_pb2.Passage(
+                id=r.chunk.id,
+                text=r.chunk.text,
+                score=r.score,
+                title=r.chunk.title,
+                source=r.chunk.source,
+            )
+            for r in result.results
+        ],
+    )
+    if params.temperature is not None:
+        request.temperature = params.temperature
+    return request
+
+
+def final_event(
+    final: generation_pb2.FinalAnswer,
+    sources: list[common_pb2.Citation],
+    selection: Selection,
+    timer: Timer,
+) -> pb.AskResponse:
+    """The generation service's final event as Ask's, citations mapped to the sources."""
+    total_ms = timer.now_ms()
+    return pb.AskResponse(
+        final=pb.AskFinal(
+            answer=final.answer,
+            citations=cited_sources(final.citations, {c.chunk_id: c for c in sources}),
+            grounded=final.grounded,
+            abstained=final.abstained,
+            finish_reason=generation_pb2.FinishReason.Name(final.finish_reason).removeprefix(
+                "FINISH_REASON_"
+            ),
+            usage=final.usage,
+            retrieval_ms=timer.retrieval_ms,
+            first_token_ms=timer.first_token_ms or total_ms,
+            total_ms=total_ms,
+            answer_mode=GENERATIVE,
+            relevance=selection.relevance,
+        )
+    )

@@ -94,6 +94,27 @@ class Downstream:
         )
         return list(resp.embeddings[0].values)
 
+    async def embed_documents(
+        self, texts: list[str], timeout_s: float, per_call: int = 256
+    ) -> list[list[float]]:
+        """Vectors of passage texts (verbatim answers' sentences), `per_call` at a
+        time (the embedding service's RAGMESH_EMBEDDING_MAX_TEXTS_PER_CALL)."""
+        out: list[list[float]] = []
+        for i in range(0, len(texts), per_call):
+            resp: embedding_pb2.EmbedTextsResponse = await _call(
+                "embedding EmbedTexts",
+                self.embedding.EmbedTexts(
+                    embedding_pb2.EmbedTextsRequest(
+                        texts=texts[i : i + per_call],
+                        input_type=embedding_pb2.INPUT_TYPE_DOCUMENT,
+                        truncate=True,
+                    ),
+                    timeout=timeout_s,
+                ),
+            )
+            out.extend(list(e.values) for e in resp.embeddings)
+        return out
+
     # ------------------------------------------------------------------ retrieval
 
     async def create_collection(

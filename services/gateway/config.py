@@ -3,7 +3,7 @@ workers (Redis, heartbeat timeout, queue) is services.jobs.settings."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -205,3 +205,59 @@ class RerankSettings(BaseSettings):
         description="Candidates retrieved for reranking when a request asks for fewer "
         "results (top_k); the best top_k of them after reranking are returned.",
     )
+
+
+#: The abstention answer per question language; the same as the generation
+#: service's default (RAGMESH_GENERATION_ABSTENTION_MESSAGES).
+DEFAULT_ABSTENTION_MESSAGES = {
+    "en": "The knowledge base does not contain information to answer this question.",
+    "zh": "知识库中没有可以回答这个问题的信息。",
+}
+
+
+class AnswerSettings(BaseSettings):
+    """How Ask chooses its answer mode, composes verbatim answers and abstains
+    (services/gateway/answers; docs/generation.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGMESH_GATEWAY_", extra="ignore")
+
+    llm_small: bool = Field(
+        default=True,
+        description="The generation service's LLM is small (the bundled SmolLM2-135M): the "
+        "AUTO answer mode then answers verbatim. Set false with a capable LLM (vLLM, OpenAI) "
+        "to make AUTO generative.",
+    )
+    verbatim_max_sentences: int = Field(
+        default=3, ge=1, le=20, description="Most sentences in a verbatim answer."
+    )
+    verbatim_max_chars: int = Field(
+        default=400,
+        ge=50,
+        description="Most characters of sentence text in a verbatim answer (citation markers "
+        "not counted); a sentence longer than this is offered as runs of its clauses.",
+    )
+    verbatim_max_score_drop: float = Field(
+        default=0.5,
+        ge=0,
+        description="A verbatim answer's second and later sentences must score within this of "
+        "its best one (cosine similarity + 0.5 × lexical overlap + 0.25 × its passage's "
+        "lexical overlap).",
+    )
+    abstain_below: float = Field(
+        default=0.4,
+        description="Ask abstains (every answer mode, no LLM call) when the relevance signal — "
+        "the cosine similarity of the question to the most similar sentence of the retrieved "
+        "passages — is below this. 0: abstain only when nothing was retrieved. The default "
+        "comes from the curve in docs/benchmarks.md.",
+    )
+    abstention_messages: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ABSTENTION_MESSAGES),
+        description='The answer when Ask abstains, per question language, as JSON ({"en": '
+        '"...", "zh": "..."}); "en" is the fallback.',
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AnswerSettings:
+        if "en" not in self.abstention_messages:
+            raise ValueError('abstention_messages needs an "en" entry (the fallback)')
+        return self

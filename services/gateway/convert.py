@@ -40,6 +40,7 @@ def kb_to_pb(view: KnowledgeBaseView) -> pb.KnowledgeBase:
         chunk_count=rec.chunk_count,
         create_time=timestamp(rec.create_time),
         rerank=rec.rerank,
+        answer_mode=rec.answer_mode,  # type: ignore[arg-type]
     )
     if progress is not None:
         out.reindex.CopyFrom(

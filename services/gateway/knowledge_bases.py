@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragmesh.common.v1 import common_pb2
+from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2
 from services.common import api
 from services.common.api import struct_from_dict
@@ -34,6 +35,7 @@ class KnowledgeBaseSpec:
     index_type: int = 0
     index_params: dict[str, Any] = field(default_factory=dict)
     rerank: bool = False
+    answer_mode: int = 0
 
 
 # Labels every collection of a knowledge base carries (kb check finds orphans by them).
@@ -78,6 +80,7 @@ class KnowledgeBases:
         api.check_enum(common_pb2.TextLanguage, spec.language, "language")
         api.check_enum(common_pb2.Metric, spec.metric, "metric")
         api.check_enum(common_pb2.IndexType, spec.index_type, "index_type")
+        api.check_enum(pb.AnswerMode, spec.answer_mode, "answer_mode")
         if len(spec.description) > MAX_DESCRIPTION_CHARS:
             raise InvalidArgument(
                 f"description is longer than {MAX_DESCRIPTION_CHARS} characters",
@@ -93,6 +96,7 @@ class KnowledgeBases:
             metric=spec.metric,
             index_type=spec.index_type,
             index_params=spec.index_params,
+            answer_mode=spec.answer_mode,
             embedding_model=info.model,
             dimension=info.dimension,
             create_time=time.time(),

@@ -117,21 +117,39 @@ class Searcher:
         check_search_enums(params)
         return params
 
-    async def retrieve(self, tenant: str, params: SearchParams, deadline: Deadline) -> Retrieved:
+    async def retrieve(
+        self,
+        tenant: str,
+        params: SearchParams,
+        deadline: Deadline,
+        *,
+        known: tuple[KnowledgeBaseRecord, list[str]] | None = None,
+        query_vector: list[float] | None = None,
+    ) -> Retrieved:
+        """The search's hits. Ask passes the knowledge base it has already read and
+        the question's vector it needs anyway (`known`, `query_vector`)."""
         with tracing.span("retrieve", {"ragmesh.knowledge_base_id": params.knowledge_base_id}):
-            return await self._retrieve(tenant, params, deadline)
+            return await self._retrieve(tenant, params, deadline, known, query_vector)
 
-    async def _retrieve(self, tenant: str, params: SearchParams, deadline: Deadline) -> Retrieved:
-        """The knowledge base searched; with reranking, more candidates retrieved,
-        reranked and cut to top_k."""
-        kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
+    async def _retrieve(
+        self,
+        tenant: str,
+        params: SearchParams,
+        deadline: Deadline,
+        known: tuple[KnowledgeBaseRecord, list[str]] | None,
+        query_vector: list[float] | None,
+    ) -> Retrieved:
+        """With reranking: more candidates retrieved, reranked and cut to top_k."""
+        kb, deleting = known or await self.knowledge_base(tenant, params.knowledge_base_id)
         wanted = kb.rerank if params.rerank is None else params.rerank
         top_k = params.top_k
         if wanted:
             top_k = max(top_k, self.rerank_candidates)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
-            vector = await self.downstream.embed_query(params.query, deadline.remaining())
+            vector = query_vector or await self.downstream.embed_query(
+                params.query, deadline.remaining()
+            )
         request = retrieval_pb2.SearchChunksRequest(
             collection=kb.collection,
             query_vector=vector,

@@ -26,11 +26,12 @@ from services.common.config import DEFAULT_PORTS, ServiceAddresses
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.common.tls import ServerTLS
+from services.gateway.answers.compose import AnswerComposer
 from services.gateway.ask import Asker, AskParams
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
-from services.gateway.config import GatewaySettings, RerankSettings
+from services.gateway.config import AnswerSettings, GatewaySettings, RerankSettings
 from services.gateway.consistency import Checker
 from services.gateway.convert import check_to_pb, doc_to_pb, job_to_pb, kb_to_pb
 from services.gateway.documents import Documents
@@ -105,6 +106,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             index_type=request.index_type,
             index_params=json_format.MessageToDict(request.index_params),
             rerank=request.rerank,
+            answer_mode=request.answer_mode,
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
         return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
@@ -325,6 +327,8 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             max_tokens=request.max_tokens,
             temperature=request.temperature if request.HasField("temperature") else None,
             rerank=request.rerank if request.HasField("rerank") else None,
+            answer_mode=request.answer_mode,
+            require_citations=request.require_citations,
         )
         deadline = self._deadline(context, self.s.ask_timeout_s)
         async for event in self.g.asker.ask(self._tenant(context), params, deadline):
@@ -347,9 +351,11 @@ class GatewayService:
         addresses: ServiceAddresses | None = None,
         jobs: JobsSettings | None = None,
         rerank: RerankSettings | None = None,
+        answers: AnswerSettings | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
         self.rerank_settings = rerank or RerankSettings()
+        self.answer_settings = answers or AnswerSettings()
         self.jobs_settings = jobs or JobsSettings()
         self.addresses = addresses or ServiceAddresses()
         s = self.settings
@@ -420,7 +426,12 @@ class GatewayService:
             self.reranker,
             self.rerank_settings.candidates,
         )
-        self.asker = Asker(self.searcher, self.downstream, self.settings)
+        self.asker = Asker(
+            self.searcher,
+            self.downstream,
+            self.settings,
+            AnswerComposer(self.downstream, self.answer_settings),
+        )
         await asyncio.to_thread(self.state.ping)
         self._housekeeping = asyncio.create_task(self._housekeep_forever())
 

@@ -162,6 +162,8 @@ class KnowledgeBaseRecord(_Record):
     reindex_dimension: int = 0
     # Search and Ask rerank by default (requests may say otherwise).
     rerank: bool = False
+    # Ask's default answer mode (gateway AnswerMode number; 0: AUTO).
+    answer_mode: int = 0
 
 
 @dataclass

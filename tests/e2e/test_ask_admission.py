@@ -37,6 +37,7 @@ HOLDING = pb.AskRequest(
     question="Describe everything the lighthouse keeper does, in detail.",
     max_tokens=160,
     temperature=0.0,
+    answer_mode=pb.ANSWER_MODE_GENERATIVE,  # the LLM path (AUTO answers verbatim here)
 )
 SHORT = pb.AskRequest(knowledge_base_id=KB, question="What is the lighthouse signal?", max_tokens=8)
 
@@ -154,7 +155,7 @@ def test_the_sdk_waits_out_a_full_queue(stack: Stack) -> None:
     assert "queued" in waiting.kinds() and not holder.ended, (waiting.kinds(), holder.kinds())
 
     with RagmeshClient(stack.gateway, ALPHA_KEY, tls=False, timeout=180) as rag:
-        result = collect_ask(rag.ask(KB, SHORT.question, max_tokens=8))
+        result = collect_ask(rag.ask(KB, SHORT.question, max_tokens=8, answer_mode="generative"))
     assert result.final is not None and result.sources
     holder.join(180)
     waiting.join(180)

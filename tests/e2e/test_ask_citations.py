@@ -86,7 +86,13 @@ def chunks_of(stack: Stack, name: str) -> tuple[str, dict[int, tuple[int, int, s
 
 def ask(stack: Stack, question: str) -> list[pb.AskResponse]:
     request = pb.AskRequest(
-        knowledge_base_id=KB, question=question, top_k=3, max_tokens=96, temperature=0.0
+        knowledge_base_id=KB,
+        question=question,
+        top_k=3,
+        max_tokens=96,
+        temperature=0.0,
+        # The LLM's own citations (verbatim answers: tests/e2e/test_verbatim_answers.py).
+        answer_mode=pb.ANSWER_MODE_GENERATIVE,
     )
     return list(stack.call("Ask", request))
 

@@ -166,9 +166,14 @@ def test_ask_the_demo_streams_an_answer_with_sources(stack: LaunchedStack) -> No
         ragmesh(stack, "ask", "What is the mascot of ragmesh?", "--max-tokens", "48", "--json")
     )
     assert data["sources"]
+    # `auto` with the bundled (small) LLM: a verbatim answer, each sentence cited.
+    assert data["answer_mode"] == "verbatim" and not data["abstained"], data
+    assert data["citations"]
     for citation in data["citations"]:
-        source = citation["source"]
-        assert source["document_id"] and source["end_offset"] > source["start_offset"]
+        assert citation["document_id"] and citation["end_offset"] > citation["start_offset"]
+        assert citation["quote"] in data["answer"]
+        length = citation["quote_end_offset"] - citation["quote_start_offset"]
+        assert length == len(citation["quote"])
 
 
 def test_eval_on_the_shared_data_set(

@@ -108,6 +108,7 @@ def test_ask_streams_sources_deltas_and_a_cited_answer(stack: Stack) -> None:
                 question="How many known moons does Saturn have?",
                 max_tokens=48,
                 temperature=0.0,
+                answer_mode=pb.ANSWER_MODE_GENERATIVE,
             ),
         )
     )
