@@ -6,7 +6,7 @@
   gateway writes its own grounded prompt).
 - `max_tokens` (or `max_completion_tokens`) and `temperature` pass through;
   `n` must be 1; other OpenAI fields are accepted and ignored.
-- `ragmesh` (an extension, optional): `top_k`, `mode`, `filters`.
+- `ragmesh` (an extension, optional): `top_k`, `mode`, `filters`, `answer_mode`, `rerank`.
 
 Answers carry their citations as `[n]` markers in the text (the model writes
 them; the generation service checks them) and in the `ragmesh` extension field of
@@ -66,6 +66,13 @@ class RetrievalOptions(BaseModel):
     top_k: int = Field(0, ge=0, description="Passages for the prompt (0: the server default).")
     mode: str | None = Field(None, description="dense, sparse or hybrid.")
     filters: list[FilterSpec] = Field(default_factory=list)
+    answer_mode: str | None = Field(
+        None,
+        description="auto, verbatim or generative (default: the knowledge base's).",
+    )
+    rerank: bool | None = Field(
+        None, description="Rerank the passages (default: the knowledge base's setting)."
+    )
 
 
 class ChatCompletionRequest(BaseModel):

@@ -77,6 +77,8 @@ def ask_stream(
             filters=filter_tuples(opts.filters) if opts else None,
             max_tokens=req.max_completion_tokens or req.max_tokens or 0,
             temperature=req.temperature,
+            answer_mode=opts.answer_mode if opts else None,
+            rerank=opts.rerank if opts else None,
             timeout=timeout,
         )
     except ValueError as exc:  # an unknown mode or filter operator (the SDK's builders)

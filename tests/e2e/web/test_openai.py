@@ -57,7 +57,8 @@ def test_a_whole_answer_with_citations(web: WebStack) -> None:
         messages=[{"role": "user", "content": QUESTION}],
         temperature=0,
         max_tokens=40,
-        extra_body={"ragmesh": {"top_k": 2}},  # a short prompt: the LLM shares 2 cores
+        # a short prompt (the LLM shares 2 cores); the LLM path, not the verbatim default
+        extra_body={"ragmesh": {"top_k": 2, "answer_mode": "generative"}},
     )
     content = completion.choices[0].message.content or ""
     assert content.strip()
@@ -71,6 +72,19 @@ def test_a_whole_answer_with_citations(web: WebStack) -> None:
     check_citations(web, content, ext)
 
 
+def test_the_default_answer_quotes_the_documents(web: WebStack) -> None:
+    """With the bundled (small) LLM the default answer mode is verbatim: sentences of
+    the documents, each cited with its offsets, and no LLM tokens spent."""
+    completion = client(web).chat.completions.create(
+        model=f"ragmesh/{KB}", messages=[{"role": "user", "content": QUESTION}]
+    )
+    content = completion.choices[0].message.content or ""
+    citations = completion.model_extra["ragmesh"]["citations"]  # type: ignore[index]
+    assert citations and all(c["quote"] and c["quote"] in content for c in citations)
+    assert all(c["quote_end_offset"] > c["quote_start_offset"] for c in citations)
+    assert completion.usage is not None and completion.usage.completion_tokens == 0
+
+
 def test_a_streamed_answer(web: WebStack) -> None:
     stream = client(web).chat.completions.create(
         model=f"ragmesh/{KB}",
@@ -82,7 +96,7 @@ def test_a_streamed_answer(web: WebStack) -> None:
         max_tokens=40,
         stream=True,
         stream_options={"include_usage": True},
-        extra_body={"ragmesh": {"top_k": 2}},
+        extra_body={"ragmesh": {"top_k": 2, "answer_mode": "generative"}},
     )
     chunks = list(stream)
     first = chunks[0]
