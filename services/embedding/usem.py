@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from services.common.models import MULTILINGUAL_NAME
 from services.embedding.embedder import Vectors
 
 log = logging.getLogger("ragmesh.embedding")
 
-USEM_NAME = "universal-sentence-encoder-multilingual-3"
+USEM_NAME = MULTILINGUAL_NAME
 DIMENSION = 512
 # The network is a CNN over n-grams with no position embeddings, so it has no length
 # limit of its own; this one keeps chunks comparable with MiniLM's and the forward
