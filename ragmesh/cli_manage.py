@@ -89,6 +89,14 @@ def kb_create(
             help="Rerank search and ask results by default (needs a reranker on the server).",
         ),
     ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedding model: multilingual (understands Chinese), minilm (English), or "
+            "a name the embedding service serves; default: by language (chinese → "
+            "multilingual).",
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -106,6 +114,7 @@ def kb_create(
                 metric=metric or None,
                 index_type=index or None,
                 rerank=rerank,
+                model=model,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

@@ -166,6 +166,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
         rerank: bool = False,
+        model: str = "",
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -176,6 +177,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             index_type_=index_type,
             index_params=index_params,
             rerank=rerank,
+            model=model,
         )
         resp = await self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base

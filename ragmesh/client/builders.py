@@ -207,6 +207,7 @@ def create_knowledge_base_request(
     index_type_: int | str | None = None,
     index_params: Mapping[str, Any] | None = None,
     rerank: bool = False,
+    model: str = "",
 ) -> gateway_pb2.CreateKnowledgeBaseRequest:
     return gateway_pb2.CreateKnowledgeBaseRequest(
         knowledge_base_id=knowledge_base_id,
@@ -216,6 +217,7 @@ def create_knowledge_base_request(
         index_type=index_type(index_type_),  # type: ignore[arg-type]
         index_params=to_struct(index_params),
         rerank=rerank,
+        model=model,
     )
 
 

@@ -175,6 +175,7 @@ class RagmeshClient(DocumentCalls):
         index_type: int | str | None = None,
         index_params: Mapping[str, Any] | None = None,
         rerank: bool = False,
+        model: str = "",
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -185,6 +186,7 @@ class RagmeshClient(DocumentCalls):
             index_type_=index_type,
             index_params=index_params,
             rerank=rerank,
+            model=model,
         )
         resp = self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base

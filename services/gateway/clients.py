@@ -76,18 +76,25 @@ class Downstream:
 
     # ------------------------------------------------------------------ embedding
 
-    async def model_info(self, timeout_s: float) -> embedding_pb2.GetModelInfoResponse:
+    async def model_info(
+        self, timeout_s: float, model: str = ""
+    ) -> embedding_pb2.GetModelInfoResponse:
         return await _call(
             "embedding GetModelInfo",
-            self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=timeout_s),
+            self.embedding.GetModelInfo(
+                embedding_pb2.GetModelInfoRequest(model=model), timeout=timeout_s
+            ),
         )
 
-    async def embed_query(self, text: str, timeout_s: float) -> list[float]:
+    async def embed_query(self, text: str, timeout_s: float, model: str = "") -> list[float]:
         resp: embedding_pb2.EmbedTextsResponse = await _call(
             "embedding EmbedTexts",
             self.embedding.EmbedTexts(
                 embedding_pb2.EmbedTextsRequest(
-                    texts=[text], input_type=embedding_pb2.INPUT_TYPE_QUERY, truncate=True
+                    texts=[text],
+                    input_type=embedding_pb2.INPUT_TYPE_QUERY,
+                    truncate=True,
+                    model=model,
                 ),
                 timeout=timeout_s,
             ),

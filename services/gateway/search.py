@@ -127,7 +127,10 @@ class Searcher:
             top_k = max(top_k, self.rerank_candidates)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
-            vector = await self.downstream.embed_query(params.query, deadline.remaining())
+            # The knowledge base's own model: its vectors were made by it.
+            vector = await self.downstream.embed_query(
+                params.query, deadline.remaining(), kb.embedding_model
+            )
         request = retrieval_pb2.SearchChunksRequest(
             collection=kb.collection,
             query_vector=vector,
