@@ -278,6 +278,13 @@ def eval_command(
         typer.Option(help="Ask only this many of the questions (seeded sample); all are searched."),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Parallel uploads and searches.")] = 4,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedding model of the knowledge base (multilingual, minilm or a served "
+            "name); default: the server's choice for the data set's language."
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -329,10 +336,11 @@ def eval_command(
     created = False
     with cli.errors(), cli.client(timeout=120) as rag:
         try:
-            rag.create_knowledge_base(
-                kb_id, language=language, description=f"ragmesh eval of {data.name}"
+            made = rag.create_knowledge_base(
+                kb_id, language=language, description=f"ragmesh eval of {data.name}", model=model
             )
             created = True
+            report["embedding_model"] = made.embedding_model
             report["ingest"] = _ingest(cli, rag, kb_id, data, concurrency)
             board, timings, details = _run_questions(
                 cli, rag, kb_id, data, k, mode, retrieval_only, concurrency, answer_limit, seed
