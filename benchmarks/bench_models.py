@@ -83,9 +83,7 @@ def _encoders() -> dict[str, Callable[[list[str]], object]]:
             CACHE, threads=2, token_budget=512
         ).encode,
         "MiniLM: ONNX Runtime, 1 thread": OnnxEncoder(minilm_model_dir(), CACHE, threads=1).encode,
-        "MiniLM: ONNX Runtime, 2 threads": OnnxEncoder(
-            minilm_model_dir(), CACHE, threads=2
-        ).encode,
+        "MiniLM: ONNX Runtime, 2 threads": OnnxEncoder(minilm_model_dir(), CACHE, threads=2).encode,
     }
 
 
@@ -203,6 +201,7 @@ def quality() -> str:
                             "--api-key",
                             "bench-key-0001",
                         ],
+                        check=False,
                         capture_output=True,
                         text=True,
                         timeout=3600,
