@@ -35,7 +35,7 @@ if not DATA.exists():
     DATA = Path("/work/shared/data")
 CACHE = Path.home() / ".cache" / "ragmesh"
 ROUNDS = int(os.environ.get("RAGMESH_BENCH_MODEL_ROUNDS", "3"))
-PASSAGES = int(os.environ.get("RAGMESH_BENCH_MODEL_PASSAGES", "48"))
+PASSAGES = int(os.environ.get("RAGMESH_BENCH_MODEL_PASSAGES", "16"))
 
 
 def _corpus(name: str) -> list[str]:
@@ -77,11 +77,15 @@ def _encoders() -> dict[str, Callable[[list[str]], object]]:
     return {
         "USE: package as shipped (numpy, pure-Python tokenizer)": shipped.encode,
         "USE: numpy + sentencepiece": reference.encode,
-        "USE: ONNX graph, 1 thread": UsemOnnxEncoder(CACHE, threads=1).encode,
-        "USE: ONNX graph, 2 threads": UsemOnnxEncoder(CACHE, threads=2).encode,
-        "USE: ONNX graph, 2 threads, 512 tokens a run": UsemOnnxEncoder(
-            CACHE, threads=2, token_budget=512
+        "USE: ONNX graph, 1 thread, 1024 tokens a run": UsemOnnxEncoder(
+            CACHE, threads=1, token_budget=1024
         ).encode,
+        **{
+            f"USE: ONNX graph, 2 threads, {budget} tokens a run": UsemOnnxEncoder(
+                CACHE, threads=2, token_budget=budget
+            ).encode
+            for budget in (256, 1024, 4096, 8192)
+        },
         "MiniLM: ONNX Runtime, 1 thread": OnnxEncoder(minilm_model_dir(), CACHE, threads=1).encode,
         "MiniLM: ONNX Runtime, 2 threads": OnnxEncoder(minilm_model_dir(), CACHE, threads=2).encode,
     }

@@ -345,7 +345,7 @@ class UsemOnnxEncoder:
         *,
         threads: int = 0,
         spinning: bool = False,
-        token_budget: int = 8192,
+        token_budget: int = 1024,
         max_tokens: int = MAX_TOKENS,
         resources: Path | None = None,
     ) -> None:
