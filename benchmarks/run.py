@@ -31,6 +31,7 @@ ORDER = [
     "pipeline",
     "eval",
     "uploads",
+    "web",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 OUT = DOCS / "benchmarks.md"

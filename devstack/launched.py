@@ -24,7 +24,7 @@ class LaunchedStack:
         self.data_dir = base / "data"
         self.config = base / "client-config.json"
         self.output = base / "launcher.log"
-        self.ports = {name: free_port() for name in (*SERVICES, "redis", "llm")}
+        self.ports = {name: free_port() for name in (*SERVICES, "redis", "llm", "web")}
         self.env = {
             **os.environ,
             "RAGMESH_DATA_DIR": str(self.data_dir),
@@ -32,6 +32,7 @@ class LaunchedStack:
             # Its own Redis, started by the launcher (as `make run` does by default).
             "RAGMESH_REDIS_PORT": str(self.ports["redis"]),
             "RAGMESH_LLM_PORT": str(self.ports["llm"]),
+            "RAGMESH_WEB_PORT": str(self.ports["web"]),
             "RAGMESH_METRICS_PORT_BASE": str(free_port()),
             "RAGMESH_DEMO": "true" if demo else "false",
             "RAGMESH_HEALTH_TIMEOUT_S": "600",

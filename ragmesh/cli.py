@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from ragmesh.cli_chat import CHAT_EXAMPLES, chat
 from ragmesh.cli_common import examples
 from ragmesh.cli_eval import EVAL_EXAMPLES, eval_command
 from ragmesh.cli_ingest import INGEST_EXAMPLES, ingest
@@ -36,7 +37,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-SERVICES = tuple(DEFAULT_PORTS)
+SERVICES = (*DEFAULT_PORTS, "web")
 
 
 @app.callback()
@@ -51,7 +52,9 @@ def _root() -> None:
 )
 def serve(
     service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}."),
-    port: int | None = typer.Option(None, help="gRPC port (default: the service's own)."),
+    port: int | None = typer.Option(
+        None, help="gRPC port (HTTP for web; default: the service's own)."
+    ),
     metrics_port: int | None = typer.Option(
         None, help="Prometheus port (default 9100 + port - 50050)."
     ),
@@ -60,6 +63,10 @@ def serve(
     if service not in SERVICES:
         typer.echo(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}", err=True)
         raise typer.Exit(2)
+    if service == "web":
+        # HTTP (uvicorn), not a gRPC server: its own runner and the `web` extra.
+        _web_module("services.web.server").run(port)
+        return
     server, module = _server_modules(service)
     svc, default_port = module.create_service()
     server.run(svc, port if port is not None else default_port, metrics_port)
@@ -81,6 +88,29 @@ def _server_modules(service: str) -> tuple[Any, Any]:
         raise typer.Exit(2) from exc
 
 
+def _web_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        typer.echo(
+            f"this command needs the web dependencies ({exc.name or exc} is missing): "
+            "pip install 'ragmesh[web]'",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+
+
+@app.command(
+    epilog="Examples:\n\n  ragmesh mcp\n\n"
+    "  RAGMESH_API_KEY=... RAGMESH_GATEWAY_ADDR=rag.example.com:443 RAGMESH_TLS=true ragmesh mcp",
+)
+def mcp() -> None:
+    """An MCP server over stdio for desktop agents: tools to list knowledge bases, search,
+    ask, upload and follow jobs. The gateway and key come from RAGMESH_GATEWAY_ADDR /
+    RAGMESH_API_KEY or the config `make run` writes."""
+    _web_module("services.web.mcp_stdio").run()
+
+
 kb_app.command("check", epilog=CHECK_EXAMPLES)(kb_check)
 kb_app.command("reindex", epilog=REINDEX_EXAMPLES)(kb_reindex)
 docs_app.command("download", epilog=DOWNLOAD_EXAMPLES)(docs_download)
@@ -93,6 +123,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command("ingest", epilog=INGEST_EXAMPLES)(ingest)
 app.command("search", epilog=SEARCH_EXAMPLES)(search)
 app.command("ask", epilog=ASK_EXAMPLES)(ask)
+app.command("chat", epilog=CHAT_EXAMPLES)(chat)
 app.command("eval", epilog=EVAL_EXAMPLES)(eval_command)
 app.command(
     "status",

@@ -53,6 +53,10 @@ class LauncherSettings(BaseSettings):
     embedding_port: int = Field(DEFAULT_PORTS["embedding"], description="Embedding gRPC port.")
     retrieval_port: int = Field(DEFAULT_PORTS["retrieval"], description="Retrieval gRPC port.")
     generation_port: int = Field(DEFAULT_PORTS["generation"], description="Generation gRPC port.")
+    web_port: int = Field(
+        8080, description="HTTP port of the web service (OpenAI-compatible API, REST, MCP)."
+    )
+    web: bool = Field(True, description="Start the web service (`ragmesh serve web`).")
     metrics_port_base: int = Field(
         9100,
         description="Prometheus ports: gateway base+1, chunking +2, embedding +3, retrieval +4, "

@@ -121,6 +121,8 @@ class Stack:
         self.log_dir = self.data_dir / "logs"
         self.api_key = dev_api_key(settings)
         self.addrs = {s: f"127.0.0.1:{settings.port_of(s)}" for s in SERVICE_ORDER}
+        # The HTTP front, beside the gRPC services in the client config (`services.web`).
+        self.web_addr = f"127.0.0.1:{settings.web_port}" if settings.web else ""
         self.processes: list[Supervised] = []
         self.stop_event = threading.Event()
         self.redis_url = settings.redis_url or f"redis://127.0.0.1:{settings.redis_port}/0"
@@ -226,6 +228,8 @@ class Stack:
             for s in SERVICE_ORDER
             if port_open("127.0.0.1", self.settings.port_of(s))
         ]
+        if self.web_addr and port_open("127.0.0.1", self.settings.web_port):
+            busy.append(f"web {self.settings.web_port}")
         if busy:
             raise LaunchError(
                 f"ports already in use: {', '.join(busy)} (another `make run`?); stop it or "
@@ -258,6 +262,8 @@ class Stack:
                     health=lambda addr=addr: health_status(addr) == "SERVING",  # type: ignore[misc]
                 )
             )
+        if self.web_addr:
+            self._add(self._web_spec(env))
         argv_worker = worker_argv(
             f"ragmesh-worker-{os.getpid()}@%h", self.settings.worker_concurrency
         )
@@ -271,6 +277,20 @@ class Stack:
                 ready_line=r"@\S+ ready\.",
             )
         )
+
+    def _web_spec(self, env: dict[str, str]) -> ProcessSpec:
+        """`ragmesh serve web`: healthy once /readyz says the gateway serves."""
+        argv = [
+            sys.executable,
+            "-m",
+            "ragmesh.cli",
+            "serve",
+            "web",
+            "--port",
+            str(self.settings.web_port),
+        ]
+        ready_url = f"http://{self.web_addr}/readyz"
+        return ProcessSpec("web", argv, env=env, cwd=REPO, health=lambda: deps.http_ok(ready_url))
 
     # -- running ------------------------------------------------------------------------
 
@@ -352,7 +372,7 @@ class Stack:
         """Stop in reverse dependency order: consumers first, then services, then deps."""
         say("stopping ...", self.out)
         waves = [
-            ["worker", "gateway"],
+            ["web", "worker", "gateway"],
             ["generation", "retrieval", "embedding", "chunking"],
             ["llm", "milvus", "redis"],
         ]
@@ -380,7 +400,7 @@ class Stack:
             "gateway_addr": self.addrs["gateway"],
             "api_key": self.api_key,
             "knowledge_base": DEMO_KB if self.settings.demo else "",
-            "services": dict(self.addrs),
+            "services": {**self.addrs, **({"web": self.web_addr} if self.web_addr else {})},
             "redis_url": self.redis_url,
             "milvus_uri": self.milvus_uri,
             "llm_base_url": self.llm_base_url,
@@ -416,6 +436,11 @@ class Stack:
         ]
         for svc in SERVICE_ORDER[:-1]:
             lines.append(f"  {svc:<26} {self.addrs[svc]}")
+        if self.web_addr:
+            lines.append(
+                f"  web (HTTP: OpenAI API, REST, MCP)  http://{self.web_addr}  "
+                "(/docs, /v1/chat/completions, /mcp)"
+            )
         lines += [
             f"  redis                      {self.redis_url}",
             f"  milvus                     {self.milvus_uri}",

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -101,6 +102,15 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def with_metadata(self, metadata: Sequence[tuple[str, str]]) -> AsyncRagmeshClient:
+        """This client for another caller: the same channel, `metadata` (e.g. the
+        caller's `authorization`) sent instead of this client's key. For a front end
+        serving many callers over one connection (services/web); close only the
+        original, never the copy."""
+        view = copy.copy(self)
+        view._metadata = tuple((str(k), str(v)) for k, v in metadata)
+        return view
 
     # -- plumbing ---------------------------------------------------------------------------
 

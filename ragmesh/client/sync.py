@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -109,6 +110,14 @@ class RagmeshClient(DocumentCalls):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def with_metadata(self, metadata: Sequence[tuple[str, str]]) -> RagmeshClient:
+        """This client for another caller: the same channel, `metadata` (e.g. the
+        caller's `authorization`) sent instead of this client's key. For a front end
+        serving many callers over one connection; close only the original."""
+        view = copy.copy(self)
+        view._metadata = tuple((str(k), str(v)) for k, v in metadata)
+        return view
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -22,16 +22,15 @@ from ragmesh.rpc import retry_service_config
 from services.common.config import CommonSettings
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.logs import request_id_var
+from services.common.trace_interceptors import aio_client_interceptors, traced_sync_channel
 
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class _RequestIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-):
-    """Carries the current request id to the callee."""
+class _RequestIdClientInterceptor:
+    """Carries the current request id to the callee; one subclass per kind of
+    call, since a grpc.aio channel files an interceptor under the first kind it
+    is an instance of (one class of all three kinds missed the streaming calls)."""
 
     @staticmethod
     def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
@@ -49,12 +48,18 @@ class _RequestIdClientInterceptor(
             details.wait_for_ready,
         )
 
+
+class _RequestIdUnaryUnary(_RequestIdClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._with_request_id(client_call_details), request)
 
+
+class _RequestIdUnaryStream(_RequestIdClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._with_request_id(client_call_details), request)
 
+
+class _RequestIdStreamUnary(_RequestIdClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         return await continuation(self._with_request_id(client_call_details), request_iterator)
 
@@ -111,7 +116,12 @@ def create_channel(
     return grpc.aio.insecure_channel(
         target,
         options=channel_options(service, idempotent_methods, settings),
-        interceptors=[_RequestIdClientInterceptor()],
+        interceptors=[
+            _RequestIdUnaryUnary(),
+            _RequestIdUnaryStream(),
+            _RequestIdStreamUnary(),
+            *aio_client_interceptors(),
+        ],
     )
 
 
@@ -123,8 +133,10 @@ def create_sync_channel(
     settings: CommonSettings | None = None,
 ) -> grpc.Channel:
     """A blocking channel with the same options (the Celery worker's)."""
-    return grpc.insecure_channel(
-        target, options=channel_options(service, idempotent_methods, settings)
+    return traced_sync_channel(
+        grpc.insecure_channel(
+            target, options=channel_options(service, idempotent_methods, settings)
+        )
     )
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import grpc
 
-from services.common import errors, metrics
+from services.common import errors, metrics, tracing
 from services.common.logs import request_id_var
 from services.common.reasons import SANITIZED_CODES, public_message
 from services.common.status import from_rpc_error, to_status
+from services.common.trace_interceptors import ServerCallSpan
 
 log = logging.getLogger("ragmesh.access")
 REQUEST_ID_KEY = "x-request-id"
@@ -94,6 +95,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             self.public,
             self.limit,
         )
+        if tracing.enabled():
+            call.trace = ServerCallSpan(method, handler_call_details.invocation_metadata)
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -126,6 +129,8 @@ class _Call:
         self.request_id = request_id
         self.translate = translate
         self.public = public
+        #: the call's SERVER span (a no-op one when tracing is off)
+        self.trace: ServerCallSpan | None = None
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -185,6 +190,8 @@ class _Call:
     def _begin(self, context: grpc.aio.ServicerContext) -> Any:
         token = request_id_var.set(self.request_id)
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        if self.trace is not None:
+            self.trace.begin(self.request_id)
         return token
 
     def _end(self, token: Any, code: str, start: float) -> None:
@@ -199,6 +206,8 @@ class _Call:
             elapsed * 1000,
             extra={"method": self.method, "code": code, "ms": round(elapsed * 1000, 2)},
         )
+        if self.trace is not None:
+            self.trace.end(code)
         request_id_var.reset(token)
 
     async def _abort(self, error: errors.ServiceError, context: grpc.aio.ServicerContext) -> None:

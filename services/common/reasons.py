@@ -689,6 +689,78 @@ _CATALOGUE = (
         "Nothing.",
         dynamic=True,
     ),
+    # ------------------------------------------------------------- web (HTTP) service
+    Reason(
+        "MALFORMED_JSON",
+        "INVALID_ARGUMENT",
+        "web: the request body (or a JSON form field) is not valid JSON (HTTP 400).",
+    ),
+    Reason(
+        "INVALID_REQUEST_BODY",
+        "INVALID_ARGUMENT",
+        "web: a field of the body is missing, of the wrong type or out of range; `param` "
+        "names it (HTTP 400).",
+    ),
+    Reason(
+        "BODY_TOO_LARGE",
+        "RESOURCE_EXHAUSTED",
+        "web: the body is larger than RAGMESH_WEB_MAX_BODY_BYTES (uploads: "
+        "RAGMESH_WEB_MAX_UPLOAD_BYTES) (HTTP 413).",
+        "Send less: a shorter conversation, a smaller document.",
+    ),
+    Reason(
+        "LAST_MESSAGE_NOT_USER",
+        "INVALID_ARGUMENT",
+        "web: a chat completion's last message is not the user's question (HTTP 400).",
+    ),
+    Reason(
+        "UNSUPPORTED_N",
+        "INVALID_ARGUMENT",
+        "web: a chat completion asked for n > 1 answers (HTTP 400).",
+    ),
+    Reason(
+        "UNSUPPORTED_CONTENT",
+        "INVALID_ARGUMENT",
+        "web: a message part is not text (images, audio) (HTTP 400).",
+    ),
+    Reason(
+        "INVALID_MODEL",
+        "INVALID_ARGUMENT",
+        "web: the model name names no knowledge base (`ragmesh/<kb>`) (HTTP 400).",
+    ),
+    Reason(
+        "INVALID_OPTION",
+        "INVALID_ARGUMENT",
+        "web: an unknown search mode, filter operator, metric, index type, language or job "
+        "state (HTTP 400).",
+    ),
+    Reason(
+        "MISSING_UPLOAD",
+        "INVALID_ARGUMENT",
+        "web: an upload has neither a `file` part nor a `text` field, or both (HTTP 400).",
+    ),
+    Reason(
+        "MISSING_FILE_NAME",
+        "INVALID_ARGUMENT",
+        "web: an uploaded file part has no file name and no `file_name` field (HTTP 400).",
+    ),
+    Reason(
+        "NO_SUCH_ROUTE",
+        "NOT_FOUND",
+        "web: no endpoint at this path (HTTP 404).",
+        "See /docs for the endpoints.",
+    ),
+    Reason(
+        "METHOD_NOT_ALLOWED",
+        "INVALID_ARGUMENT",
+        "web: the endpoint does not take this HTTP method (HTTP 405).",
+    ),
+    Reason(
+        "GATEWAY_UNAVAILABLE",
+        "UNAVAILABLE",
+        "web: the gateway cannot be reached (HTTP 503).",
+        RETRY,
+    ),
     # -------------------------------------------------------------- SDK, client side
     Reason(
         "JOB_WAIT_TIMEOUT",

@@ -32,6 +32,8 @@ from services.common.interceptors import ServerInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.tls import CertificateFiles, ServerTLS, TLSMaterial
+from services.common.tracing import configure as configure_tracing
+from services.common.tracing import shutdown as flush_traces
 
 log = logging.getLogger("ragmesh.server")
 
@@ -265,4 +267,9 @@ async def serve_until_signal(
 def run(service: GrpcService, port: int, metrics_port: int | None = None) -> None:
     settings = CommonSettings()
     configure_logging(service.name, settings.log_level, settings.log_format)
-    asyncio.run(serve_until_signal(service, port, settings, metrics_port))
+    # Before the service builds its channels: they carry traceparent only when tracing is on.
+    configure_tracing(service.name)
+    try:
+        asyncio.run(serve_until_signal(service, port, settings, metrics_port))
+    finally:
+        flush_traces()

@@ -11,7 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.common import errors
+from services.common import errors, tracing
 from services.common.models import MULTILINGUAL_NAME, canonical_model_name, minilm_model_dir
 from services.embedding.batcher import MicroBatcher
 from services.embedding.config import EmbeddingSettings
@@ -281,5 +281,14 @@ class EmbeddingCore:
                 self.validate, texts, truncate, info.max_tokens, prefix, slot.counter
             )
         prefixed = [prefix + t for t in texts] if prefix else list(texts)
-        vectors = await slot.batcher.embed(prefixed, truncate=truncate)
+        # The wait for a batch slot and the model's run (batches mix callers' texts).
+        with tracing.span(
+            "embed.batch",
+            {
+                "ragmesh.texts": len(texts),
+                "ragmesh.input_type": kind.name,
+                "ragmesh.model": info.model,
+            },
+        ):
+            vectors = await slot.batcher.embed(prefixed, truncate=truncate)
         return EmbedResult(vectors=vectors, token_counts=counts, info=info)

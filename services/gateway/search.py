@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.retrieval.v1 import retrieval_pb2
-from services.common import api
+from services.common import api, tracing
 from services.common.deadlines import Deadline
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
@@ -118,6 +118,10 @@ class Searcher:
         return params
 
     async def retrieve(self, tenant: str, params: SearchParams, deadline: Deadline) -> Retrieved:
+        with tracing.span("retrieve", {"ragmesh.knowledge_base_id": params.knowledge_base_id}):
+            return await self._retrieve(tenant, params, deadline)
+
+    async def _retrieve(self, tenant: str, params: SearchParams, deadline: Deadline) -> Retrieved:
         """The knowledge base searched; with reranking, more candidates retrieved,
         reranked and cut to top_k."""
         kb, deleting = await self.knowledge_base(tenant, params.knowledge_base_id)
@@ -150,9 +154,10 @@ class Searcher:
             return Retrieved(results, response.mode)
         limit = self.reranker.settings.timeout_s if self.reranker is not None else 0.0
         timeout = min(limit, deadline.remaining())
-        order, scores, outcome = await rerank(
-            self.reranker, params.query, [r.chunk.text for r in results], params.top_k, timeout
-        )
+        with tracing.span("rerank", {"ragmesh.rerank.candidates": len(results)}):
+            order, scores, outcome = await rerank(
+                self.reranker, params.query, [r.chunk.text for r in results], params.top_k, timeout
+            )
         return Retrieved(
             [results[i] for i in order],
             response.mode,

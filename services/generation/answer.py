@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.errors import (
     DeadlineExceeded,
     Internal,
@@ -213,14 +213,26 @@ class AnswerGenerator:
 
         loop = asyncio.get_running_loop()
         caller_deadline = None if time_remaining_s is None else loop.time() + time_remaining_s
+        # The admission queue's wait, from arrival to a slot (or refusal).
+        waiting = tracing.start("llm.queue_wait", {"ragmesh.tenant": request.tenant})
         try:
             ticket = self.admission.enter(request.tenant, time_remaining_s)
         except ResourceExhausted as refused:
             metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
+            tracing.end_with_error(waiting, refused, refused.reason)
             raise
         try:
-            async for queued in self._wait_for_slot(ticket, caller_deadline):
-                yield queued
+            if not ticket.granted.is_set():
+                waiting.set_attribute(
+                    "ragmesh.queue_position", self.admission.state(ticket).position
+                )
+            try:
+                async for queued in self._wait_for_slot(ticket, caller_deadline):
+                    yield queued
+            except BaseException as exc:
+                tracing.end_with_error(waiting, exc)
+                raise
+            waiting.end()
             async for event in self._answer(r, relevant, below, language, start, caller_deadline):
                 yield event
         finally:
@@ -285,13 +297,20 @@ class AnswerGenerator:
         )
         try:
             async with asyncio.timeout_at(deadline):
-                packed = await pack(
-                    self.template,
-                    r.question,
-                    relevant,
-                    budget_tokens=window_budget,
-                    counter=self.counter,
-                )
+                with tracing.span("prompt.pack", {"ragmesh.passages": len(relevant)}) as packing:
+                    packed = await pack(
+                        self.template,
+                        r.question,
+                        relevant,
+                        budget_tokens=window_budget,
+                        counter=self.counter,
+                    )
+                    packing.set_attributes(
+                        {
+                            "ragmesh.passages_used": len(packed.used),
+                            "ragmesh.prompt_tokens": packed.prompt_tokens,
+                        }
+                    )
                 llm_start = time.perf_counter()
                 stream = await self.llm.open_chat_stream(
                     packed.messages,

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 import openai
 
+from services.common import tracing
 from services.common.errors import (
     DeadlineExceeded,
     Internal,
@@ -211,6 +212,8 @@ class OpenAIChatStream:
         stream: openai.AsyncStream[object],
         base_url: str,
         on_close: Callable[[], None] = lambda: None,
+        span: tracing.Span = tracing.INVALID_SPAN,
+        first_token: tracing.Span = tracing.INVALID_SPAN,
     ) -> None:
         self._stream = stream
         self._on_close = on_close
@@ -218,6 +221,9 @@ class OpenAIChatStream:
         self._base_url = base_url
         self._finished = False
         self._closed = False
+        #: the LLM call's span (ends with the stream) and the wait for its first token
+        self._span = span
+        self._first_token: tracing.Span | None = first_token
 
     def __aiter__(self) -> OpenAIChatStream:
         return self
@@ -230,17 +236,49 @@ class OpenAIChatStream:
         except StopAsyncIteration:
             self._finished = True
             raise
-        except ServiceError:
+        except ServiceError as exc:
+            self._failed(exc)
             raise
         except (openai.OpenAIError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise map_openai_error(exc, self._base_url, streaming=True) from exc
-        return parse_chunk(chunk)
+            error = map_openai_error(exc, self._base_url, streaming=True)
+            self._failed(error)
+            raise error from exc
+        try:
+            parsed = parse_chunk(chunk)
+        except ServiceError as exc:
+            self._failed(exc)
+            raise
+        if self._span is not tracing.INVALID_SPAN:
+            self._trace(parsed)
+        return parsed
+
+    def _trace(self, chunk: LLMChunk) -> None:
+        if chunk.text and self._first_token is not None:
+            self._first_token.end()
+            self._first_token = None
+        if chunk.usage is not None:
+            self._span.set_attributes(
+                {
+                    "gen_ai.usage.input_tokens": chunk.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": chunk.usage.completion_tokens,
+                }
+            )
+        if chunk.finish_reason is not None:
+            self._span.set_attribute("gen_ai.response.finish_reasons", [chunk.finish_reason])
+
+    def _failed(self, error: ServiceError) -> None:
+        tracing.end_with_error(self._span, error, error.reason)
+        self._span = tracing.INVALID_SPAN
 
     async def aclose(self) -> None:
         """Close the HTTP response: the server sees the connection drop and stops."""
         if not self._closed:
             self._closed = True
             self._on_close()
+            if self._first_token is not None:
+                self._first_token.end()  # no token came: the wait ended with the stream
+                self._first_token = None
+            self._span.end()
             await self._stream.close()
 
     @property
@@ -277,6 +315,23 @@ class OpenAILLMClient:
         timeout_s: float,
     ) -> OpenAIChatStream:
         self._in_flight += 1  # from the request on: readiness must not probe meanwhile
+        # The LLM call's CLIENT span; its traceparent goes to the server (vLLM can
+        # continue the trace), and a child span times the wait for the first token.
+        span = tracing.start(
+            "llm.chat",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": self.model,
+                "gen_ai.request.max_tokens": max_tokens,
+                "gen_ai.request.temperature": temperature,
+                "server.address": self.base_url,
+            },
+            kind=tracing.SpanKind.CLIENT,
+        )
+        first_token = tracing.start("llm.first_token", parent=span)
+        with tracing.activate(span):
+            headers = dict(tracing.inject({}))
         try:
             # The generic post() of the client (its documented way to custom endpoints):
             # same retries, timeouts and error types as chat.completions.create, with
@@ -292,16 +347,26 @@ class OpenAILLMClient:
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 },
-                options={"timeout": timeout_s},
+                options={"timeout": timeout_s, "headers": headers},
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
             )
         except BaseException as exc:
             self._in_flight -= 1
+            first_token.end()
             if isinstance(exc, (openai.OpenAIError, ValueError, TypeError)):
-                raise map_openai_error(exc, self.base_url, streaming=False) from exc
+                error = map_openai_error(exc, self.base_url, streaming=False)
+                tracing.end_with_error(span, error, error.reason)
+                raise error from exc
+            tracing.end_with_error(span, exc)
             raise
-        return OpenAIChatStream(stream, self.base_url, on_close=self._stream_closed)
+        return OpenAIChatStream(
+            stream,
+            self.base_url,
+            on_close=self._stream_closed,
+            span=span,
+            first_token=first_token,
+        )
 
     def _stream_closed(self) -> None:
         self._in_flight -= 1

@@ -38,10 +38,14 @@ from celery import Celery
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
+from services.common import tracing
 from services.jobs.db import client_options
 from services.jobs.settings import JobsSettings
 
 INGEST_TASK = "ragmesh.ingest_document"
+#: message header: when the message was sent (epoch seconds), for the worker's
+#: queue-wait span (sent only when tracing is on, with `traceparent`)
+ENQUEUED_AT_HEADER = "ragmesh_enqueued_at"
 #: kombu's names (its Redis channel's defaults; this project sets none of them)
 UNACKED_KEY: str = RedisChannel.unacked_key
 UNACKED_INDEX_KEY: str = RedisChannel.unacked_index_key
@@ -207,7 +211,23 @@ class CeleryQueue:
         self._scanner: BrokerScanner | None = None
 
     def send(self, job_id: str) -> None:
-        self.app.send_task(INGEST_TASK, args=[job_id], queue=self.queue)
+        if not tracing.enabled():
+            self.app.send_task(INGEST_TASK, args=[job_id], queue=self.queue)
+            return
+        # The worker continues this trace: W3C traceparent in the task's headers.
+        with tracing.span(
+            f"{self.queue} publish",
+            {
+                "messaging.system": "celery",
+                "messaging.operation": "publish",
+                "messaging.destination.name": self.queue,
+                "ragmesh.job_id": job_id,
+            },
+            kind=tracing.SpanKind.PRODUCER,
+        ):
+            headers: dict[str, Any] = dict(tracing.inject({}))
+            headers[ENQUEUED_AT_HEADER] = time.time()
+            self.app.send_task(INGEST_TASK, args=[job_id], queue=self.queue, headers=headers)
 
     def snapshot(self) -> QueueSnapshot:
         if self._scanner is None:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from services.common import api
+from services.common import api, tracing
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from services.retrieval import fusion
 from services.retrieval.config import RetrievalSettings
@@ -252,7 +252,8 @@ class Retriever:
         if mode is UpsertMode.REPLACE:
             indexes = ", ".join(str(c.chunk_index) for c in chunks)
             stale = f"({stale} or not ({F_CHUNK_INDEX} in [{indexes}]))"
-        await self._run(deadline, self.store.upsert, collection, chunks)
+        with tracing.span("milvus.upsert", {"db.system": "milvus", "ragmesh.chunks": len(chunks)}):
+            await self._run(deadline, self.store.upsert, collection, chunks)
         deleted = 0
         while True:  # a query returns at most QUERY_LIMIT rows
             rows = await self._run(
@@ -370,18 +371,21 @@ class Retriever:
             hybrid_fusion(query.fusion, self.settings) if mode is SearchMode.HYBRID else None
         )
 
+        tracing.annotate({"ragmesh.search_mode": mode.name, "ragmesh.top_k": top_k})
         if mode is SearchMode.DENSE:
-            dense = await self._run(
-                deadline, self.store.search_dense, info, query.vector, top_k, expr
-            )
+            with tracing.span("milvus.search", {"db.system": "milvus", "ragmesh.mode": "dense"}):
+                dense = await self._run(
+                    deadline, self.store.search_dense, info, query.vector, top_k, expr
+                )
             hits = [
                 SearchHit(chunk, s.score, dense_rank=i)
                 for i, (s, chunk) in enumerate(dense, start=1)
             ]
         elif mode is SearchMode.SPARSE:
-            sparse = await self._run(
-                deadline, self.store.search_sparse, info, query.text, top_k, expr
-            )
+            with tracing.span("milvus.search", {"db.system": "milvus", "ragmesh.mode": "sparse"}):
+                sparse = await self._run(
+                    deadline, self.store.search_sparse, info, query.text, top_k, expr
+                )
             hits = [
                 SearchHit(chunk, s.score, sparse_rank=i)
                 for i, (s, chunk) in enumerate(sparse, start=1)
@@ -389,10 +393,11 @@ class Retriever:
         else:
             assert fusion_spec is not None
             depth = max(top_k, self.settings.hybrid_candidates)
-            dense, sparse = await asyncio.gather(
-                self._run(deadline, self.store.search_dense, info, query.vector, depth, expr),
-                self._run(deadline, self.store.search_sparse, info, query.text, depth, expr),
-            )
+            with tracing.span("milvus.search", {"db.system": "milvus", "ragmesh.mode": "hybrid"}):
+                dense, sparse = await asyncio.gather(
+                    self._run(deadline, self.store.search_dense, info, query.vector, depth, expr),
+                    self._run(deadline, self.store.search_sparse, info, query.text, depth, expr),
+                )
             hits = self._fuse(dense, sparse, fusion_spec, info, depth)[:top_k]
         if query.min_score is not None:
             hits = [h for h in hits if h.score >= query.min_score]

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from celery import Celery
 
+from services.common import tracing
 from services.jobs.queue import broker_transport_options
 from services.jobs.settings import JobsSettings
 from services.worker.config import WorkerSettings
 
 settings = WorkerSettings()
 jobs_settings = JobsSettings()
+# A mistyped OTEL_* variable stops the worker here, at start-up; tracing itself is set
+# up in each forked child (services.worker.tasks.ingestor).
+tracing.check()
 
 app = Celery("ragmesh", broker=jobs_settings.redis_url, include=["services.worker.tasks"])
 app.conf.update(

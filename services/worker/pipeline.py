@@ -21,6 +21,7 @@ from google.protobuf import struct_pb2
 
 from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
+from services.common import tracing
 from services.common.errors import NotFound
 from services.common.text import truncate_utf8
 from services.jobs.blobs import original_key, text_key
@@ -140,6 +141,13 @@ class Ingestor:
             log.info("job %s not run: %s", job_id, claim)
             return Outcome(job_id, f"skipped:{claim}")
         job = self.state.book.get_job(job_id)
+        tracing.annotate(
+            {
+                "ragmesh.knowledge_base_id": job.knowledge_base_id,
+                "ragmesh.document_id": job.document_id,
+                "ragmesh.attempt": job.attempt,
+            }
+        )
         log.info(
             "job %s: ingesting %s/%s (attempt %d)",
             job_id,
@@ -193,15 +201,20 @@ class Ingestor:
         originals = self.state.originals
         keep = originals is not None and job.kind != JobKind.REINDEX
         beat.progress(stage=JobStage.PARSING)
-        chunked = self.clients.chunk(
-            chunking_pb2.ChunkDocumentRequest(
-                content=content,
-                media_type=doc.media_type,
-                document_id=doc.document_id,
-                file_name=doc.file_name,
-                options=chunking_pb2.ChunkingOptions(include_normalized_text=keep),
+        with tracing.span(
+            "ingest.parse", {"ragmesh.document_id": doc.document_id, "ragmesh.bytes": len(content)}
+        ) as parse:
+            chunked = self.clients.chunk(
+                chunking_pb2.ChunkDocumentRequest(
+                    content=content,
+                    media_type=doc.media_type,
+                    document_id=doc.document_id,
+                    file_name=doc.file_name,
+                    options=chunking_pb2.ChunkingOptions(include_normalized_text=keep),
+                )
             )
-        )
+            parse.set_attribute("ragmesh.chunks", len(chunked.chunks))
+            parse.set_attribute("ragmesh.media_type", chunked.media_type)
         total = len(chunked.chunks)
         beat.progress(stage=JobStage.CHUNKING, chunks_total=total, chunks_done=0)
         if total == 0:
@@ -265,16 +278,20 @@ class Ingestor:
             for start in range(0, len(missing), batch_size):
                 batch = missing[start : start + batch_size]
                 beat.progress(stage=JobStage.EMBEDDING)
-                vectors = self.clients.embed_documents(
-                    [c.text for c in batch], embedding_model(job, kb)
-                )
+                with tracing.span("ingest.embed", {"ragmesh.batch_size": len(batch)}):
+                    vectors = self.clients.embed_documents(
+                        [c.text for c in batch], embedding_model(job, kb)
+                    )
                 embedded += len(batch)
                 to_upsert = [
                     (self._stored_chunk(chunk, job, kb, doc, chunked, metadata), vector)
                     for chunk, vector in zip(batch, vectors, strict=True)
                 ]
                 beat.progress(stage=JobStage.INDEXING)
-                with self._doc_lock(job, beat):
+                with (
+                    tracing.span("ingest.upsert", {"ragmesh.batch_size": len(batch)}),
+                    self._doc_lock(job, beat),
+                ):
                     self.clients.upsert(target, doc.document_id, job.version, to_upsert)
                 done += len(batch)
                 beat.progress(chunks_done=done)

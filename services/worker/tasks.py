@@ -7,6 +7,7 @@ import logging
 from celery import Task
 from celery.signals import worker_process_shutdown
 
+from services.common import tracing
 from services.common.config import ServiceAddresses
 from services.jobs.queue import INGEST_TASK
 from services.jobs.state import JobsState
@@ -14,6 +15,7 @@ from services.worker.app import app, jobs_settings, settings
 from services.worker.clients import Clients, Timeouts
 from services.worker.errors import TransientError
 from services.worker.pipeline import Ingestor
+from services.worker.trace import traced_run
 
 log = logging.getLogger("ragmesh.worker")
 
@@ -25,6 +27,9 @@ def ingestor() -> Ingestor:
     connections must not cross the prefork fork."""
     global _ingestor  # noqa: PLW0603 - one per process by design
     if _ingestor is None:
+        # Here, after the fork, like the channels: the exporter's own gRPC channel
+        # and batching thread must not cross it either.
+        tracing.configure("worker")
         clients = Clients(
             ServiceAddresses(),
             Timeouts(settings.chunk_timeout_s, settings.embed_timeout_s, settings.index_timeout_s),
@@ -43,6 +48,7 @@ def _close(**_: object) -> None:
     if _ingestor is not None:
         _ingestor.clients.close()
         _ingestor.state.close()
+    tracing.shutdown()
 
 
 @app.task(
@@ -55,7 +61,10 @@ def _close(**_: object) -> None:
     max_retries=settings.max_retries,
 )
 def ingest_document(self: Task, job_id: str) -> str:
-    outcome = ingestor().run(
-        job_id, retries=self.request.retries, max_retries=self.max_retries or 0
-    )
+    runner = ingestor()
+    with traced_run(self.request, job_id, jobs_settings.worker_queue) as span:
+        outcome = runner.run(
+            job_id, retries=self.request.retries, max_retries=self.max_retries or 0
+        )
+        span.set_attribute("ragmesh.outcome", outcome.result)
     return outcome.result

@@ -55,6 +55,9 @@ CHART_MANAGED: dict[str, str] = {
     "RAGMESH_RETRIEVAL_ADDR": "the retrieval Service",
     "RAGMESH_GENERATION_ADDR": "the generation Service",
     "RAGMESH_GATEWAY_ADDR": "the gateway Service",
+    "RAGMESH_WEB_PORT": "`web.port` (the web container's `--port`)",
+    "RAGMESH_WEB_GATEWAY_TLS": "`gateway.tls.existingSecret` (TLS to the gateway when set)",
+    "RAGMESH_WEB_GATEWAY_CA_FILE": "the mounted ca.crt of `gateway.tls.existingSecret`",
     "RAGMESH_GRPC_LB_POLICY": "`grpcLoadBalancing.enabled` (`round_robin` over the headless "
     "Services; false: `pick_first`)",
     "RAGMESH_EMBEDDING_BACKEND": "`embedding.backend`",

@@ -789,10 +789,23 @@ def test_network_policy_admits_only_the_gateway_and_workers(rendered: Rendered) 
         assert admitted(rendered, target) == expected, target
     gateway_from = rendered.merged["networkPolicy"]["gatewayFrom"]
     gateway_rule = rendered.component("NetworkPolicy", "gateway")["spec"]["ingress"][0]
+    web_pods = {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "ragmesh",
+                "app.kubernetes.io/instance": RELEASE,
+                "app.kubernetes.io/component": "web",
+            }
+        }
+    }
+    web_rule = rendered.component("NetworkPolicy", "web")["spec"]["ingress"][0]
     if gateway_from:
-        assert gateway_rule["from"] == gateway_from
+        # the web service calls the gateway for its clients, whom gatewayFrom admits
+        assert gateway_rule["from"] == [*gateway_from, web_pods]
+        assert web_rule["from"] == gateway_from
     else:
         assert admitted(rendered, "gateway") is None  # the public API
+        assert "from" not in web_rule
     worker = rendered.component("NetworkPolicy", "worker")["spec"]
     assert worker["policyTypes"] == ["Ingress"] and worker["ingress"] == []
     for target, caller in (("tei", "embedding"), ("vllm", "generation")):
@@ -1323,7 +1336,7 @@ def test_dockerfile_shape() -> None:
     # torch's CPU build is installed before the project, whose plain `torch`
     # requirement would otherwise pull the CUDA build
     torch_at = text.index("download.pytorch.org/whl/cpu")
-    assert torch_at < text.index("pip install --no-cache-dir .")
+    assert torch_at < text.index('pip install --no-cache-dir ".[server,web]"')
     assert "EXPOSE 50051" in text
 
 

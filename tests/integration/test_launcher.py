@@ -3,12 +3,14 @@ and leaves nothing behind when stopped: no process, no bound port."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +50,14 @@ def test_every_service_is_serving_and_the_client_config_is_written(stack: Launch
     # Redis runs with AOF under the data folder.
     assert (stack.data_dir / "redis" / "appendonlydir").is_dir()
     # Every process's lines carry its name.
-    for name in ("redis", "llm", *SERVICES, "worker"):
+    for name in ("redis", "llm", *SERVICES, "web", "worker"):
         assert f"\n{name:<10} | " in log, name
-    assert set(stack.processes()) == {"redis", "llm", *SERVICES, "worker"}
+    assert set(stack.processes()) == {"redis", "llm", *SERVICES, "web", "worker"}
+    # The web service (HTTP) is recorded beside the gRPC services, and ready.
+    web = f"127.0.0.1:{stack.ports['web']}"
+    assert config["services"]["web"] == web  # type: ignore[index]
+    with urllib.request.urlopen(f"http://{web}/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["gateway"] == "SERVING"
 
 
 def test_the_cli_finds_the_stack_without_flags(stack: LaunchedStack) -> None:

@@ -51,6 +51,8 @@ class StandInLLM:
     def __init__(self, replies: list[Reply] | None = None) -> None:
         self.replies = list(replies or [good_stream()])
         self.requests: list[dict[str, Any]] = []
+        #: the HTTP headers of each request, in order
+        self.received_headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         standin = self
 
@@ -78,6 +80,7 @@ class StandInLLM:
                 payload = json.loads(self.rfile.read(length) or b"{}")
                 with standin._lock:
                     standin.requests.append({"path": self.path, **payload})
+                    standin.received_headers.append({k.lower(): v for k, v in self.headers.items()})
                     if not self.path.endswith("/chat/completions"):  # no tokenize endpoint
                         reply = Reply(status=404, body=b"{}", content_type="application/json")
                     elif len(standin.replies) > 1:

@@ -16,6 +16,7 @@ GRPC_PLUMBING = {
     "services/common/interceptors.py",
     "services/common/server.py",
     "services/common/status.py",
+    "services/common/trace_interceptors.py",
     "services/gateway/clients.py",
     "services/worker/clients.py",
     "services/retrieval/milvus_errors.py",

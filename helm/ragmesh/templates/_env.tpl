@@ -79,6 +79,7 @@ one) needs, each read from a Secret with secretKeyRef. Call with
       name: {{ $root.Values.embedding.openai.existingSecret }}
       key: {{ $root.Values.embedding.openai.existingSecretKey }}
 {{- end }}
+{{- include "ragmesh.tracingEnv" . }}
 {{- with $values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

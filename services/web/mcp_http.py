@@ -1,0 +1,44 @@
+"""MCP over streamable HTTP at /mcp: stateless (any replica serves any request; no
+session is kept), the API key from each request's Authorization header."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+
+from ragmesh.client.aio import AsyncRagmeshClient
+from services.web.config import WebSettings
+from services.web.deps import FORWARDED_FOR, REQUEST_ID
+from services.web.mcp_tools import build_mcp
+
+PATH = "/mcp"
+
+
+def build_http_mcp(
+    settings: WebSettings, base: Callable[[], AsyncRagmeshClient]
+) -> tuple[MCPServer, Starlette]:
+    def client_for(ctx: Context) -> AsyncRagmeshClient:
+        headers = ctx.headers or {}
+        metadata = [
+            (name, str(headers[name]))
+            for name in ("authorization", REQUEST_ID, FORWARDED_FOR)
+            if headers.get(name)
+        ]
+        return base().with_metadata(metadata)
+
+    mcp = build_mcp(client_for, local_files=False)
+    hosts = [h.strip() for h in settings.mcp_allowed_hosts.split(",") if h.strip()]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=bool(hosts), allowed_hosts=hosts, allowed_origins=[]
+    )
+    app = mcp.streamable_http_app(
+        streamable_http_path=PATH,
+        stateless_http=True,
+        json_response=True,
+        transport_security=security,
+        host="0.0.0.0",
+    )
+    return mcp, app

@@ -1,0 +1,126 @@
+"""The MCP server through the official `mcp` client, over streamable HTTP (/mcp on the
+web service) and over stdio (`ragmesh mcp` as a subprocess), against the real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.e2e.conftest import ALPHA_KEY
+from tests.e2e.web.conftest import KB, WebStack
+
+REPO = Path(__file__).resolve().parents[3]
+TOOLS = {"list_knowledge_bases", "search", "ask", "upload", "get_job"}
+
+
+def http_client(web: WebStack, key: str = ALPHA_KEY) -> Client:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=300)
+    )
+    return Client(streamable_http_client(f"{web.url}/mcp", http_client=http))
+
+
+def stdio_client(web: WebStack) -> Client:
+    env = {
+        **os.environ,
+        "RAGMESH_GATEWAY_ADDR": web.gateway,
+        "RAGMESH_API_KEY": ALPHA_KEY,
+        "PYTHONPATH": str(REPO),
+    }
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "ragmesh.cli", "mcp"], env=env, cwd=str(REPO)
+    )
+    return Client(params)
+
+
+def payload(result: Any) -> Any:
+    assert not result.is_error, result.content
+    if result.structured_content is not None:
+        return result.structured_content
+    return json.loads(result.content[0].text)
+
+
+@pytest.mark.llm
+async def test_http_tools(web: WebStack) -> None:
+    async with http_client(web) as mcp:
+        assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
+        kbs = payload(await mcp.call_tool("list_knowledge_bases", {}))["knowledge_bases"]
+        assert KB in {kb["knowledge_base_id"] for kb in kbs}
+        hits = payload(
+            await mcp.call_tool(
+                "search",
+                {
+                    "knowledge_base": KB,
+                    "query": "How often is the ceramic membrane replaced?",
+                    "top_k": 2,
+                    "filters": [{"field": "document_id", "value": "reactors.md"}],
+                },
+            )
+        )["hits"]
+        assert hits and "eleven months" in hits[0]["text"]
+        answer = payload(
+            await mcp.call_tool(
+                "ask",
+                {
+                    "knowledge_base": KB,
+                    "question": "Who invented the Zorblat reactor?",
+                    "max_tokens": 40,
+                    "top_k": 2,
+                },
+            )
+        )
+        assert answer["answer"].strip()
+        assert any("Okonkwo" in s["text"] for s in answer["sources"])
+        up = payload(
+            await mcp.call_tool(
+                "upload",
+                {
+                    "knowledge_base": KB,
+                    "text": "The Brindle lighthouse has a green lamp.",
+                    "file_name": "lighthouse.txt",
+                    "wait": True,
+                },
+            )
+        )
+        assert up["job"]["state"] == "JOB_STATE_SUCCEEDED"
+        job = payload(await mcp.call_tool("get_job", {"job_id": up["job"]["job_id"]}))
+        assert job["document_id"] == "lighthouse.txt"
+        # A path is the server's file over HTTP: refused.
+        refused = await mcp.call_tool(
+            "upload", {"knowledge_base": KB, "path": "/etc/hostname", "file_name": "h"}
+        )
+        assert refused.is_error and "stdio only" in refused.content[0].text
+        missing = await mcp.call_tool("search", {"knowledge_base": "nope-kb", "query": "x"})
+        assert missing.is_error and "KNOWLEDGE_BASE_NOT_FOUND" in missing.content[0].text
+
+
+async def test_http_needs_the_key(web: WebStack) -> None:
+    async with http_client(web, key="wrong-key-456") as mcp:
+        result = await mcp.call_tool("list_knowledge_bases", {})
+        assert result.is_error and "UNAUTHENTICATED" in result.content[0].text
+
+
+async def test_stdio_tools(web: WebStack, tmp_path: Path) -> None:
+    note = tmp_path / "stdio-note.md"
+    note.write_text("# Kettles\n\nThe Varnley kettle whistles in B flat.\n")
+    async with stdio_client(web) as mcp:
+        assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
+        up = payload(
+            await mcp.call_tool("upload", {"knowledge_base": KB, "path": str(note), "wait": True})
+        )
+        assert up["job"]["state"] == "JOB_STATE_SUCCEEDED"
+        hits = payload(
+            await mcp.call_tool(
+                "search", {"knowledge_base": KB, "query": "Which kettle whistles in B flat?"}
+            )
+        )["hits"]
+        assert hits[0]["document_id"] == "stdio-note.md"
