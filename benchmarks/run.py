@@ -23,6 +23,7 @@ ORDER = [
     "chunking",
     "documents",
     "embedding",
+    "models",
     "retrieval",
     "quality",
     "generation",

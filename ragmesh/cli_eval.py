@@ -335,6 +335,13 @@ def eval_command(
             "(default: the knowledge base's, auto).",
         ),
     ] = "",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedding model of the knowledge base (multilingual, minilm or a served "
+            "name); default: the server's choice for the data set's language."
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -387,10 +394,11 @@ def eval_command(
     by_mode: dict[str, list[AnswerOutcome]] = {}
     with cli.errors(), cli.client(timeout=120) as rag:
         try:
-            rag.create_knowledge_base(
-                kb_id, language=language, description=f"ragmesh eval of {data.name}"
+            made = rag.create_knowledge_base(
+                kb_id, language=language, description=f"ragmesh eval of {data.name}", model=model
             )
             created = True
+            report["embedding_model"] = made.embedding_model
             report["ingest"] = _ingest(cli, rag, kb_id, data, concurrency)
             board, timings, details = _run_questions(
                 cli,

@@ -96,6 +96,14 @@ def kb_create(
             "--answer-mode", help="Ask's default: auto, verbatim or generative (default auto)."
         ),
     ] = "",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedding model: multilingual (understands Chinese), minilm (English), or "
+            "a name the embedding service serves; default: by language (chinese → "
+            "multilingual).",
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -114,6 +122,7 @@ def kb_create(
                 index_type=index or None,
                 rerank=rerank,
                 answer_mode=answer_mode or None,
+                model=model,
             )
         except ValueError as exc:
             cli.fail(str(exc), EXIT_USAGE)

@@ -85,11 +85,22 @@ def _print_report(cli: Cli, report: gateway_pb2.CheckKnowledgeBaseResponse, repa
         cli.out.print("follow the repair jobs with: ragmesh jobs")
 
 
-REINDEX_EXAMPLES = examples("ragmesh kb reindex demo", "ragmesh kb reindex demo --json")
+REINDEX_EXAMPLES = examples(
+    "ragmesh kb reindex demo",
+    "ragmesh kb reindex demo --model multilingual",
+    "ragmesh kb reindex demo --json",
+)
 
 
 def kb_reindex(
     name: Annotated[str, typer.Argument(help="The knowledge base to re-index.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Re-embed with this embedding model (multilingual, minilm or a served name); "
+            "default: the knowledge base's own."
+        ),
+    ] = "",
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
@@ -98,11 +109,11 @@ def kb_reindex(
 ) -> None:
     """Embed every document again from its kept original into a new collection.
 
-    Searches keep using the current collection until every document is in the new one; then the knowledge base switches to it at once and the old one is dropped.
+    Searches keep using the current collection (and model) until every document is in the new one; then the knowledge base switches to it, and to the new model, at once and the old one is dropped. Vectors of two models never share a collection.
     """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
     cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     with cli.errors(), cli.client(timeout=120) as rag:
-        started = rag.reindex_knowledge_base(name)
+        started = rag.reindex_knowledge_base(name, model=model)
     if as_json:
         cli.print_json(message_dict(started))
         return

@@ -105,8 +105,11 @@ class AsyncDocumentCalls:
         return await self._call(self._stub.CheckKnowledgeBase, req, timeout)
 
     async def reindex_knowledge_base(
-        self, knowledge_base_id: str, *, timeout: float | None = None
+        self, knowledge_base_id: str, *, model: str = "", timeout: float | None = None
     ) -> gateway_pb2.ReindexKnowledgeBaseResponse:
-        """Re-embeds every document into a new collection; switches when complete."""
-        req = gateway_pb2.ReindexKnowledgeBaseRequest(knowledge_base_id=knowledge_base_id)
+        """Re-embeds every document into a new collection (with `model`, if named);
+        switches when complete."""
+        req = gateway_pb2.ReindexKnowledgeBaseRequest(
+            knowledge_base_id=knowledge_base_id, model=model
+        )
         return await self._call(self._stub.ReindexKnowledgeBase, req, timeout)

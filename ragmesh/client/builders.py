@@ -219,6 +219,7 @@ def create_knowledge_base_request(
     index_params: Mapping[str, Any] | None = None,
     rerank: bool = False,
     answer_mode_: int | str | None = None,
+    model: str = "",
 ) -> gateway_pb2.CreateKnowledgeBaseRequest:
     return gateway_pb2.CreateKnowledgeBaseRequest(
         knowledge_base_id=knowledge_base_id,
@@ -229,6 +230,7 @@ def create_knowledge_base_request(
         index_params=to_struct(index_params),
         rerank=rerank,
         answer_mode=answer_mode(answer_mode_),  # type: ignore[arg-type]
+        model=model,
     )
 
 

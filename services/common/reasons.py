@@ -345,6 +345,12 @@ _CATALOGUE = (
     ),
     Reason("UNKNOWN_INPUT_TYPE", "INVALID_ARGUMENT", "An unknown input type."),
     Reason(
+        "UNKNOWN_MODEL",
+        "NOT_FOUND",
+        "An embedding model that the embedding service does not serve (metadata: model).",
+        "Name one that GetModelInfo lists (or the alias minilm or multilingual).",
+    ),
+    Reason(
         "EMBEDDING_FAILED",
         "INTERNAL",
         "The local model failed on a batch.",

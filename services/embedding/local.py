@@ -307,24 +307,28 @@ class LocalEmbedder:
         async with self._lock:
             if self.encoder is None:
                 loop = asyncio.get_running_loop()
-                self.encoder = await loop.run_in_executor(
-                    self._executor,
-                    lambda: create_encoder(
-                        self.runtime,
-                        self.model_dir,
-                        self.cache_dir,
-                        batch_size=self.batch_size,
-                        threads=self.threads,
-                        spinning=self.spinning,
-                    ),
-                )
+                self.encoder = await loop.run_in_executor(self._executor, self._create)
                 log.info("local model %s on %s", self.model_dir, self.encoder.runtime)
             return self.encoder
+
+    def _create(self) -> Encoder:
+        return create_encoder(
+            self.runtime,
+            self.model_dir,
+            self.cache_dir,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            spinning=self.spinning,
+        )
+
+    @property
+    def name(self) -> str:
+        return model_name(self.model_dir)
 
     async def info(self) -> ModelInfo:
         encoder = await self._load()
         return ModelInfo(
-            model=model_name(self.model_dir),
+            model=self.name,
             dimension=encoder.dimension,
             max_tokens=encoder.max_tokens,
             normalized=True,
@@ -347,3 +351,33 @@ class LocalEmbedder:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class UsemEmbedder(LocalEmbedder):
+    """USE multilingual v3 in process: the ONNX graph built from the package's weights
+    (services.embedding.usem), behind the same single worker thread."""
+
+    def __init__(
+        self, cache_dir: Path, *, threads: int = 0, spinning: bool = False, token_budget: int
+    ) -> None:
+        from services.embedding.usem import resources_dir
+
+        super().__init__("onnx", resources_dir(), cache_dir, threads=threads, spinning=spinning)
+        self.token_budget = token_budget
+
+    def _create(self) -> Encoder:
+        from services.embedding.usem import UsemOnnxEncoder
+
+        return UsemOnnxEncoder(
+            self.cache_dir,
+            threads=self.threads,
+            spinning=self.spinning,
+            token_budget=self.token_budget,
+            resources=self.model_dir,
+        )
+
+    @property
+    def name(self) -> str:
+        from services.embedding.usem import USEM_NAME
+
+        return USEM_NAME

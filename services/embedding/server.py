@@ -37,7 +37,10 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         self, request: embedding_pb2.EmbedTextsRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedTextsResponse:
         result = await self.core.embed(
-            list(request.texts), input_type_of(request.input_type), request.truncate
+            list(request.texts),
+            input_type_of(request.input_type),
+            request.truncate,
+            model=request.model,
         )
         return embedding_pb2.EmbedTextsResponse(
             embeddings=[embedding_pb2.Embedding(values=row) for row in result.vectors.tolist()],
@@ -49,8 +52,9 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     async def GetModelInfo(
         self, request: embedding_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.GetModelInfoResponse:
-        info = await self.core.info()
+        info = await self.core.info(request.model)
         return embedding_pb2.GetModelInfoResponse(
+            models=await self.core.model_names(),
             model=info.model,
             dimension=info.dimension,
             max_tokens=info.max_tokens,

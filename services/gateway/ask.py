@@ -91,7 +91,8 @@ class Asker:
         search = self.check(params)
         known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
         # The question's vector serves the search and the sentences' scores alike.
-        vector = await self.downstream.embed_query(params.question, deadline.remaining())
+        model = known[0].embedding_model  # the knowledge base's: its vectors were made by it
+        vector = await self.downstream.embed_query(params.question, deadline.remaining(), model)
         result = await self.searcher.retrieve(
             tenant, search, deadline, known=known, query_vector=vector
         )
@@ -101,7 +102,9 @@ class Asker:
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
         mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
-        selection = await self.composer.select(params.question, vector, result.results, deadline)
+        selection = await self.composer.select(
+            params.question, vector, result.results, deadline, model
+        )
         if self.composer.abstains(selection):
             yield sources_event
             for event in self.composer.abstention(

@@ -76,18 +76,25 @@ class Downstream:
 
     # ------------------------------------------------------------------ embedding
 
-    async def model_info(self, timeout_s: float) -> embedding_pb2.GetModelInfoResponse:
+    async def model_info(
+        self, timeout_s: float, model: str = ""
+    ) -> embedding_pb2.GetModelInfoResponse:
         return await _call(
             "embedding GetModelInfo",
-            self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=timeout_s),
+            self.embedding.GetModelInfo(
+                embedding_pb2.GetModelInfoRequest(model=model), timeout=timeout_s
+            ),
         )
 
-    async def embed_query(self, text: str, timeout_s: float) -> list[float]:
+    async def embed_query(self, text: str, timeout_s: float, model: str = "") -> list[float]:
         resp: embedding_pb2.EmbedTextsResponse = await _call(
             "embedding EmbedTexts",
             self.embedding.EmbedTexts(
                 embedding_pb2.EmbedTextsRequest(
-                    texts=[text], input_type=embedding_pb2.INPUT_TYPE_QUERY, truncate=True
+                    texts=[text],
+                    input_type=embedding_pb2.INPUT_TYPE_QUERY,
+                    truncate=True,
+                    model=model,
                 ),
                 timeout=timeout_s,
             ),
@@ -95,7 +102,7 @@ class Downstream:
         return list(resp.embeddings[0].values)
 
     async def embed_documents(
-        self, texts: list[str], timeout_s: float, per_call: int = 256
+        self, texts: list[str], timeout_s: float, per_call: int = 256, model: str = ""
     ) -> list[list[float]]:
         """Vectors of passage texts (verbatim answers' sentences), `per_call` at a
         time (the embedding service's RAGMESH_EMBEDDING_MAX_TEXTS_PER_CALL)."""
@@ -108,6 +115,7 @@ class Downstream:
                         texts=texts[i : i + per_call],
                         input_type=embedding_pb2.INPUT_TYPE_DOCUMENT,
                         truncate=True,
+                        model=model,
                     ),
                     timeout=timeout_s,
                 ),

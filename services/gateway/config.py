@@ -148,6 +148,18 @@ class GatewaySettings(BaseSettings):
     default_page_size: int = Field(
         default=50, description="List page size when the request says 0."
     )
+    chinese_model: str = Field(
+        default="multilingual",
+        description="Embedding model of a knowledge base created with language Chinese (use it "
+        "for mixed Chinese/English too) and no model named: `multilingual` (USE multilingual "
+        "v3, which understands Chinese) or any model the embedding service serves; empty = "
+        "the embedding service's default.",
+    )
+    english_model: str = Field(
+        default="",
+        description="Embedding model of any other knowledge base created without a model "
+        "named; empty = the embedding service's default (all-MiniLM-L6-v2 locally).",
+    )
     max_page_size: int = Field(default=1000, description="Largest page size of a List call.")
     downstream_timeout_s: float = Field(
         default=30.0, description="Deadline for downstream calls when the caller set none."

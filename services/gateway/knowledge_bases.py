@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,13 @@ from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument, NotFound, ServiceError
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
+from services.gateway.models import model_for
 from services.jobs.deletes import PendingKb
 from services.jobs.rebuilds import ReindexProgress
 from services.jobs.records import KnowledgeBaseRecord
 from services.jobs.state import JobsState
+
+log = logging.getLogger("ragmesh.gateway")
 
 MAX_DESCRIPTION_CHARS = 2000
 
@@ -36,6 +40,8 @@ class KnowledgeBaseSpec:
     index_params: dict[str, Any] = field(default_factory=dict)
     rerank: bool = False
     answer_mode: int = 0
+    #: embedding model (name or alias); empty = the one configured for the language
+    model: str = ""
 
 
 # Labels every collection of a knowledge base carries (kb check finds orphans by them).
@@ -69,9 +75,36 @@ class KnowledgeBaseView:
 
 
 class KnowledgeBases:
-    def __init__(self, state: JobsState, downstream: Downstream) -> None:
+    def __init__(
+        self,
+        state: JobsState,
+        downstream: Downstream,
+        *,
+        chinese_model: str = "",
+        english_model: str = "",
+    ) -> None:
         self.state = state
         self.downstream = downstream
+        self.chinese_model = chinese_model
+        self.english_model = english_model
+
+    async def _model_info(self, spec: KnowledgeBaseSpec, deadline: Deadline) -> Any:
+        """The embedding model's description: the one named, else the language's; a
+        language default the embedding service does not serve falls back to its default
+        (a model named explicitly must exist: UNKNOWN_MODEL)."""
+        model = model_for(
+            spec.model,
+            spec.language,
+            chinese_model=self.chinese_model,
+            english_model=self.english_model,
+        )
+        try:
+            return await self.downstream.model_info(deadline.remaining(), model)
+        except NotFound as exc:
+            if spec.model.strip() or not model or exc.reason != "UNKNOWN_MODEL":
+                raise
+            log.warning("embedding model %s not served; using the default", model)
+            return await self.downstream.model_info(deadline.remaining())
 
     async def create(
         self, tenant: str, spec: KnowledgeBaseSpec, deadline: Deadline
@@ -86,7 +119,7 @@ class KnowledgeBases:
                 f"description is longer than {MAX_DESCRIPTION_CHARS} characters",
                 reason="DESCRIPTION_TOO_LONG",
             )
-        info = await self.downstream.model_info(deadline.remaining())
+        info = await self._model_info(spec, deadline)
         record = KnowledgeBaseRecord(
             tenant=tenant,
             knowledge_base_id=kb,

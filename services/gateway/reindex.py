@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from services.common.deadlines import Deadline
 from services.common.errors import FailedPrecondition, NotFound, ServiceError
+from services.common.models import canonical_model_name
 from services.gateway import validation as v
 from services.gateway.clients import Downstream
 from services.gateway.knowledge_bases import collection_request
@@ -45,7 +46,10 @@ class Reindexer:
         self.queue = queue
         self.attempts: dict[tuple[str, str, str], int] = {}
 
-    async def start(self, tenant: str, kb_id: str, deadline: Deadline) -> Started:
+    async def start(self, tenant: str, kb_id: str, deadline: Deadline, model: str = "") -> Started:
+        """Re-embed every document into a new collection, with `model` (name or alias)
+        if given: the new collection has that model's dimension, and the knowledge base
+        switches to it, and to the model, only once every document is in."""
         kb = v.check_kb_id(kb_id)
         record = await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)
         if record.reindex_collection:
@@ -63,9 +67,15 @@ class Reindexer:
                 reason="ORIGINALS_MISSING",
                 metadata={"documents": len(without), "example": without[0]},
             )
+        model_name, dimension = record.embedding_model, record.dimension
+        if model.strip():
+            info = await self.downstream.model_info(
+                deadline.remaining(), canonical_model_name(model)
+            )
+            model_name, dimension = info.model, info.dimension
         name = v.collection_name(tenant, kb, v.new_generation())
         await self.downstream.create_collection(
-            collection_request(record, name, record.dimension), deadline.remaining()
+            collection_request(record, name, dimension), deadline.remaining()
         )
         try:
             todo = await asyncio.to_thread(
@@ -73,8 +83,8 @@ class Reindexer:
                 tenant,
                 kb,
                 name,
-                record.embedding_model,
-                record.dimension,
+                model_name,
+                dimension,
             )
         except ServiceError:
             with contextlib.suppress(ServiceError):

@@ -147,8 +147,9 @@ class Searcher:
             top_k = max(top_k, self.rerank_candidates)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
+            # The knowledge base's own model: its vectors were made by it.
             vector = query_vector or await self.downstream.embed_query(
-                params.query, deadline.remaining()
+                params.query, deadline.remaining(), kb.embedding_model
             )
         request = retrieval_pb2.SearchChunksRequest(
             collection=kb.collection,

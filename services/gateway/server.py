@@ -107,6 +107,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             index_params=json_format.MessageToDict(request.index_params),
             rerank=request.rerank,
             answer_mode=request.answer_mode,
+            model=request.model,
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
         return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
@@ -293,7 +294,10 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
         self, request: pb.ReindexKnowledgeBaseRequest, context: Context
     ) -> pb.ReindexKnowledgeBaseResponse:
         started = await self.g.reindexer.start(
-            self._tenant(context), request.knowledge_base_id, self._deadline(context)
+            self._tenant(context),
+            request.knowledge_base_id,
+            self._deadline(context),
+            model=request.model,
         )
         return pb.ReindexKnowledgeBaseResponse(
             collection=started.collection, documents=started.documents, job_ids=started.job_ids
@@ -395,7 +399,12 @@ class GatewayService:
                 interval_s=s.reaper_interval_s,
             ),
         )
-        self.knowledge_bases = KnowledgeBases(self.state, self.downstream)
+        self.knowledge_bases = KnowledgeBases(
+            self.state,
+            self.downstream,
+            chinese_model=s.chinese_model,
+            english_model=s.english_model,
+        )
         self.ingestion = Ingestion(self.state, self.queue, s)
         self.documents = Documents(self.state, self.downstream, s.text_page_chars)
         self.checker = Checker(self.state, self.downstream, self.queue)

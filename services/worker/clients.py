@@ -98,12 +98,15 @@ class Clients:
     ) -> chunking_pb2.ChunkDocumentResponse:
         return _call("chunking", self.chunking.ChunkDocument, request, self.timeouts.chunk_s)
 
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed_documents(self, texts: Sequence[str], model: str = "") -> list[list[float]]:
         resp: embedding_pb2.EmbedTextsResponse = _call(
             "embedding",
             self.embedding.EmbedTexts,
             embedding_pb2.EmbedTextsRequest(
-                texts=list(texts), input_type=embedding_pb2.INPUT_TYPE_DOCUMENT, truncate=True
+                texts=list(texts),
+                input_type=embedding_pb2.INPUT_TYPE_DOCUMENT,
+                truncate=True,
+                model=model,
             ),
             self.timeouts.embed_s,
         )

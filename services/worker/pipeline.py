@@ -61,6 +61,16 @@ def target_collection(job: JobRecord, kb: KnowledgeBaseRecord) -> str:
     return current
 
 
+def embedding_model(job: JobRecord, kb: KnowledgeBaseRecord) -> str:
+    """The model whose vectors the target collection holds: a REINDEX job fills the new
+    collection with the re-index's model; never a mix in one collection."""
+    return (
+        (kb.reindex_model or kb.embedding_model)
+        if job.kind == JobKind.REINDEX
+        else (kb.embedding_model)
+    )
+
+
 class Heartbeat:
     """Records a sign of life every interval from a thread, so a long
     ChunkDocument or EmbedTexts call does not look like a dead worker."""
@@ -269,7 +279,9 @@ class Ingestor:
                 batch = missing[start : start + batch_size]
                 beat.progress(stage=JobStage.EMBEDDING)
                 with tracing.span("ingest.embed", {"ragmesh.batch_size": len(batch)}):
-                    vectors = self.clients.embed_documents([c.text for c in batch])
+                    vectors = self.clients.embed_documents(
+                        [c.text for c in batch], embedding_model(job, kb)
+                    )
                 embedded += len(batch)
                 to_upsert = [
                     (self._stored_chunk(chunk, job, kb, doc, chunked, metadata), vector)

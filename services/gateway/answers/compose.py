@@ -83,6 +83,7 @@ class AnswerComposer:
         question_vector: Sequence[float],
         results: Sequence[common_pb2.ScoredChunk],
         deadline: Deadline,
+        model: str = "",
     ) -> Selection:
         """The verbatim answer's sentences and the relevance signal: every
         sentence of the retrieved passages embedded with the knowledge base's model."""
@@ -94,7 +95,7 @@ class AnswerComposer:
         if not cands or not question_vector:
             return Selection([], 0.0)
         vectors = await self.downstream.embed_documents(
-            [c.text for c in cands], deadline.remaining()
+            [c.text for c in cands], deadline.remaining(), model=model
         )
         return select(question, question_vector, cands, vectors, self.budget)
 
