@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.common.config import CommonSettings
+from services.common import tracing
 from services.common.logs import configure_logging
 from services.web.app import create_app
 from services.web.config import WebSettings
@@ -14,6 +15,9 @@ def run(port: int | None = None) -> None:
     common = CommonSettings()
     settings = WebSettings()
     configure_logging("web", common.log_level, common.log_format)
+    # The OTEL_* variables are checked like every service's (a mistake stops it);
+    # the web service records no spans of its own yet (docs/observability.md).
+    tracing.configure("web")
     uvicorn.run(
         create_app(settings),
         host=common.bind_host,

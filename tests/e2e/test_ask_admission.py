@@ -113,6 +113,7 @@ def occupy(stack: Stack) -> tuple[Asking, Asking]:
     """Tenant A's long answer holds the LLM slot and tenant B's question waits in the
     queue (its one place). The small model may end an answer early, before B's
     question (retrieval, sentence scoring) reaches the queue: then try again."""
+    seen = []
     for _ in range(3):
         holder = Asking(stack, HOLDING, ALPHA_KEY)
         holder.start()
@@ -125,7 +126,8 @@ def occupy(stack: Stack) -> tuple[Asking, Asking]:
             return holder, waiting
         holder.join(180)
         waiting.join(180)
-    raise AssertionError("the holding answer always ended before the second one queued")
+        seen.append((holder.kinds(), waiting.kinds(), waiting.error))
+    raise AssertionError(f"the holding answer always ended before the second one queued: {seen}")
 
 
 def test_a_waiting_ask_is_told_its_place_and_a_full_queue_refuses_before_any_message(

@@ -25,7 +25,8 @@ from tests.helm.test_chart import (
 
 __all__ = ["chart_copy"]  # the fixture, shared with test_chart
 
-COMPONENTS = {*GRPC_SERVICES, "worker"}
+# web gets the variables too (its process reads them; its spans are a follow-up, docs/observability.md)
+COMPONENTS = {*GRPC_SERVICES, "worker", "web"}
 ON = {
     "tracing": {
         "enabled": True,
