@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from services.common.config import CommonSettings
 from services.common import tracing
+from services.common.config import CommonSettings
 from services.common.logs import configure_logging
 from services.web.app import create_app
 from services.web.config import WebSettings

@@ -25,7 +25,7 @@ from tests.helm.test_chart import (
 
 __all__ = ["chart_copy"]  # the fixture, shared with test_chart
 
-# web gets the variables too (its process reads them; its spans are a follow-up, docs/observability.md)
+# web gets the variables too (it reads them; no spans of its own yet: docs/observability.md)
 COMPONENTS = {*GRPC_SERVICES, "worker", "web"}
 ON = {
     "tracing": {
