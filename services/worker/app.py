@@ -14,6 +14,7 @@ from celery import Celery
 
 from services.jobs.queue import broker_transport_options
 from services.jobs.settings import JobsSettings
+from services.worker.broker import TRANSPORT
 from services.worker.config import WorkerSettings
 
 settings = WorkerSettings()
@@ -21,6 +22,8 @@ jobs_settings = JobsSettings()
 
 app = Celery("ragmesh", broker=jobs_settings.redis_url, include=["services.worker.tasks"])
 app.conf.update(
+    # kombu's Redis transport with a fix: the worker survives a broker restart.
+    broker_transport=TRANSPORT,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
