@@ -107,12 +107,15 @@ class Clients:
             pb.SearchRequest(knowledge_base_id=kb, query=query, top_k=3), metadata=AUTH, timeout=30
         )
 
-    def ask(self, kb: str, question: str) -> pb.AskFinal:
+    def ask(self, kb: str, question: str, timeout: float = 60) -> pb.AskFinal:
         final = None
         for event in self.gateways.pick().Ask(
-            pb.AskRequest(knowledge_base_id=kb, question=question, max_tokens=self.max_tokens),
+            # Two passages: a short prompt, as the LLM shares two cores with everything.
+            pb.AskRequest(
+                knowledge_base_id=kb, question=question, max_tokens=self.max_tokens, top_k=2
+            ),
             metadata=AUTH,
-            timeout=60,
+            timeout=timeout,
         ):
             if event.HasField("final"):
                 final = event.final

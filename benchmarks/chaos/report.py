@@ -78,7 +78,8 @@ def markdown(out: Outcome) -> str:
     lines += [
         "",
         f"_Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, {out.total_s:.0f} s._",
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {out.total_s:.0f} s "
+        f"(start {out.startup_s:.0f} s, checks {out.verify_s:.0f} s)._",
     ]
     return "\n".join(lines) + "\n"
 

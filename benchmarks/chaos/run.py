@@ -88,6 +88,8 @@ class Outcome:
     ingest_s: float  # first upload → last job final
     drain_s: float  # after the last fault
     total_s: float
+    startup_s: float = 0.0
+    verify_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -156,6 +158,7 @@ def _run(stack: ChaosStack, gw: Gateways, scale: Scale, began: float) -> Outcome
         drain_s = time.monotonic() - faults_done
     finally:
         clients.join()
+    verify_began = time.monotonic()
     verdict = verify(stack, gw, uploader.result, clients)
     return Outcome(
         scale=scale,
@@ -166,5 +169,7 @@ def _run(stack: ChaosStack, gw: Gateways, scale: Scale, began: float) -> Outcome
         ingest_s=ingest_s,
         drain_s=drain_s,
         total_s=time.monotonic() - began,
+        startup_s=ingest_began - began,
+        verify_s=time.monotonic() - verify_began,
         errors=errors,
     )

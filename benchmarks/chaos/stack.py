@@ -136,15 +136,17 @@ class ChaosStack:
                     **shared,
                     "RAGMESH_GATEWAY_API_KEYS": f"{API_KEY}:{TENANT}",
                     "RAGMESH_GATEWAY_REAPER_INTERVAL_S": "1",
+                    # A QUEUED job's message is looked for in the broker after 10 s
+                    # (600 s by default): one lost with a killed worker or Redis is
+                    # sent again within the run, not ten minutes later.
+                    "RAGMESH_GATEWAY_QUEUED_REQUEUE_AFTER_S": "10",
                     "RAGMESH_GATEWAY_SWEEP_AFTER_S": "2",
                 },
             )
             self.gateway_addrs.append(gateway.addr)
-        self.worker_env = {
-            **shared,
-            "RAGMESH_WORKER_HEARTBEAT_INTERVAL_S": "0.5",
-            "RAGMESH_WORKER_RETRY_BACKOFF_MAX_S": "4",
-        }
+        # Retries keep their defaults (5, backoff up to 60 s): outages must be
+        # ridden out as a deployment would.
+        self.worker_env = {**shared, "RAGMESH_WORKER_HEARTBEAT_INTERVAL_S": "0.5"}
         for i in range(self.workers):
             proc = worker_process(
                 f"worker{i}", f"chaos{i}@%h", env=self.worker_env, log_dir=self.logs

@@ -19,14 +19,14 @@ from benchmarks.chaos.run import Outcome, Scale, run
 pytestmark = [pytest.mark.slow]
 
 REDUCED = {
-    "docs": 60,
-    "worker_kills": 3,
+    "docs": 40,
+    "worker_kills": 2,
     "redis_restarts": 1,
     "retrieval_restarts": 1,
     "milvus_restarts": 1,
     "chunking_kills": 1,
     "embedding_kills": 1,
-    "gap_s": 1.0,
+    "gap_s": 0.5,
     "mutate_every": 10,
     "drain_timeout_s": 300.0,
 }
