@@ -192,7 +192,7 @@ def _index(
             raw = r.hgetall(keys.doc(TENANT, kb, doc_id))
             chunks = _chunks(retrieval, collection, doc_id)
             failed = doc is not None and (doc.expect_failure or (kb, doc_id) in uploads.rejected)
-            recorded_total += _document(f"{kb}/{doc_id}", doc, failed, raw, chunks, v)
+            recorded_total += check_document(f"{kb}/{doc_id}", doc, failed, raw, chunks, v)
     indexed = _indexed_documents(retrieval, collection)
     known = {d for (k, d), doc in uploads.latest.items() if k == kb and doc is not None}
     for doc_id in sorted(set(indexed) - known):
@@ -203,7 +203,7 @@ def _index(
         v.fail(f"{kb}: {total} chunks in Milvus, {recorded_total} recorded")
 
 
-def _document(
+def check_document(
     name: str,
     doc: Doc | None,
     failed: bool,
