@@ -41,6 +41,7 @@ FINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 class Verdict:
     violations: list[str] = field(default_factory=list)
     jobs: Counter[str] = field(default_factory=Counter)  # final state (FAILED:reason, …)
+    rerun: int = 0  # accepted jobs that ran more than once (attempt > 1)
     documents: int = 0
     deleted: int = 0
     chunks: int = 0
@@ -132,6 +133,7 @@ def _jobs(gw: Gateways, uploads: Uploads, v: Verdict) -> None:
             if not deleted:
                 v.fail(f"job {job_id} of {key} is not listed")
             continue
+        v.rerun += job.attempt > 1
         state = pb.JobState.Name(job.state).removeprefix("JOB_STATE_")
         reason = job.error.reason
         v.jobs[f"{state}:{reason}" if reason else state] += 1

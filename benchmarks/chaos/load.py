@@ -53,11 +53,16 @@ class Gateways:
 @dataclass
 class ClientTally:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (op, status)
+    #: the first few error details of each (op, status), to say what a failure was
+    details: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, op: str, status: str) -> None:
+    def add(self, op: str, status: str, detail: str = "") -> None:
         with self.lock:
             self.outcomes[(op, status)] += 1
+            seen = self.details.setdefault((op, status), [])
+            if detail and len(seen) < 3:
+                seen.append(f"{time.strftime('%H:%M:%S')} {detail}")
 
 
 class Clients:
@@ -98,7 +103,7 @@ class Clients:
                     self.ask(kb, question)
                 self.tally.add(op, "OK")
             except grpc.RpcError as err:
-                self.tally.add(op, status_of(err))
+                self.tally.add(op, status_of(err), str(err.details()))  # type: ignore[attr-defined]
                 self.stop.wait(0.5)  # a client backs off after an error
             self.stop.wait(0.1)
 

@@ -55,7 +55,11 @@ def markdown(out: Outcome) -> str:
     ]
     for state, n in sorted(v.jobs.items()):
         lines.append(f"| jobs {state} | {n} |")
+    resent = out.resent
     lines += [
+        f"| jobs that ran more than once (attempt > 1) | {v.rerun} |",
+        f"| tasks the reaper sent again: worker lost / message lost | "
+        f"{resent.get('worker_lost', 0)} / {resent.get('message_lost', 0)} |",
         f"| documents indexed at the end / deleted | {v.documents} / {v.deleted} |",
         f"| chunks in Milvus (= recorded) | {v.chunks} |",
         f"| `kb check` findings ({v.check_documents} documents checked) | {v.check_findings} |",
@@ -73,6 +77,9 @@ def markdown(out: Outcome) -> str:
             str(calls.get((op, st), 0)) for st in _statuses(out)
         ]
         lines.append(f"| {op} | " + " | ".join(row) + " |")
+    for key in sorted(out.bugs):
+        for detail in out.client_details.get(key, []):
+            lines.append(f"\n{key[0]} {key[1]}: {detail}")
     if v.violations or out.errors:
         lines += ["", "Violations:", ""] + [f"- {m}" for m in out.errors + v.violations[:20]]
     lines += [

@@ -84,19 +84,29 @@ class Outcome:
     faults: FaultLog
     uploads: Uploads
     clients: Counter[tuple[str, str]]
+    #: the first error details of each (op, status) the clients saw
+    client_details: dict[tuple[str, str], list[str]]
     verdict: Verdict
     ingest_s: float  # first upload → last job final
     drain_s: float  # after the last fault
     total_s: float
+    #: tasks the gateways' reapers sent again, by why (worker_lost, message_lost)
+    resent: dict[str, int] = field(default_factory=dict)
     startup_s: float = 0.0
     verify_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
+    def bugs(self) -> dict[tuple[str, str], int]:
+        """Client outcomes no fault explains: a fault shows as UNAVAILABLE, a
+        deadline or a full queue, never as INTERNAL or UNKNOWN."""
+        return {k: n for k, n in self.clients.items() if k[1] in ("INTERNAL", "UNKNOWN")}
+
+    @property
     def ok(self) -> bool:
         planned = sum(self.scale.faults().values())
         done = sum(n for k, n in self.faults.counts.items() if k.endswith("restart"))
-        return self.verdict.ok and not self.errors and done == planned
+        return self.verdict.ok and not self.errors and done == planned and not self.bugs
 
 
 def run(scale: Scale, llm_base_url: str | None = None, base: Path | None = None) -> Outcome:
@@ -158,6 +168,10 @@ def _run(stack: ChaosStack, gw: Gateways, scale: Scale, began: float) -> Outcome
         drain_s = time.monotonic() - faults_done
     finally:
         clients.join()
+    resent = {
+        labels.split('"')[1] if '"' in labels else "?": int(n)
+        for labels, n in stack.gateway_metric("ragmesh_reaper_resent_total").items()
+    }
     verify_began = time.monotonic()
     verdict = verify(stack, gw, uploader.result, clients)
     return Outcome(
@@ -165,6 +179,7 @@ def _run(stack: ChaosStack, gw: Gateways, scale: Scale, began: float) -> Outcome
         faults=faulter.log,
         uploads=uploader.result,
         clients=clients.tally.outcomes,
+        client_details=clients.tally.details,
         verdict=verdict,
         ingest_s=ingest_s,
         drain_s=drain_s,
@@ -172,4 +187,5 @@ def _run(stack: ChaosStack, gw: Gateways, scale: Scale, began: float) -> Outcome
         startup_s=ingest_began - began,
         verify_s=time.monotonic() - verify_began,
         errors=errors,
+        resent=resent,
     )

@@ -11,9 +11,11 @@ is given (the e2e test shares the session's).
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,6 +180,20 @@ class ChaosStack:
         began = time.monotonic()
         node.proc.wait_until(node.ready, timeout, f"{name} SERVING again")
         return time.monotonic() - began
+
+    def gateway_metric(self, name: str) -> dict[str, float]:
+        """A counter of every gateway's Prometheus metrics, summed by its labels."""
+        found: dict[str, float] = {}
+        for node in self.nodes.values():
+            if not node.name.startswith("gateway"):
+                continue
+            port = node.proc.argv[node.proc.argv.index("--metrics-port") + 1]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            for match in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+                labels = match.group(1) or ""
+                found[labels] = found.get(labels, 0.0) + float(match.group(2))
+        return found
 
     def worker_names(self) -> list[str]:
         return [n for n in self.nodes if n.startswith("worker")]
