@@ -1,6 +1,7 @@
 """Milvus failures (pymilvus exceptions, gRPC errors underneath) as the
-service's own errors: connection failures and timeouts → Unavailable, a
-missing collection → NotFound, anything else → Internal."""
+service's own errors: connection failures, timeouts and a collection not
+loaded (yet) → Unavailable, a missing collection → NotFound, anything else →
+Internal."""
 
 from __future__ import annotations
 
@@ -44,5 +45,12 @@ def translate_error(exc: BaseException, what: str) -> ServiceError:
     if _CONNECTION_HINTS.search(message):
         return Unavailable(
             f"Milvus is unavailable ({what}): {message}", reason="MILVUS_UNAVAILABLE"
+        )
+    if NOT_LOADED_HINTS.search(message):
+        # Released by a Milvus restart and not loaded again yet (another call may
+        # be loading it): a state that passes, so callers retry — the chaos run
+        # saw a worker FAIL a job with INTERNAL here.
+        return Unavailable(
+            f"Milvus is loading the collection ({what}): {message}", reason="MILVUS_UNAVAILABLE"
         )
     return Internal(f"Milvus failed ({what}): {message}", reason="MILVUS_ERROR")

@@ -60,6 +60,9 @@ SCHEMA_TAG = "ragmesh.retrieval/v1"
 # The spec is kept in a collection property (Milvus Lite drops descriptions).
 SPEC_PROPERTY = "ragmesh.spec"
 BACKEND_LITE = "milvus-lite"
+#: loads of a released collection one read tries (and the pause between them grows)
+LOAD_ATTEMPTS = 3
+LOAD_PAUSE_S = 0.2
 BACKEND_SERVER = "milvus-server"
 
 
@@ -186,16 +189,21 @@ class MilvusStore:
 
     def _read(self, name: str, what: str, timeout: float, read: Any) -> Any:
         """Run a read; a collection that a Milvus restart left released is
-        loaded once and the read retried."""
+        loaded and the read retried. Concurrent reads each load it, and a read
+        right after a load can still find it released (seen under the chaos
+        run's concurrent calls): up to LOAD_ATTEMPTS loads, then UNAVAILABLE."""
         with self._call(what) as client:
-            try:
-                return read(client)
-            except MilvusException as exc:
-                if not NOT_LOADED_HINTS.search(str(getattr(exc, "message", exc))):
-                    raise
+            for attempt in range(LOAD_ATTEMPTS + 1):
+                try:
+                    return read(client)
+                except MilvusException as exc:
+                    released = NOT_LOADED_HINTS.search(str(getattr(exc, "message", exc)))
+                    if not released or attempt == LOAD_ATTEMPTS:
+                        raise
                 log.info("loading collection %s (released, e.g. by a Milvus restart)", name)
                 client.load_collection(name, timeout=timeout)
-                return read(client)
+                time.sleep(LOAD_PAUSE_S * attempt)
+            raise AssertionError("unreachable")
 
     # -- consistency ----------------------------------------------------------
     def _note_write(self, name: str) -> None:

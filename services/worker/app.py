@@ -15,6 +15,7 @@ from celery import Celery
 from services.common import tracing
 from services.jobs.queue import broker_transport_options
 from services.jobs.settings import JobsSettings
+from services.worker.broker import TRANSPORT
 from services.worker.config import WorkerSettings
 
 settings = WorkerSettings()
@@ -25,6 +26,8 @@ tracing.check()
 
 app = Celery("ragmesh", broker=jobs_settings.redis_url, include=["services.worker.tasks"])
 app.conf.update(
+    # kombu's Redis transport with a fix: the worker survives a broker restart.
+    broker_transport=TRANSPORT,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

@@ -69,3 +69,50 @@ def test_rows_round_trip() -> None:
     back = record_from_row({k: v for k, v in row.items() if k != "dense"})
     back.vector = chunk.vector
     assert back == chunk
+
+
+def test_a_collection_still_released_is_unavailable_not_internal() -> None:
+    # Found by the chaos run: a read right after another call's load found the
+    # collection still released, and the worker FAILED the job with INTERNAL.
+    released = MilvusException(
+        101, "Collection 'kb_x' is in state 'released'; call load() before search/get/query"
+    )
+    err = translate_error(released, "query")
+    assert isinstance(err, Unavailable) and err.reason == "MILVUS_UNAVAILABLE"
+
+
+class _ReleasedClient:
+    """A MilvusClient whose collection is found released `times` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.loads = 0
+
+    def load_collection(self, name: str, timeout: float) -> None:
+        self.loads += 1
+
+    def query(self) -> list[dict[str, int]]:
+        if self.times:
+            self.times -= 1
+            raise MilvusException(101, "Collection 'kb_x' is in state 'released'")
+        return [{"n": 1}]
+
+
+@pytest.mark.parametrize(("times", "loads"), [(1, 1), (3, 3)])
+def test_a_read_loads_a_released_collection_until_it_answers(times: int, loads: int) -> None:
+    store = MilvusStore.__new__(MilvusStore)
+    client = _ReleasedClient(times)
+    store._client = client  # type: ignore[assignment]
+    store.capabilities = None
+    rows = store._read("kb_x", "query", 5.0, lambda c: c.query())
+    assert rows == [{"n": 1}] and client.loads == loads
+
+
+def test_a_collection_that_stays_released_is_unavailable() -> None:
+    store = MilvusStore.__new__(MilvusStore)
+    client = _ReleasedClient(10)
+    store._client = client  # type: ignore[assignment]
+    store.capabilities = None
+    with pytest.raises(Unavailable):
+        store._read("kb_x", "query", 5.0, lambda c: c.query())
+    assert client.loads == 3
