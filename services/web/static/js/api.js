@@ -31,11 +31,11 @@ export class ApiError extends Error {
     if (this.status === 404) return "Not found";
     if (this.status === 409) return "Conflict";
     if (this.status === 413) return "Too large";
-    if (this.status === 429) return "Rate limited";
+    if (this.status === 429) return /^LLM_/.test(this.code) ? "Rate limited: the language model is busy" : "Rate limited";
     if (this.status === 503) {
-      return /LLM|GENERAT/.test(this.code) ? "The language model is unavailable" : "Service unavailable";
+      return /^LLM_/.test(this.code) ? "The language model is unavailable" : "Service unavailable";
     }
-    if (this.status === 504) return "Timed out";
+    if (this.status === 504) return /^LLM_/.test(this.code) ? "The language model timed out" : "Timed out";
     if (this.status >= 500) return "Server error";
     return "Request refused";
   }

@@ -17,6 +17,7 @@ export function renderAsk(main, app) {
     h("option", { value: "" }, "default"), h("option", { value: "hybrid" }, "hybrid"),
     h("option", { value: "dense" }, "dense"), h("option", { value: "sparse" }, "sparse"));
   const topK = h("input", { id: "ask-topk", type: "number", min: "0", max: "50", value: "0", inputmode: "numeric" });
+  const temp = h("input", { id: "ask-temperature", type: "number", min: "0", max: "2", step: "0.1", placeholder: "default", inputmode: "decimal" });
   const log = h("ol", { class: "chat", id: "chat-log", role: "log", "aria-label": "Questions and answers", "aria-live": "polite" });
   const q = h("textarea", { id: "ask-question", rows: "2", required: true, placeholder: "Ask the knowledge base…", "aria-describedby": "ask-hint" });
   const send = h("button", { type: "submit", id: "ask-send" }, "Ask");
@@ -33,7 +34,8 @@ export function renderAsk(main, app) {
     const question = q.value.trim();
     if (!question || !kbSel.value) return;
     q.value = "";
-    ask(app, log, kbSel.value, question, { mode: modeSel.value, topK: Number(topK.value) || 0 }, send);
+    const temperature = temp.value === "" ? null : Number(temp.value);
+    ask(app, log, kbSel.value, question, { mode: modeSel.value, topK: Number(topK.value) || 0, temperature }, send);
   });
 
   clear(main,
@@ -41,7 +43,8 @@ export function renderAsk(main, app) {
     h("div", { class: "toolbar" },
       h("label", { for: "ask-kb" }, "Knowledge base"), kbSel,
       h("label", { for: "ask-mode" }, "Mode"), modeSel,
-      h("label", { for: "ask-topk" }, "Passages (0: default)"), topK),
+      h("label", { for: "ask-topk" }, "Passages (0: default)"), topK,
+      h("label", { for: "ask-temperature" }, "Temperature"), temp),
     h("p", { id: "ask-hint", class: "muted small" },
       "Each question is answered on its own (the API keeps no conversation history). Enter sends, Shift+Enter adds a line."),
     log, form);
@@ -101,6 +104,7 @@ async function ask(app, log, kb, question, opts, sendBtn) {
       stream: true,
       ragmesh: { top_k: opts.topK, ...(opts.mode ? { mode: opts.mode } : {}) },
     };
+    if (opts.temperature != null) body.temperature = opts.temperature;
     await streamEvents("POST", "/v1/chat/completions", {
       json: body,
       onEvent: (_name, chunk) => {

@@ -49,7 +49,10 @@ export async function openCitation(kb, citation, opener) {
   // Offsets are code points; the string is indexed in UTF-16 units.
   const a = utf16Index(text, citation.start_offset);
   const b = utf16Index(text, citation.end_offset);
-  const mark = h("mark", { id: "cited-range", tabindex: "-1" }, text.slice(a, b));
+  const mark = h("mark", {
+    id: "cited-range", tabindex: "-1",
+    dataset: { document: citation.document_id, start: citation.start_offset, end: citation.end_offset },
+  }, text.slice(a, b));
   clear(body, h("pre", { class: "doc-text" }, text.slice(0, a), mark, text.slice(b)));
   mark.scrollIntoView({ block: "center" });
   mark.focus({ preventScroll: true });

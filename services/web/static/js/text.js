@@ -31,18 +31,32 @@ export function codePointLength(text) {
   return n;
 }
 
+// A bracketed marker as the gateway's citation filter reads them: [1], [1, 2], [1-3],
+// ［1］, 【1】, [passage 2] (services/generation's marker grammar, mirrored).
+const MARKER = /[[［【]\^?\s*(?:passages?|sources?)?\s*([\d\s,;、，；\-–—]+)[\]］】]/gi;
+
+/** The passage numbers a marker's body names, ranges expanded: "1-3, 5" → [1, 2, 3, 5]. */
+export function markerNumbers(body) {
+  const out = [];
+  for (const part of body.split(/[,;、，；]/)) {
+    const ends = (part.match(/\d+/g) || []).map(Number);
+    if (!ends.length) continue;
+    for (let n = Math.min(...ends); n <= Math.max(...ends); n += 1) out.push(n);
+  }
+  return out;
+}
+
 /**
- * The answer as DOM nodes: plain text, with each [n] (or [n, m]) marker a link
- * made by `makeLink(n)`. Text is never parsed as HTML.
+ * The answer as DOM nodes: plain text, with each marker's numbers as links made by
+ * `makeLink(n)`. Text is never parsed as HTML.
  */
 export function answerNodes(answer, makeLink) {
   const out = [];
-  const re = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
   let last = 0;
-  let m;
-  while ((m = re.exec(answer)) !== null) {
+  for (const m of answer.matchAll(MARKER)) {
+    const nums = markerNumbers(m[1]);
+    if (!nums.length) continue;
     if (m.index > last) out.push(document.createTextNode(answer.slice(last, m.index)));
-    const nums = m[1].split(",").map((s) => Number(s.trim()));
     nums.forEach((n, i) => {
       if (i > 0) out.push(document.createTextNode(" "));
       out.push(makeLink(n));

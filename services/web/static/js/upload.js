@@ -99,7 +99,7 @@ function uploadRow(kb, file, name, onChange) {
       if (!j.chunks_total) bar.removeAttribute("value"); // indeterminate until chunks are known
     } else if (j.state === "JOB_STATE_SUCCEEDED") {
       bar.value = 1;
-      text = `succeeded · ${j.chunks_total} chunks${j.deduplicated ? " (already indexed)" : ""}`;
+      text = `succeeded · ${j.chunks_total} chunk${j.chunks_total === 1 ? "" : "s"}${j.deduplicated ? " (already indexed)" : ""}`;
     } else if (j.state === "JOB_STATE_QUEUED") {
       bar.removeAttribute("value");
     } else {
@@ -143,7 +143,8 @@ function uploadRow(kb, file, name, onChange) {
       status.textContent = `uploading ${Math.round((100 * loaded) / total)}%`;
     });
     try {
-      onJob(await xhr.done);
+      const resp = await xhr.done;
+      onJob(resp.job || resp);
     } catch (err) {
       show(err.name === "AbortError" ? "cancelled" : "failed", err.name === "AbortError" ? "cancelled" : "upload refused");
       if (err.name !== "AbortError") clear(reason, errorBox(err));
@@ -187,8 +188,22 @@ function uploadRow(kb, file, name, onChange) {
 }
 
 /** An error event's body ({"error": {...}}) shaped like ApiError for errorBox. */
+const TITLES = {
+  RESOURCE_EXHAUSTED: "Rate limited",
+  UNAVAILABLE: "Service unavailable",
+  DEADLINE_EXCEEDED: "Timed out",
+  UNAUTHENTICATED: "API key refused",
+  PERMISSION_DENIED: "Not allowed",
+  NOT_FOUND: "Not found",
+};
+
 export function apiLike(body) {
   const e = (body && body.error) || {};
-  return { title: e.status === "RESOURCE_EXHAUSTED" ? "Rate limited" : e.status === "UNAVAILABLE" ? "Service unavailable" : "Error",
-    detail: `${e.message || "failed"}${e.code ? ` (${e.code})` : ""}`, status: "", code: e.code || "" };
+  let title = TITLES[e.status] || "Error";
+  if (/^LLM_/.test(e.code || "")) {
+    if (e.status === "DEADLINE_EXCEEDED") title = "The language model timed out";
+    else if (e.status === "UNAVAILABLE") title = "The language model is unavailable";
+    else if (e.status === "RESOURCE_EXHAUSTED") title = "Rate limited: the language model is busy";
+  }
+  return { title, detail: `${e.message || "failed"}${e.code ? ` (${e.code})` : ""}`, status: "", code: e.code || "" };
 }
