@@ -29,6 +29,7 @@ ORDER = [
     "pipeline",
     "eval",
     "uploads",
+    "web",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 OUT = DOCS / "benchmarks.md"

@@ -184,6 +184,7 @@ def build_stack(
     llm_base_url: str | None = None,
     retrieval_env: dict[str, str] | None = None,
     gateway_env: dict[str, str] | None = None,
+    generation_env: dict[str, str] | None = None,
 ) -> Stack:
     """The five services (generation only with an LLM) and one worker, on free
     ports; `start` is the `start_ragmesh_service` fixture."""
@@ -195,7 +196,10 @@ def build_stack(
     _, embedding = start("embedding")
     generation = "127.0.0.1:9"  # nothing listens: Ask is not used without an LLM
     if llm_base_url is not None:
-        _, generation = start("generation", env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url})
+        _, generation = start(
+            "generation",
+            env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url, **(generation_env or {})},
+        )
     shared = {
         "RAGMESH_REDIS_URL": redis_url,
         "RAGMESH_CHUNKING_ADDR": chunking,

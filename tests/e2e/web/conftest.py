@@ -95,6 +95,8 @@ def web(
                 "RAGMESH_GATEWAY_TRUSTED_PROXY_HOPS": "2",
                 "RAGMESH_GATEWAY_AUTH_FAILURE_LIMIT": "3",
             },
+            # The LLM shares two cores with everything else: give its answers time.
+            generation_env={"RAGMESH_GENERATION_LLM_TIMEOUT_S": "240"},
         )
         proc, url = start_web(
             stack.gateway, log_dir, {"RAGMESH_WEB_MAX_UPLOAD_BYTES": str(MAX_WEB_UPLOAD)}

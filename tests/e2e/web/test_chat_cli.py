@@ -20,7 +20,18 @@ def test_a_session(web: WebStack) -> None:
     env.pop("RAGMESH_CONFIG", None)
     lines = "Who invented the Zorblat reactor?\n/sources all\n/history\n/quit\n"
     done = subprocess.run(
-        [sys.executable, "-m", "ragmesh.cli", "chat", "--kb", KB, "--max-tokens", "60"],
+        [
+            sys.executable,
+            "-m",
+            "ragmesh.cli",
+            "chat",
+            "--kb",
+            KB,
+            "--max-tokens",
+            "40",
+            "--top-k",
+            "2",
+        ],
         input=lines,
         capture_output=True,
         text=True,

@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.conftest import ALPHA_KEY
 from tests.e2e.web.conftest import KB, WebStack
@@ -25,7 +26,7 @@ def http_client(web: WebStack, key: str = ALPHA_KEY) -> Client:
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=300)
     )
-    return Client(f"{web.url}/mcp", http_client=http)  # type: ignore[call-arg]
+    return Client(streamable_http_client(f"{web.url}/mcp", http_client=http))
 
 
 def stdio_client(web: WebStack) -> Client:
@@ -69,7 +70,12 @@ async def test_http_tools(web: WebStack) -> None:
         answer = payload(
             await mcp.call_tool(
                 "ask",
-                {"knowledge_base": KB, "question": "Who invented the Zorblat reactor?"},
+                {
+                    "knowledge_base": KB,
+                    "question": "Who invented the Zorblat reactor?",
+                    "max_tokens": 40,
+                    "top_k": 2,
+                },
             )
         )
         assert answer["answer"].strip()
