@@ -326,7 +326,7 @@ def test_sign_in_create_upload_and_watch(
         assert wait_for_row(browser, name, {"succeeded", "failed"}, 120) == "succeeded", upload_row(
             browser, name
         ).text
-        assert "chunks" in upload_row(browser, name).text
+        assert re.search(r"succeeded · [1-9]\d* chunks?", upload_row(browser, name).text)
     # The documents table lists both, indexed.
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "table.docs tbody tr")) == 2)
     states = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.docs .state")]
