@@ -67,11 +67,22 @@ The Quillon lighthouse was built by Tomas Varga in 1893 on Skerry Point.
 Its lamp burns rapeseed oil and is visible for nineteen nautical miles.
 """
 ZH_NAME = "茶园.txt"
+# Long enough for several chunks, so that the founder's passage starts after the
+# astral-plane characters of the paragraphs before it.
 ZH = (
     "云雾山茶园𠀋简介🍵\n\n"
-    "云雾山茶园位于海拔一千二百米的山坡上，每年清明前采摘明前茶。"
-    "茶园的创始人是林晓梅，她在二零零五年种下了第一批茶树。\n\n"
-    "茶园每天早上六点开门，游客可以参加采茶和炒茶的体验活动。\n"
+    "云雾山茶园位于海拔一千二百米的山坡上，终年云雾缭绕，空气湿润，土壤富含有机质。"
+    "这里出产的绿茶香气清高，滋味鲜爽，汤色嫩绿明亮。每年清明前后，茶农们天不亮就上山"
+    "采摘明前茶，只取一芽一叶，手工炒制后再经过摊凉、揉捻和烘干等工序。🍵🍵\n\n"
+    "茶园的历史可以追溯到上世纪八十年代，当时山上只有几户人家零星种植茶树。后来修通了"
+    "公路，越来越多的游客慕名而来，茶园也逐渐扩大到三百多亩，成为当地有名的观光茶园。"
+    "园内还建有一座小型茶叶博物馆，展示各种传统制茶工具和老照片。𠀋𠀋\n\n"
+    "山上的气候四季分明，春天满山新绿，夏天凉爽宜人，秋天可以看到层层梯田，冬天偶尔"
+    "下雪，茶树在雪中依然青翠。附近的村民大多以种茶和经营民宿为生，生活安宁富足。𝄞\n\n"
+    "茶园的创始人是林晓梅，她在二零零五年种下了第一批茶树。林晓梅毕业于农业大学茶学"
+    "专业，回乡后带领村民改良品种，推广有机种植，不使用化学农药。\n\n"
+    "茶园每天早上六点开门，游客可以参加采茶和炒茶的体验活动。周末还有茶艺表演和品茶"
+    "课程，适合全家一起参加。\n"
 )
 # SmolLM2-135M cites about one answer in three (docs/generation.md); at temperature 0
 # each question's answer is fixed, so the test moves on to the next question until an
@@ -80,6 +91,8 @@ QUESTIONS = {
     "Why does water boil at a lower temperature at high altitude?": "air pressure",
     "Who built the Quillon lighthouse?": "Tomas Varga",
     "How far is the lamp of the Quillon lighthouse visible?": "nineteen nautical miles",
+    "At what temperature does pure water boil at sea level?": "100 degrees",
+    "What does the lamp of the Quillon lighthouse burn?": "rapeseed oil",
 }
 OVERLOAD = {"LLM_TIMEOUT", "LLM_QUEUE_TIMEOUT", "LLM_QUEUE_WAIT_EXCEEDS_DEADLINE"}
 
@@ -364,14 +377,23 @@ def ask_once(browser: WebDriver, q: WebElement, question: str, turn: str) -> Web
     links = browser.find_elements(By.CSS_SELECTOR, f"{turn} .answer a.cite")
     # A source is marked cited only if the answer's text links it.
     assert cited <= {a.get_attribute("data-n") for a in links}, reply
-    return next((a for a in links if a.get_attribute("data-n") in cited), None)
+    found = next((a for a in links if a.get_attribute("data-n") in cited), None)
+    print(f"asked {question!r}: cited {sorted(cited)}; {reply.splitlines()[1:3]}")
+    return found
 
 
+@pytest.mark.timeout(1200)  # several LLM answers; minutes each on a loaded 2-core machine
 def test_ask_and_open_a_citation(browser: WebDriver, web: WebStack, shots: Path) -> None:
     browser.get(f"{web.url}/#/ask")
     q = wait(browser).until(EC.element_to_be_clickable((By.ID, "ask-question")))
     Select(browser.find_element(By.ID, "ask-kb")).select_by_value(KB)
     browser.find_element(By.ID, "ask-temperature").send_keys("0")
+    # Two passages and a short answer: the CPU is shared, and the answer's first
+    # sentence is where SmolLM2 cites if it does.
+    topk = browser.find_element(By.ID, "ask-topk")
+    topk.clear()
+    topk.send_keys("2")
+    browser.find_element(By.ID, "ask-max-tokens").send_keys("100")
     link: WebElement | None = None
     turns = 0
     for question in QUESTIONS:
@@ -412,11 +434,21 @@ def test_search_opens_a_chinese_passage(browser: WebDriver, web: WebStack, shots
         EC.visibility_of_all_elements_located((By.CSS_SELECTOR, "#search-results li.hit"))
     )
     assert 1 <= len(hits) <= 3
-    assert ZH_NAME in hits[0].text and "score" in hits[0].text and "chars" in hits[0].text
+    founder = [h for h in hits if "林晓梅" in h.text]
+    assert founder, [h.text for h in hits]
+    hit = founder[0]
+    assert ZH_NAME in hit.text and re.search(r"score \d\.\d{3}", hit.text)
+    assert re.search(r"chars [1-9]\d*–\d+", hit.text), hit.text  # not the document's start
     shoot(browser, shots, "search")
-    hits[0].find_element(By.CSS_SELECTOR, "button").click()
+    hit.find_element(By.CSS_SELECTOR, "button").click()
     passage = check_highlight(browser, web)
     assert "林晓梅" in passage
+    # The passage starts after astral-plane characters: a highlight sliced by UTF-16
+    # units without the conversion would be shifted, and differ.
+    mark = browser.find_element(By.ID, "cited-range")
+    doc, start = mark.get_attribute("data-document"), int(mark.get_attribute("data-start") or 0)
+    before = rest_text(web, KB, str(doc))[:start]
+    assert any(ord(c) > 0xFFFF for c in before)
     shoot(browser, shots, "search-document")
     browser.find_element(By.CSS_SELECTOR, "#docview .close").click()
 
@@ -473,3 +505,33 @@ def test_no_request_leaves_the_origin(browser: WebDriver, web: WebStack) -> None
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert urls and all(u.startswith(web.url) for u in urls), urls
+
+
+def test_deleting_asks_first(browser: WebDriver, web: WebStack) -> None:
+    """A knowledge base is deleted only after the dialog's confirmation; Cancel keeps it."""
+    resp = httpx.post(
+        f"{web.url}/api/v1/knowledge-bases",
+        json={"knowledge_base_id": "pagegone"},
+        headers=web.alpha,
+    )
+    assert resp.status_code == 201
+    browser.get(f"{web.url}/#/kbs")
+    row = 'tr[data-kb="pagegone"]'
+    button = f"{row} button[aria-label='Delete knowledge base pagegone']"
+    wait(browser).until(EC.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
+    dialog = wait(browser).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, "dialog.confirm"))
+    )
+    assert "pagegone" in dialog.text
+    # The safe choice has the focus: Enter right away cancels.
+    assert browser.switch_to.active_element.get_attribute("data-confirm") == "no"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser).until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "dialog.confirm")))
+    assert browser.find_elements(By.CSS_SELECTOR, row)
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    wait(browser).until(
+        EC.element_to_be_clickable((By.CSS_SELECTOR, "dialog.confirm [data-confirm='yes']"))
+    ).click()
+    wait(browser).until(EC.invisibility_of_element_located((By.CSS_SELECTOR, row)))
+    gone = httpx.get(f"{web.url}/api/v1/knowledge-bases/pagegone", headers=web.alpha)
+    assert gone.status_code == 404

@@ -65,8 +65,8 @@ function signIn(message) {
       key.select();
       return;
     }
-    if (!location.hash || location.hash === "#/signin") location.hash = "#/kbs";
-    route();
+    if (!location.hash || location.hash === "#/signin") location.hash = "#/kbs"; // hashchange routes
+    else route();
   });
   clear(main, form);
   key.focus();

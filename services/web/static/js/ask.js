@@ -17,6 +17,7 @@ export function renderAsk(main, app) {
     h("option", { value: "" }, "default"), h("option", { value: "hybrid" }, "hybrid"),
     h("option", { value: "dense" }, "dense"), h("option", { value: "sparse" }, "sparse"));
   const topK = h("input", { id: "ask-topk", type: "number", min: "0", max: "50", value: "0", inputmode: "numeric" });
+  const maxTokens = h("input", { id: "ask-max-tokens", type: "number", min: "1", max: "4096", placeholder: "default", inputmode: "numeric" });
   const temp = h("input", { id: "ask-temperature", type: "number", min: "0", max: "2", step: "0.1", placeholder: "default", inputmode: "decimal" });
   const log = h("ol", { class: "chat", id: "chat-log", role: "log", "aria-label": "Questions and answers", "aria-live": "polite" });
   const q = h("textarea", { id: "ask-question", rows: "2", required: true, placeholder: "Ask the knowledge base…", "aria-describedby": "ask-hint" });
@@ -35,7 +36,8 @@ export function renderAsk(main, app) {
     if (!question || !kbSel.value) return;
     q.value = "";
     const temperature = temp.value === "" ? null : Number(temp.value);
-    ask(app, log, kbSel.value, question, { mode: modeSel.value, topK: Number(topK.value) || 0, temperature }, send);
+    const opts = { mode: modeSel.value, topK: Number(topK.value) || 0, temperature, maxTokens: Number(maxTokens.value) || 0 };
+    ask(app, log, kbSel.value, question, opts, send);
   });
 
   clear(main,
@@ -44,7 +46,8 @@ export function renderAsk(main, app) {
       h("label", { for: "ask-kb" }, "Knowledge base"), kbSel,
       h("label", { for: "ask-mode" }, "Mode"), modeSel,
       h("label", { for: "ask-topk" }, "Passages (0: default)"), topK,
-      h("label", { for: "ask-temperature" }, "Temperature"), temp),
+      h("label", { for: "ask-temperature" }, "Temperature"), temp,
+      h("label", { for: "ask-max-tokens" }, "Max tokens"), maxTokens),
     h("p", { id: "ask-hint", class: "muted small" },
       "Each question is answered on its own (the API keeps no conversation history). Enter sends, Shift+Enter adds a line."),
     log, form);
@@ -105,6 +108,7 @@ async function ask(app, log, kb, question, opts, sendBtn) {
       ragmesh: { top_k: opts.topK, ...(opts.mode ? { mode: opts.mode } : {}) },
     };
     if (opts.temperature != null) body.temperature = opts.temperature;
+    if (opts.maxTokens) body.max_tokens = opts.maxTokens;
     await streamEvents("POST", "/v1/chat/completions", {
       json: body,
       onEvent: (_name, chunk) => {
