@@ -358,9 +358,16 @@ def ask_once(browser: WebDriver, q: WebElement, question: str, turn: str) -> Web
     None when the answer cites nothing (or the LLM timed out under load, which the
     page must name)."""
     q.send_keys(question + "\n")
-    wait(browser, 240).until(
-        EC.presence_of_element_located((By.CSS_SELECTOR, f'{turn} .answer[aria-busy="false"]'))
-    )
+    # The stack gives the LLM 240 s (tests/e2e/web/conftest.py); the page then shows
+    # the timeout as such.
+    try:
+        wait(browser, 300).until(
+            EC.presence_of_element_located((By.CSS_SELECTOR, f'{turn} .answer[aria-busy="false"]'))
+        )
+    except TimeoutException:
+        raise AssertionError(
+            f"no answer after 300 s: {browser.find_element(By.CSS_SELECTOR, turn).text}"
+        ) from None
     reply = browser.find_element(By.CSS_SELECTOR, turn).text
     errors = browser.find_elements(By.CSS_SELECTOR, f"{turn} .error")
     if errors and errors[0].get_attribute("data-code") in OVERLOAD:
