@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ALPHA_KEY
+from tests.e2e.test_ask_citations import DOCUMENTS, QUESTIONS
 from tests.e2e.web.conftest import WebStack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,16 +86,12 @@ ZH = (
     "茶园每天早上六点开门，游客可以参加采茶和炒茶的体验活动。周末还有茶艺表演和品茶"
     "课程，适合全家一起参加。\n"
 )
-# SmolLM2-135M cites about one answer in three (docs/generation.md); at temperature 0
-# each question's answer is fixed, so the test moves on to the next question until an
-# answer cites. The first was seen citing (tests/e2e/test_ask_citations.py).
-QUESTIONS = {
-    "Why does water boil at a lower temperature at high altitude?": "air pressure",
-    "Who built the Quillon lighthouse?": "Tomas Varga",
-    "How far is the lamp of the Quillon lighthouse visible?": "nineteen nautical miles",
-    "At what temperature does pure water boil at sea level?": "100 degrees",
-    "What does the lamp of the Quillon lighthouse burn?": "rapeseed oil",
-}
+# SmolLM2-135M cites about one answer in three (docs/generation.md), and whether it
+# does depends on the whole prompt. The Ask test therefore uses the knowledge base and
+# the settings with which tests/e2e/test_ask_citations.py saw these questions cited in
+# repeated runs (temperature 0, 3 passages, 96 tokens); at temperature 0 each answer is
+# fixed, so the test moves on to the next question while an answer cites nothing.
+CITE_KB = "pagecite"
 OVERLOAD = {"LLM_TIMEOUT", "LLM_QUEUE_TIMEOUT", "LLM_QUEUE_WAIT_EXCEEDS_DEADLINE"}
 
 
@@ -128,7 +126,7 @@ def browser(web: WebStack) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait(driver: WebDriver, timeout: float = 20) -> WebDriverWait:  # type: ignore[type-arg]
+def wait(driver: WebDriver, timeout: float = 20) -> WebDriverWait:
     return WebDriverWait(driver, timeout, poll_frequency=0.2)
 
 
@@ -177,13 +175,13 @@ def rest_text(web: WebStack, kb: str, document_id: str) -> str:
             return text
 
 
-def check_highlight(driver: WebDriver, web: WebStack) -> str:
+def check_highlight(driver: WebDriver, web: WebStack, kb: str = KB) -> str:
     """The marked text in the document view is exactly text[start:end] of the
     document's normalised text (fetched here over REST); returns it."""
     mark = wait(driver, 30).until(EC.visibility_of_element_located((By.ID, "cited-range")))
     doc, start, end = (mark.get_attribute(f"data-{a}") for a in ("document", "start", "end"))
     assert doc and start is not None and end is not None
-    expected = rest_text(web, KB, doc)[int(start) : int(end)]
+    expected = rest_text(web, kb, doc)[int(start) : int(end)]
     shown = mark.get_attribute("textContent")
     assert expected.strip() and shown == expected
     # Scrolled into view inside the dialog.
@@ -375,6 +373,7 @@ def ask_once(browser: WebDriver, q: WebElement, question: str, turn: str) -> Web
         return None
     assert not errors, reply
     sources = browser.find_elements(By.CSS_SELECTOR, f"{turn} .sources li.source")
+    # The document that answers was given to the model.
     assert sources and any(QUESTIONS[question] in s.text for s in sources), reply
     assert all(re.search(r"score \d\.\d{3}", s.text) for s in sources)
     cited = {
@@ -385,22 +384,50 @@ def ask_once(browser: WebDriver, q: WebElement, question: str, turn: str) -> Web
     # A source is marked cited only if the answer's text links it.
     assert cited <= {a.get_attribute("data-n") for a in links}, reply
     found = next((a for a in links if a.get_attribute("data-n") in cited), None)
-    print(f"asked {question!r}: cited {sorted(cited)}; {reply.splitlines()[1:3]}")
+    print(f"asked {question!r}: cited {sorted(c or '' for c in cited)}; {reply.splitlines()[1:3]}")
     return found
+
+
+def cite_kb(web: WebStack) -> None:
+    """The knowledge base of tests/e2e/test_ask_citations.py, over REST."""
+    resp = httpx.post(
+        f"{web.url}/api/v1/knowledge-bases",
+        json={"knowledge_base_id": CITE_KB},
+        headers=web.alpha,
+    )
+    assert resp.status_code == 201, resp.text
+    jobs = []
+    for name, data in DOCUMENTS.items():
+        up = httpx.post(
+            f"{web.url}/api/v1/knowledge-bases/{CITE_KB}/documents",
+            files={"file": (name, data, "text/plain")},
+            headers=web.alpha,
+        )
+        assert up.status_code == 202, up.text
+        jobs.append(up.json()["job"]["job_id"])
+    for job_id in jobs:
+        for _ in range(600):
+            job = httpx.get(f"{web.url}/api/v1/jobs/{job_id}", headers=web.alpha).json()
+            if job["state"] not in ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING"):
+                break
+            time.sleep(0.5)
+        assert job["state"] == "JOB_STATE_SUCCEEDED", job
 
 
 @pytest.mark.timeout(1200)  # several LLM answers; minutes each on a loaded 2-core machine
 def test_ask_and_open_a_citation(browser: WebDriver, web: WebStack, shots: Path) -> None:
+    cite_kb(web)
     browser.get(f"{web.url}/#/ask")
     q = wait(browser).until(EC.element_to_be_clickable((By.ID, "ask-question")))
-    Select(browser.find_element(By.ID, "ask-kb")).select_by_value(KB)
+    wait(browser).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, f'#ask-kb option[value="{CITE_KB}"]'))
+    )
+    Select(browser.find_element(By.ID, "ask-kb")).select_by_value(CITE_KB)
     browser.find_element(By.ID, "ask-temperature").send_keys("0")
-    # Two passages and a short answer: the CPU is shared, and the answer's first
-    # sentence is where SmolLM2 cites if it does.
     topk = browser.find_element(By.ID, "ask-topk")
     topk.clear()
-    topk.send_keys("2")
-    browser.find_element(By.ID, "ask-max-tokens").send_keys("100")
+    topk.send_keys("3")
+    browser.find_element(By.ID, "ask-max-tokens").send_keys("96")
     link: WebElement | None = None
     turns = 0
     for question in QUESTIONS:
@@ -417,7 +444,7 @@ def test_ask_and_open_a_citation(browser: WebDriver, web: WebStack, shots: Path)
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
     shoot(browser, shots, "ask")
     link.click()
-    passage = check_highlight(browser, web)
+    passage = check_highlight(browser, web, CITE_KB)
     assert passage
     shoot(browser, shots, "ask-citation")
     # Escape closes the document and gives the focus back to the citation.
