@@ -161,7 +161,7 @@ def create_app(
         try:
             status = await state.gateway.health(timeout=2.0)
         except RagmeshError as err:
-            status = f"{err.code_name}: {err.message}"
+            status = err.code_name  # the details name the gateway's address: logs only
         code = 200 if status == "SERVING" else 503
         return JSONResponse(
             {"status": "ok" if code == 200 else "unavailable", "gateway": status}, status_code=code

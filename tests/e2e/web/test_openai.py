@@ -18,7 +18,7 @@ QUESTION = "Who invented the Zorblat reactor?"
 
 def client(web: WebStack, key: str = ALPHA_KEY, **headers: str) -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=f"{web.url}/v1", api_key=key, max_retries=0, timeout=120, default_headers=headers
+        base_url=f"{web.url}/v1", api_key=key, max_retries=0, timeout=300, default_headers=headers
     )
 
 
