@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # here), so build a portable AVX2 binary; pip's wheel cache keeps it for later.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: config-table docs-tables help setup ensure-setup venv proto lint lint-proto format test test-unit test-integration test-e2e bench backlog chaos run helm-lint clean
+.PHONY: config-table docs-tables help setup ensure-setup venv proto lint lint-proto format browser test test-unit test-integration test-e2e bench backlog chaos run helm-lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,7 +63,18 @@ format: ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: ensure-setup ## the whole suite: unit, integration (real servers) and end-to-end
+# The web page's tests drive Debian's chromium through chromedriver (never a browser
+# downloaded at test time), with a small CJK font so that screenshots show Chinese.
+# Installed when missing and we are root (CI); otherwise those tests skip and say why.
+browser: ## install chromium, chromium-driver and a CJK font (Debian packages) for the web page's tests
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the web page's tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null \
+	  || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null; }; \
+	else echo "chromium/chromedriver missing (apt-get install chromium chromium-driver): the web page's browser tests will skip"; fi
+
+test: ensure-setup browser ## the whole suite: unit, integration (real servers) and end-to-end
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 test-unit: ensure-setup ## unit tests only

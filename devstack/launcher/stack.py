@@ -438,7 +438,7 @@ class Stack:
             lines.append(f"  {svc:<26} {self.addrs[svc]}")
         if self.web_addr:
             lines.append(
-                f"  web (HTTP: OpenAI API, REST, MCP)  http://{self.web_addr}  "
+                f"  web page (and HTTP API)    http://{self.web_addr}/  "
                 "(/docs, /v1/chat/completions, /mcp)"
             )
         lines += [

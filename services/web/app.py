@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,11 +17,12 @@ from ragmesh.client.errors import RagmeshError
 from ragmesh.client.retry import NO_RETRY
 from services.common.config import ServiceAddresses
 from services.common.errors import InvalidArgument, NotFound, ServiceError
-from services.web import routes_openai, routes_rest
+from services.web import routes_job_actions, routes_openai, routes_rest
 from services.web.config import WebSettings
 from services.web.deps import WebState
 from services.web.errors import HttpError, from_exception
 from services.web.limits import BodyLimit, BodyTooLarge
+from services.web.page import mount_page
 
 DESCRIPTION = """\
 ragmesh over HTTP. **OpenAI-compatible**: `POST /v1/chat/completions` with
@@ -146,6 +146,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(routes_openai.router)
     app.include_router(routes_rest.router)
+    app.include_router(routes_job_actions.router)
     if mcp_app is not None:
         # The MCP app's own route (/mcp), served by this app.
         app.router.routes.extend(mcp_app.routes)
@@ -166,10 +167,7 @@ def create_app(
             {"status": "ok" if code == 200 else "unavailable", "gateway": status}, status_code=code
         )
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> dict[str, Any]:
-        # Reserved for the web page; until it exists, where to go.
-        return {"service": "ragmesh web", "docs": "/docs", "openapi": "/openapi.json"}
+    mount_page(app)  # the web page at /
 
     app.add_middleware(
         BodyLimit,
