@@ -68,7 +68,9 @@ def _job_state(value: int) -> JobState | None:
     """A ListIngestionJobs state filter (UNSPECIFIED: any)."""
     if not value:
         return None
-    name = pb.JobState.Name(value).removeprefix("JOB_STATE_")  # type: ignore[arg-type]
+    # An open enum: numbers this gateway does not know arrive too (Name would raise).
+    known = value in pb.JobState.values()
+    name = pb.JobState.Name(value).removeprefix("JOB_STATE_") if known else ""  # type: ignore[arg-type]
     if name not in JobState.__members__:
         raise InvalidArgument(f"unknown job state {value}", reason="INVALID_JOB_STATE")
     return JobState(name)

@@ -1,8 +1,12 @@
-"""Request bytes that are not a protobuf message of the method's type fail
+"""Errors reach the caller whole over a real socket, whatever the request.
+
+Request bytes that are not a protobuf message of the method's type fail
 INVALID_ARGUMENT / MALFORMED_REQUEST over a real socket — in unary, server-streaming
 and client-streaming calls — where gRPC alone answers UNKNOWN ("Exception
 deserializing request") or, for a stream, lets the decode error escape the
-handler as INTERNAL. Found by the fuzz suite (tests/fuzz)."""
+handler as INTERNAL. And an error whose message echoes a huge input still arrives
+with its ErrorInfo, where its trailers used to exceed gRPC's limit. Found by the
+fuzz suite (tests/fuzz)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import grpc
 import pytest
 
 from ragmesh.gateway.v1 import gateway_pb2 as pb
+from services.common import errors
 from services.common.channels import create_channel
 from services.common.config import CommonSettings
 from services.common.server import RunningServer, start_server
@@ -42,8 +47,20 @@ class _Uploads(ToyService):
                 size += len(request.data)
             return pb.UploadDocumentResponse(document=pb.Document(size_bytes=size))
 
+        async def echo_error(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            huge = "é" * 8000
+            raise errors.InvalidArgument(
+                f"invalid knowledge base id {huge!r}",
+                reason="INVALID_KNOWLEDGE_BASE_ID",
+                metadata={"knowledge_base_id": huge},
+            )
+
         server.add_generic_rpc_handlers(
             (
+                grpc.method_handlers_generic_handler(
+                    "ragmesh.embedding.v1.EmbeddingService",
+                    {"GetModelInfo": grpc.unary_unary_rpc_method_handler(echo_error)},
+                ),
                 grpc.method_handlers_generic_handler(
                     "ragmesh.gateway.v1.RagService",
                     {
@@ -112,3 +129,14 @@ async def test_well_formed_bytes_still_work(channel: grpc.aio.Channel) -> None:
         await call(iter([good, good + b"\xf8\x3e\x01"]), timeout=5)
     )
     assert resp.document.size_bytes == 6
+
+
+async def test_an_error_echoing_a_huge_input_arrives_with_its_reason(
+    channel: grpc.aio.Channel,
+) -> None:
+    call = channel.unary_unary("/ragmesh.embedding.v1.EmbeddingService/GetModelInfo")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await call(b"", timeout=5)
+    info = error_info_of(exc.value)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+    assert info is not None and info.reason == "INVALID_KNOWLEDGE_BASE_ID"

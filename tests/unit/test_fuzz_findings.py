@@ -1,0 +1,46 @@
+"""Bugs the fuzz suite (tests/fuzz) found, one test each; the same inputs also run
+against the real servers there and in tests/integration/test_malformed_requests.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragmesh.gateway.v1 import gateway_pb2 as pb
+from services.chunking.convert import chunk_message
+from services.common import errors
+from services.common.status import MAX_MESSAGE_BYTES, to_status
+from services.gateway.server import _job_state
+
+
+def test_an_unknown_job_state_number_is_invalid_argument() -> None:
+    # JobState.Name(6) raised ValueError: INTERNAL.
+    with pytest.raises(errors.InvalidArgument) as exc:
+        _job_state(6)
+    assert exc.value.reason == "INVALID_JOB_STATE"
+    assert _job_state(pb.JOB_STATE_FAILED) is not None
+
+
+@pytest.mark.parametrize("raw", [b"\x00", b"\x12\x05ab", b"\xb8\xe0&R\xae}k"])
+def test_undecodable_chunking_bytes_are_malformed_request(raw: bytes) -> None:
+    # The chunking pool decodes the raw request in a worker: DecodeError was INTERNAL.
+    with pytest.raises(errors.InvalidArgument) as exc:
+        chunk_message(None, raw)  # type: ignore[arg-type]
+    assert exc.value.reason == "MALFORMED_REQUEST"
+
+
+def test_a_status_that_echoes_a_huge_input_still_fits_in_the_trailers() -> None:
+    # A 16 KB knowledge base id echoed in the message and ErrorInfo metadata made
+    # the trailers exceed gRPC's limit: the client saw RESOURCE_EXHAUSTED "received
+    # metadata size exceeds hard limit" and no ErrorInfo.
+    huge = "é" * 8000
+    status = to_status(
+        errors.InvalidArgument(
+            f"invalid id {huge}",
+            reason="INVALID_KNOWLEDGE_BASE_ID",
+            metadata={f"k{i}": huge for i in range(40)},
+        ),
+        "gateway.ragmesh",
+    )
+    assert len(status.details.encode()) <= MAX_MESSAGE_BYTES
+    size = sum(len(k) + len(v) for k, v in status.trailing_metadata)
+    assert size < 8 * 1024, size
