@@ -159,6 +159,12 @@ _CATALOGUE = (
     Reason("INVALID_JOB_STATE", "INVALID_ARGUMENT", "An unknown job state filter."),
     Reason("INVALID_ENUM", "INVALID_ARGUMENT", "An enum number the service does not know."),
     Reason(
+        "NON_FINITE_NUMBER",
+        "INVALID_ARGUMENT",
+        "A Struct or Value field (metadata, index_params, a filter value) holds NaN or "
+        "infinity, which JSON cannot carry.",
+    ),
+    Reason(
         "MALFORMED_REQUEST",
         "INVALID_ARGUMENT",
         "The request bytes are not a protobuf message of the method's request type "

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
-from google.protobuf import json_format
 from grpc.aio import ServicerContext as Context
 
 from ragmesh.gateway.v1 import gateway_pb2 as pb
@@ -104,7 +103,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             language=request.language,
             metric=request.metric,
             index_type=request.index_type,
-            index_params=json_format.MessageToDict(request.index_params),
+            index_params=api.dict_from_struct(request.index_params, "index_params"),
         )
         record = await self.g.knowledge_bases.create(tenant, spec, self._deadline(context))
         return pb.CreateKnowledgeBaseResponse(knowledge_base=kb_to_pb(KnowledgeBaseView(record, 0)))
@@ -160,7 +159,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
                 document_id=header.document_id,
                 file_name=header.file_name,
                 media_type=header.media_type,
-                metadata=json_format.MessageToDict(header.metadata),
+                metadata=api.dict_from_struct(header.metadata, "metadata"),
             )
             result = await ingestion.upload(tenant, spec, _upload_pieces(request_iterator))
         return pb.UploadDocumentResponse(

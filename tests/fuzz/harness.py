@@ -27,6 +27,8 @@ from services.common.status import error_info_of
 #: run for a while; the first events are what a fuzzed request can get wrong)
 MAX_STREAM_EVENTS = 50
 BAD_CODES = ("UNKNOWN", "INTERNAL")
+TOO_LARGE = "Received message larger than max"
+TRANSPORT_LIMIT = "(gRPC: message larger than the server's limit)"
 
 
 @dataclass
@@ -142,6 +144,11 @@ class Caller:
             details = err.details() or ""  # type: ignore[attr-defined]
             info = error_info_of(err)  # type: ignore[arg-type]
             reason = info.reason if info is not None else ""
+            if not reason and code == "RESOURCE_EXHAUSTED" and TOO_LARGE in details:
+                # gRPC's own receive limit (RAGMESH_GATEWAY_MAX_RECEIVE_BYTES,
+                # RAGMESH_MAX_MESSAGE_BYTES), refused before any ragmesh code runs;
+                # docs/security.md lists it so.
+                reason = TRANSPORT_LIMIT
         name = method.name
         self.tally.record(f"{self.service.name}.{name}", kind, code, reason)
         if code in BAD_CODES or (code != "OK" and not reason):

@@ -8,6 +8,7 @@ import pytest
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from services.chunking.convert import chunk_message
 from services.common import errors
+from services.common.api import dict_from_struct, struct_from_dict, value_from_proto
 from services.common.status import MAX_MESSAGE_BYTES, to_status
 from services.gateway.server import _job_state
 
@@ -44,3 +45,16 @@ def test_a_status_that_echoes_a_huge_input_still_fits_in_the_trailers() -> None:
     assert len(status.details.encode()) <= MAX_MESSAGE_BYTES
     size = sum(len(k) + len(v) for k, v in status.trailing_metadata)
     assert size < 8 * 1024, size
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_a_struct_with_a_non_finite_number_is_invalid_argument(number: float) -> None:
+    # json_format.MessageToDict raised ValueError (INTERNAL) for index_params,
+    # upload metadata, chunk metadata and filter values holding NaN.
+    struct = struct_from_dict({"M": number, "nested": [1, {"x": number}]})
+    with pytest.raises(errors.InvalidArgument) as exc:
+        dict_from_struct(struct, "index_params")
+    assert exc.value.reason == "NON_FINITE_NUMBER"
+    with pytest.raises(errors.InvalidArgument):
+        value_from_proto(struct.fields["nested"], "filters.value")
+    assert dict_from_struct(struct_from_dict({"M": 16})) == {"M": 16}
