@@ -111,7 +111,7 @@ def run_time(fs: FuzzStack, job_id: str) -> float:
 
 
 def test_hostile_files_through_the_cli(fuzz_stack: FuzzStack, tmp_path: Path) -> None:
-    files = corpus(MB if FULL else 64 * 1024)
+    files = corpus(MB if FULL else 8 * 1024)
     folder = tmp_path / "hostile"
     folder.mkdir()
     for f in files:
