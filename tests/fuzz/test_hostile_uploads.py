@@ -38,9 +38,17 @@ from tests.fuzz.conftest import REPO_ROOT, FuzzStack
 pytestmark = [pytest.mark.slow]
 
 FULL = os.environ.get("RAGMESH_FUZZ_FULL", "") == "1"
-#: the longest one hostile job may run (start to end) on the default budgets:
-#: chunking's 60 s parse budget plus embedding the chunks of what passes
-BUDGET_S = 180.0 if FULL else 90.0
+#: how long one job may run (start to end): chunking's parse budget, plus embedding
+#: what passes at a pessimistic rate for two loaded cores (the chunk cap,
+#: RAGMESH_WORKER_MAX_CHUNKS_PER_DOCUMENT, bounds the second term)
+PARSE_BUDGET_S = 60.0
+EMBED_S_PER_CHUNK = 1.0
+
+
+def budget(chunks: int) -> float:
+    return PARSE_BUDGET_S + EMBED_S_PER_CHUNK * chunks
+
+
 #: where the outcomes go (JSON), for `make fuzz`'s report
 REPORT = os.environ.get("RAGMESH_FUZZ_HOSTILE_REPORT", "")
 
@@ -49,7 +57,7 @@ REPORT = os.environ.get("RAGMESH_FUZZ_HOSTILE_REPORT", "")
 class File:
     name: str
     make: Callable[[], bytes]
-    #: "succeeded", or the reason the job fails with
+    #: "succeeded", or the reason the job fails with ("A|B": either)
     outcome: str
 
 
@@ -59,14 +67,17 @@ def corpus(size: int) -> list[File]:
     def rep(unit: bytes, n: int) -> bytes:
         return unit * (n // len(unit))
 
+    # Shapes whose text is all words are a quarter of the size: their cost is
+    # embedding (~1,000 chunks a MB), which the chunk cap bounds, not parsing.
+    words = size // 4
     files = [
         File("zero-byte.txt", lambda: b"", "EMPTY_DOCUMENT"),
         File("only-spaces.txt", lambda: b" " * size, "NO_TEXT_CONTENT"),
-        File("no-newlines.txt", lambda: rep(b"word ", size), "succeeded"),
+        File("no-newlines.txt", lambda: rep(b"word ", words), "succeeded"),
         File("one-long-line.txt", lambda: b"x" * size, "succeeded"),
         File("heading-spaces.md", lambda: b"# a" + b" " * size + b"b", "succeeded"),
-        File("dash-spaces.md", lambda: rep(b"- ", size) + b"x", "succeeded"),
-        File("invalid-utf8.txt", lambda: rep(b"caf\xe9 \xff\xfe au lait ", size), "succeeded"),
+        File("dash-spaces.md", lambda: rep(b"- ", words) + b"x", "succeeded"),
+        File("invalid-utf8.txt", lambda: rep(b"caf\xe9 \xff\xfe au lait ", words), "succeeded"),
         File("nul-bytes.txt", lambda: rep(b"abc\x00def ", size), "MEDIA_TYPE_MISMATCH"),
         File("nested.html", lambda: nested_divs(100_000), "DOCUMENT_TOO_COMPLEX"),
         File("script.html", lambda: script_html(3 * MB), "succeeded"),
@@ -74,8 +85,9 @@ def corpus(size: int) -> list[File]:
         File("flate-bomb.pdf", flate_bomb_pdf, "DOCUMENT_TOO_COMPLEX"),
     ]
     if FULL:
-        # ~25,000 chunks: more than a worker indexes for one document
-        files.append(File("big.html", big_html, "DOCUMENT_TOO_MANY_CHUNKS"))
+        # ~25,000 chunks: more than a worker indexes for one document (or, on a
+        # loaded machine, over chunking's parse budget first)
+        files.append(File("big.html", big_html, "DOCUMENT_TOO_MANY_CHUNKS|PARSE_TIMEOUT"))
     return files
 
 
@@ -111,13 +123,13 @@ def run_time(fs: FuzzStack, job_id: str) -> float:
 
 
 def test_hostile_files_through_the_cli(fuzz_stack: FuzzStack, tmp_path: Path) -> None:
-    files = corpus(MB if FULL else 8 * 1024)
+    files = corpus(MB if FULL else 32 * 1024)
     folder = tmp_path / "hostile"
     folder.mkdir()
     for f in files:
         (folder / f.name).write_bytes(f.make())
     start = time.monotonic()
-    report = ingest(fuzz_stack, folder, "hostile", timeout=BUDGET_S * len(files))
+    report = ingest(fuzz_stack, folder, "hostile", timeout=3600)
     elapsed = time.monotonic() - start
     by_name = {Path(r["path"]).name: r for r in report["results"]}
     assert set(by_name) == {f.name for f in files}, report
@@ -139,10 +151,10 @@ def test_hostile_files_through_the_cli(fuzz_stack: FuzzStack, tmp_path: Path) ->
         )
         print(f"{f.name}: {r['state']} {r['reason']} {r['chunks']} chunks, {seconds:.1f} s")
         assert r["state"] in ("succeeded", "failed", "upload_failed"), r
-        assert got == f.outcome, r
+        assert got in f.outcome.split("|"), r
         if r["state"] != "succeeded":
             assert r["message"], r
-        assert seconds <= BUDGET_S, r
+        assert seconds <= budget(r["chunks"]), r
     if REPORT:
         Path(REPORT).write_text(json.dumps({"files": outcomes, "seconds": elapsed}, indent=1))
     # The queue behind them is free: a normal document is indexed promptly.

@@ -50,7 +50,20 @@ SERVICES: dict[str, _d.ServiceDescriptor] = {
     "retrieval": retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
     "generation": generation_pb2.DESCRIPTOR.services_by_name["GenerationService"],
 }
-METHODS = [(name, m.name) for name, svc in SERVICES.items() for m in svc.methods]
+#: run last: they remove what the hints name (the seeded knowledge base, its
+#: collection, its document), which would turn the later methods' valid-looking
+#: requests into NOT_FOUND
+DESTRUCTIVE = (
+    "DeleteDocument",
+    "DeleteDocumentChunks",
+    "ReindexKnowledgeBase",
+    "DeleteCollection",
+    "DeleteKnowledgeBase",
+)
+METHODS = sorted(
+    ((name, m.name) for name, svc in SERVICES.items() for m in svc.methods),
+    key=lambda sm: DESTRUCTIVE.index(sm[1]) + 1 if sm[1] in DESTRUCTIVE else 0,
+)
 #: methods whose valid calls cost seconds (the LLM, a new collection, a re-index)
 #: get fewer requests than the others
 WEIGHTS = {
