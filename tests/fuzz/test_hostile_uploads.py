@@ -43,10 +43,14 @@ FULL = os.environ.get("RAGMESH_FUZZ_FULL", "") == "1"
 #: RAGMESH_WORKER_MAX_CHUNKS_PER_DOCUMENT, bounds the second term)
 PARSE_BUDGET_S = 60.0
 EMBED_S_PER_CHUNK = 1.0
+#: reading the upload from Redis and sending it to chunking (30 MB on loaded cores):
+#: the first full run saw a 30 MB page stopped at its parse budget end 60.8 s after
+#: its job started
+OVERHEAD_S = 30.0
 
 
 def budget(chunks: int) -> float:
-    return PARSE_BUDGET_S + EMBED_S_PER_CHUNK * chunks
+    return PARSE_BUDGET_S + OVERHEAD_S + EMBED_S_PER_CHUNK * chunks
 
 
 #: where the outcomes go (JSON), for `make fuzz`'s report
@@ -137,7 +141,6 @@ def test_hostile_files_through_the_cli(fuzz_stack: FuzzStack, tmp_path: Path) ->
     for f in files:
         r = by_name[f.name]
         seconds = run_time(fuzz_stack, r["job_id"]) if r["job_id"] else 0.0
-        got = r["state"] if r["state"] == "succeeded" else r["reason"]
         outcomes.append(
             {
                 "file": f.name,
@@ -146,17 +149,20 @@ def test_hostile_files_through_the_cli(fuzz_stack: FuzzStack, tmp_path: Path) ->
                 "reason": r["reason"],
                 "chunks": r["chunks"],
                 "seconds": round(seconds, 1),
+                "expected": f.outcome,
                 "message": r["message"][:160],
             }
         )
-        print(f"{f.name}: {r['state']} {r['reason']} {r['chunks']} chunks, {seconds:.1f} s")
-        assert r["state"] in ("succeeded", "failed", "upload_failed"), r
-        assert got in f.outcome.split("|"), r
-        if r["state"] != "succeeded":
-            assert r["message"], r
-        assert seconds <= budget(r["chunks"]), r
     if REPORT:
         Path(REPORT).write_text(json.dumps({"files": outcomes, "seconds": elapsed}, indent=1))
+    for o in outcomes:
+        print(f"{o['file']}: {o['state']} {o['reason']} {o['chunks']} chunks, {o['seconds']} s")
+        assert o["state"] in ("succeeded", "failed", "upload_failed"), o
+        got = o["state"] if o["state"] == "succeeded" else o["reason"]
+        assert got in str(o["expected"]).split("|"), o
+        if o["state"] != "succeeded":
+            assert o["message"], o
+        assert o["seconds"] <= budget(int(o["chunks"])), o
     # The queue behind them is free: a normal document is indexed promptly.
     normal = tmp_path / "normal"
     normal.mkdir()
