@@ -67,8 +67,13 @@ def _hostile_table(data: dict[str, object]) -> list[str]:
 
 def run() -> str:
     global LAST_STATUS  # noqa: PLW0603 - read by __main__ after benchmarks.run
+    # RAGMESH_FUZZ_OUT keeps the raw counts and outcomes (JSON) for a closer look.
     with tempfile.TemporaryDirectory() as tmp:
-        report, hostile = Path(tmp) / "fuzz.json", Path(tmp) / "hostile.json"
+        out = Path(os.environ.get("RAGMESH_FUZZ_OUT", tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        report, hostile = out / "fuzz.json", out / "hostile.json"
+        report.unlink(missing_ok=True)
+        hostile.unlink(missing_ok=True)
         LAST_STATUS = _pytest(report, hostile)
         data = (
             json.loads(report.read_text()) if report.exists() else {"counts": [], "violations": []}
