@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
@@ -95,8 +95,15 @@ def chunk_message(chunker: Chunker, request: bytes) -> tuple[dict[str, Any], byt
         ) from None
     req = to_request(message)
     result = chunker.chunk(req)
-    data = to_response(result, req).SerializeToString()
     limit = chunker.max_response_bytes
+    try:
+        data = to_response(result, req).SerializeToString()
+    except EncodeError:  # past protobuf's 2 GiB, when the estimate above falls short
+        raise ResourceExhausted(
+            "the response is over protobuf's 2 GiB message size",
+            reason="RESPONSE_TOO_LARGE",
+            metadata={"limit_bytes": limit or 0},
+        ) from None
     if limit is not None and len(data) > limit:
         raise ResourceExhausted(
             f"the response is {len(data)} bytes, over the {limit}-byte message limit "

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
-from services.chunking.convert import chunk_message
+from services.chunking.config import ChunkingSettings
+from services.chunking.convert import chunk_message, init_worker
 from services.common import errors
 from services.common.api import dict_from_struct, struct_from_dict, value_from_proto
 from services.common.status import MAX_MESSAGE_BYTES, to_status
@@ -58,3 +60,17 @@ def test_a_struct_with_a_non_finite_number_is_invalid_argument(number: float) ->
     with pytest.raises(errors.InvalidArgument):
         value_from_proto(struct.fields["nested"], "filters.value")
     assert dict_from_struct(struct_from_dict({"M": 16})) == {"M": 16}
+
+
+def test_a_huge_document_id_is_counted_in_bytes_before_chunking() -> None:
+    # A 1 MB document id of emoji was counted in characters: the chunks were built,
+    # each repeating it, and the response grew past protobuf's 2 GiB (EncodeError,
+    # INTERNAL). It is refused from the estimate now, before any chunk is made.
+    chunker = init_worker(ChunkingSettings(), 40 * 1024 * 1024, "WARNING", "text")
+    request = chunking_pb2.ChunkDocumentRequest(
+        content=b"a" * (1 << 20), media_type="text/plain", document_id="\U0001f642" * (1 << 18)
+    )
+    with pytest.raises(errors.ResourceExhausted) as exc:
+        chunk_message(chunker, request.SerializeToString())
+    assert exc.value.reason == "RESPONSE_TOO_LARGE"
+    assert "would take about" in exc.value.message
