@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 DOC = "reliability.md"
 REPO = Path(__file__).resolve().parents[1]
@@ -79,13 +80,18 @@ def run() -> str:
             json.loads(report.read_text()) if report.exists() else {"counts": [], "violations": []}
         )
         files = json.loads(hostile.read_text()) if hostile.exists() else None
+    return render(data, files, LAST_STATUS)
+
+
+def render(data: dict[str, Any], files: dict[str, Any] | None, status: int, note: str = "") -> str:
+    """The section from a run's counts and hostile-file outcomes (its JSON)."""
     total = sum(int(n) for *_, n in data["counts"])
     methods = len({c[0] for c in data["counts"]})
     verdict = (
         "every call ended OK or with a status other than UNKNOWN and INTERNAL carrying an "
         "ErrorInfo reason, no process died, and a normal Ask answered afterwards"
-        if LAST_STATUS == 0
-        else f"**the run failed** (pytest exit {LAST_STATUS}); {len(data['violations'])} calls "
+        if status == 0
+        else f"**the run failed** (pytest exit {status}); {len(data['violations'])} calls "
         "broke the contract"
     )
     lines = [
@@ -104,7 +110,7 @@ def run() -> str:
         lines += [
             "",
             "Hostile files uploaded with `ragmesh ingest --wait` (one worker, default budgets; "
-            f"{files['seconds']:.0f} s for the corpus):",
+            f"{files['seconds']:.0f} s for the corpus){note}:",
             "",
             *_hostile_table(files),
         ]
