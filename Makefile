@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # here), so build a portable AVX2 binary; pip's wheel cache keeps it for later.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: config-table docs-tables help setup ensure-setup venv proto lint lint-proto format browser test test-unit test-integration test-e2e bench backlog chaos run helm-lint clean
+.PHONY: config-table docs-tables help setup ensure-setup venv proto lint lint-proto format browser test test-unit test-integration test-e2e bench backlog chaos fuzz run helm-lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,6 +91,9 @@ backlog: ## 2,000 documents at once on one worker: drain time, messages per job,
 
 chaos: ensure-setup ## 500 documents ingested under 33 faults, then the invariants; both shapes (docs/reliability.md)
 	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
+
+fuzz: ensure-setup ## 12,000 generated requests to every RPC and the hostile-file corpus via the CLI, written to docs/reliability.md (~25 min)
+	$(PY) -m benchmarks.bench_fuzz
 
 run: ensure-setup ## start the whole stack on this machine (Ctrl-C stops it)
 	$(PY) -m devstack.launcher

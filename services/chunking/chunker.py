@@ -208,8 +208,17 @@ class Chunker:
             return
         text_bytes = len(doc.text.encode("utf-8", errors="surrogatepass"))
         advance = max(1, splitter.budget - splitter.overlap)
-        est_chunks = tokens // advance + len(doc.sections)
-        per_chunk = CHUNK_OVERHEAD_BYTES + len(req.document_id) + len(doc.title.encode())
+        # A chunk also ends at max_chars: text that tokenizes into few tokens (one
+        # 1 MB "word") still makes a chunk every max_chars characters.
+        est_chunks = max(tokens // advance, len(doc.text) // splitter.max_chars) + len(doc.sections)
+        # Every chunk repeats the document id: its UTF-8 bytes, not its characters (a
+        # 1 MB id of emoji was counted a quarter of its size, and the response grew
+        # past protobuf's 2 GiB and failed to serialize).
+        per_chunk = (
+            CHUNK_OVERHEAD_BYTES
+            + len(req.document_id.encode("utf-8", errors="surrogatepass"))
+            + len(doc.title.encode("utf-8", errors="surrogatepass"))
+        )
         estimate = text_bytes * splitter.budget // advance + est_chunks * per_chunk
         if req.include_normalized_text:
             estimate += text_bytes

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from google.protobuf.message import DecodeError, EncodeError
+
 from ragmesh.chunking.v1 import chunking_pb2
 from ragmesh.common.v1 import common_pb2
 from services.chunking.chunker import ChunkedDocument, Chunker, ChunkRequest, load_counter
 from services.chunking.config import ChunkingSettings
 from services.chunking.pages import PageMap
-from services.common.errors import ResourceExhausted
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.logs import configure_logging
 
 log = logging.getLogger("ragmesh.chunking")
@@ -84,10 +86,24 @@ def init_worker(
 
 def chunk_message(chunker: Chunker, request: bytes) -> tuple[dict[str, Any], bytes]:
     """A serialised ChunkDocumentRequest → (a summary for the log, the serialised response)."""
-    req = to_request(chunking_pb2.ChunkDocumentRequest.FromString(request))
+    try:
+        message = chunking_pb2.ChunkDocumentRequest.FromString(request)
+    except DecodeError:
+        # The request reaches this worker as raw bytes (no gRPC deserializer ran).
+        raise InvalidArgument(
+            "the request is not a valid ChunkDocumentRequest", reason="MALFORMED_REQUEST"
+        ) from None
+    req = to_request(message)
     result = chunker.chunk(req)
-    data = to_response(result, req).SerializeToString()
     limit = chunker.max_response_bytes
+    try:
+        data = to_response(result, req).SerializeToString()
+    except EncodeError:  # past protobuf's 2 GiB, when the estimate above falls short
+        raise ResourceExhausted(
+            "the response is over protobuf's 2 GiB message size",
+            reason="RESPONSE_TOO_LARGE",
+            metadata={"limit_bytes": limit or 0},
+        ) from None
     if limit is not None and len(data) > limit:
         raise ResourceExhausted(
             f"the response is {len(data)} bytes, over the {limit}-byte message limit "

@@ -92,8 +92,23 @@ def struct_from_dict(data: Mapping[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-def dict_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(struct))
+def dict_from_struct(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
+    """A Struct as plain data; INVALID_ARGUMENT when it holds NaN or infinity
+    (a Struct's numbers are doubles, JSON has no word for those)."""
+    return dict(value_from_proto(struct, field))
+
+
+def value_from_proto(message: Any, field: str = "") -> Any:
+    """A Struct, Value or ListValue as plain data (json_format.MessageToDict raises
+    ValueError on a non-finite number)."""
+    try:
+        return json_format.MessageToDict(message)
+    except ValueError:
+        raise InvalidArgument(
+            f"{field or 'a value'} holds NaN or infinity, which JSON cannot carry",
+            reason="NON_FINITE_NUMBER",
+            metadata={"field": field} if field else None,
+        ) from None
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp | None:

@@ -98,16 +98,56 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if tracing.enabled():
             call.trace = ServerCallSpan(method, handler_call_details.invocation_metadata)
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(call.unary(handler.unary_unary), **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(call.unary(handler.stream_unary), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(
+                call.unary(handler.stream_unary, streaming_request=True), **kwargs
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(call.stream(handler.unary_stream), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(call.stream(handler.stream_stream), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(
+            call.stream(handler.stream_stream, streaming_request=True), **kwargs
+        )
+
+
+class _Malformed:
+    """A request whose bytes did not decode. gRPC would end a unary call whose
+    deserializer raises with UNKNOWN before any interceptor runs (and a streaming
+    call's read would raise inside the handler, becoming INTERNAL); this stands in
+    for the message so that the call fails INVALID_ARGUMENT like any bad input."""
+
+    __slots__ = ()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:  # DecodeError, or whatever else a deserializer raises
+            return _Malformed()
+
+    return decode
+
+
+def _check_decoded(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise errors.InvalidArgument(
+            "the request is not a valid protobuf message of this method's request type",
+            reason="MALFORMED_REQUEST",
+        )
+    return request
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _check_decoded(request)
 
 
 class _Call:
@@ -132,7 +172,9 @@ class _Call:
         #: the call's SERVER span (a no-op one when tracing is off)
         self.trace: ServerCallSpan | None = None
 
-    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def unary(
+        self, behavior: Callable[..., Awaitable[Any]], streaming_request: bool = False
+    ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = self._begin(context)
             start = time.perf_counter()
@@ -141,6 +183,7 @@ class _Call:
             try:
                 self.limit.enter()
                 entered = True
+                request = _decoded(request) if streaming_request else _check_decoded(request)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = _code_name(context)
@@ -159,7 +202,9 @@ class _Call:
 
         return wrapped
 
-    def stream(self, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    def stream(
+        self, behavior: Callable[..., Any], streaming_request: bool = False
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             token = self._begin(context)
             start = time.perf_counter()
@@ -168,6 +213,7 @@ class _Call:
             try:
                 self.limit.enter()
                 entered = True
+                request = _decoded(request) if streaming_request else _check_decoded(request)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:

@@ -158,6 +158,19 @@ _CATALOGUE = (
     ),
     Reason("INVALID_JOB_STATE", "INVALID_ARGUMENT", "An unknown job state filter."),
     Reason("INVALID_ENUM", "INVALID_ARGUMENT", "An enum number the service does not know."),
+    Reason(
+        "NON_FINITE_NUMBER",
+        "INVALID_ARGUMENT",
+        "A Struct or Value field (metadata, index_params, a filter value) holds NaN or "
+        "infinity, which JSON cannot carry.",
+    ),
+    Reason(
+        "MALFORMED_REQUEST",
+        "INVALID_ARGUMENT",
+        "The request bytes are not a protobuf message of the method's request type "
+        "(truncated, invalid UTF-8 in a string, nested too deeply, ...).",
+        "Send the message your generated stubs serialize; do not hand-craft bytes.",
+    ),
     # ------------------------------------------------------------ not found, exists
     Reason(
         "KNOWLEDGE_BASE_NOT_FOUND",
@@ -299,6 +312,19 @@ _CATALOGUE = (
     Reason("INVALID_OVERLAP", "INVALID_ARGUMENT", "A negative chunk overlap other than -1."),
     Reason("OVERLAP_TOO_LARGE", "INVALID_ARGUMENT", "A chunk overlap not below max_tokens."),
     # chunking budgets (hostile input)
+    Reason(
+        "DOCUMENT_TOO_MANY_CHUNKS",
+        "INVALID_ARGUMENT",
+        "The document splits into more chunks than RAGMESH_WORKER_MAX_CHUNKS_PER_DOCUMENT "
+        "(the job fails before embedding).",
+        "Split the document into smaller ones.",
+    ),
+    Reason(
+        "INGEST_TIME_LIMIT",
+        "DEADLINE_EXCEEDED",
+        "Ingesting the document took longer than RAGMESH_WORKER_TASK_TIME_LIMIT_S.",
+        "Split the document, or ask the operator for a longer limit.",
+    ),
     Reason(
         "DOCUMENT_TOO_COMPLEX",
         "INVALID_ARGUMENT",

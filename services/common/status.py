@@ -10,6 +10,7 @@ from grpc_status import rpc_status
 
 from ragmesh.rpc import error_info_of, retry_delay_of
 from services.common import errors
+from services.common.text import truncate_utf8
 
 __all__ = ["error_info_of", "from_rpc_error", "retry_delay_of", "to_status"]
 
@@ -31,11 +32,27 @@ _BY_CODE: dict[str, type[errors.ServiceError]] = {
 }
 
 
+# A status travels in HTTP/2 trailers, which gRPC caps at 16 KiB (8 KiB soft): the
+# message goes twice (grpc-message, percent-encoded: up to 3 bytes a byte, and inside
+# grpc-status-details-bin, base64). Messages and metadata that echo a caller's input
+# (a 16 KB knowledge base id) would push the trailers past the cap, and the client
+# would get RESOURCE_EXHAUSTED from its own transport instead of the error.
+MAX_MESSAGE_BYTES = 1024
+MAX_METADATA_VALUE_BYTES = 256
+MAX_METADATA_ENTRIES = 16
+
+
 def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
     """A grpc.Status whose trailing metadata carries google.rpc.Status with an
     ErrorInfo, and a RetryInfo when the error says the call may be retried."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)
-    status = status_pb2.Status(code=getattr(code_pb2, error.code), message=error.message)
+    metadata = {
+        truncate_utf8(k, MAX_METADATA_VALUE_BYTES): truncate_utf8(v, MAX_METADATA_VALUE_BYTES)
+        for k, v in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=metadata)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, error.code), message=truncate_utf8(error.message, MAX_MESSAGE_BYTES)
+    )
     status.details.add().Pack(info)
     if error.retry_after_s is not None:
         retry = error_details_pb2.RetryInfo()

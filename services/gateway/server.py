@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import redis.asyncio as aioredis
-from google.protobuf import json_format
 from grpc.aio import ServicerContext as Context
 
 from ragmesh.gateway.v1 import gateway_pb2 as pb
@@ -70,7 +69,9 @@ def _job_state(value: int) -> JobState | None:
     """A ListIngestionJobs state filter (UNSPECIFIED: any)."""
     if not value:
         return None
-    name = pb.JobState.Name(value).removeprefix("JOB_STATE_")  # type: ignore[arg-type]
+    # An open enum: numbers this gateway does not know arrive too (Name would raise).
+    known = value in pb.JobState.values()
+    name = pb.JobState.Name(value).removeprefix("JOB_STATE_") if known else ""  # type: ignore[arg-type]
     if name not in JobState.__members__:
         raise InvalidArgument(f"unknown job state {value}", reason="INVALID_JOB_STATE")
     return JobState(name)
@@ -104,7 +105,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             language=request.language,
             metric=request.metric,
             index_type=request.index_type,
-            index_params=json_format.MessageToDict(request.index_params),
+            index_params=api.dict_from_struct(request.index_params, "index_params"),
             rerank=request.rerank,
             answer_mode=request.answer_mode,
             model=request.model,
@@ -163,7 +164,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
                 document_id=header.document_id,
                 file_name=header.file_name,
                 media_type=header.media_type,
-                metadata=json_format.MessageToDict(header.metadata),
+                metadata=api.dict_from_struct(header.metadata, "metadata"),
             )
             result = await ingestion.upload(tenant, spec, _upload_pieces(request_iterator))
         return pb.UploadDocumentResponse(

@@ -6,11 +6,12 @@ import time
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.retrieval.v1 import retrieval_pb2 as pb
 from ragmesh.retrieval.v1 import retrieval_pb2_grpc
+from services.common.api import dict_from_struct, value_from_proto
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.retrieval.config import RetrievalSettings
@@ -158,7 +159,7 @@ def chunk_record(item: pb.ChunkToUpsert) -> ChunkRecord:
         source=c.source,
         language=c.language,
         media_type=c.media_type,
-        metadata=json_format.MessageToDict(c.metadata),
+        metadata=dict_from_struct(c.metadata, "metadata"),
         vector=list(item.vector),
         page_start=c.page_start,
         page_end=c.page_end,
@@ -169,7 +170,7 @@ def chunk_record(item: pb.ChunkToUpsert) -> ChunkRecord:
 def filter_spec(cond: common_pb2.FilterCondition) -> FilterSpec:
     op = _enum(_OPS, cond.operator, "filter operator")
     kind = cond.value.WhichOneof("kind")
-    value = None if kind in (None, "null_value") else json_format.MessageToDict(cond.value)
+    value = None if kind in (None, "null_value") else value_from_proto(cond.value, "filters.value")
     return FilterSpec(field=cond.field, op=op, value=value)
 
 
@@ -190,7 +191,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCollectionResponse:
         params: dict[str, int] = {}
-        for key, value in json_format.MessageToDict(request.index_params).items():
+        for key, value in dict_from_struct(request.index_params, "index_params").items():
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))

@@ -36,6 +36,13 @@ class WorkerSettings(BaseSettings):
         ge=1,
         description="How often a worker restores tasks past their visibility timeout.",
     )
+    max_chunks_per_document: int = Field(
+        default=10_000,
+        ge=1,
+        description="Chunks one document may have (~10 MB of text); a document with more "
+        "fails DOCUMENT_TOO_MANY_CHUNKS before any is embedded, instead of holding a worker "
+        "for the task time limit.",
+    )
     chunk_timeout_s: float = Field(default=120.0, description="Deadline of a ChunkDocument call.")
     embed_timeout_s: float = Field(default=120.0, description="Deadline of an EmbedTexts call.")
     index_timeout_s: float = Field(default=60.0, description="Deadline of a retrieval call.")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
 from google.protobuf import struct_pb2
 
 from ragmesh.chunking.v1 import chunking_pb2
@@ -174,6 +175,20 @@ class Ingestor:
                 log.warning("job %s will retry: %s", job_id, exc.error.message)
                 runs.release_for_retry(job_id, token, exc.error)
                 raise
+            except SoftTimeLimitExceeded:
+                log.warning("job %s: over the task time limit", job_id)
+                runs.fail_job(
+                    job_id,
+                    ErrorRecord(
+                        "DEADLINE_EXCEEDED",
+                        "INGEST_TIME_LIMIT",
+                        f"ingesting the document took longer than "
+                        f"{self.settings.task_time_limit_s} s "
+                        "(RAGMESH_WORKER_TASK_TIME_LIMIT_S)",
+                    ),
+                    token=token,
+                )
+                return Outcome(job_id, "failed")
             except Exception:
                 log.exception("job %s: unexpected error", job_id)
                 runs.fail_job(
@@ -216,6 +231,18 @@ class Ingestor:
             parse.set_attribute("ragmesh.chunks", len(chunked.chunks))
             parse.set_attribute("ragmesh.media_type", chunked.media_type)
         total = len(chunked.chunks)
+        if total > self.settings.max_chunks_per_document:
+            # Embedding runs at tens of chunks a second: a 30 MB page would hold this
+            # worker (and the queue behind it) for the task time limit.
+            raise PermanentError(
+                ErrorRecord(
+                    "INVALID_ARGUMENT",
+                    "DOCUMENT_TOO_MANY_CHUNKS",
+                    f"the document has {total} chunks; at most "
+                    f"{self.settings.max_chunks_per_document} are indexed per document "
+                    "(RAGMESH_WORKER_MAX_CHUNKS_PER_DOCUMENT): split it",
+                )
+            )
         beat.progress(stage=JobStage.CHUNKING, chunks_total=total, chunks_done=0)
         if total == 0:
             with self._doc_lock(job, beat):
