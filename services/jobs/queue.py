@@ -179,12 +179,16 @@ class BrokerScanner:
             for tag, score in self.r.zrange(UNACKED_INDEX_KEY, 0, -1, withscores=True)
         }
         for tag, value in self.r.hscan_iter(UNACKED_KEY, count=self.page):
+            try:
+                # kombu keeps [message, exchange, routing key]; the hash is shared by
+                # every queue of the Redis database: only this queue's count.
+                envelope, _, routing_key = json.loads(value)[:3]
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+            if routing_key != self.queue:
+                continue
             snap.messages += 1
             if _TASK_BYTES not in value:
-                continue
-            try:
-                envelope = json.loads(value)[0]
-            except (ValueError, TypeError, IndexError, KeyError):
                 continue
             found = ingest_envelope(envelope)
             if found is None:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+from devstack.procs import ManagedProcess
 from ragmesh.client import RagmeshClient
 from ragmesh.client.results import collect_ask
 from ragmesh.gateway.v1 import gateway_pb2 as pb
@@ -50,7 +51,7 @@ SHORT = pb.AskRequest(
 
 @pytest.fixture(scope="module")
 def stack(
-    redis_url: str,
+    redis_proc: ManagedProcess,
     llm_base_url: str,
     start_ragmesh_service: Any,
     tmp_path_factory: pytest.TempPathFactory,
@@ -58,7 +59,8 @@ def stack(
 ) -> Iterator[Stack]:
     s = build_stack(
         start_ragmesh_service,
-        redis_url,
+        # A Redis of its own: its tenants' knowledge bases stay out of other modules' lists.
+        f"redis://127.0.0.1:{redis_proc.port}/0",  # type: ignore[attr-defined]
         tmp_path_factory.mktemp("milvus"),
         log_dir,
         llm_base_url=llm_base_url,

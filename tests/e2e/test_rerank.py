@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devstack.procs import ManagedProcess
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from tests.e2e.conftest import Stack, build_stack
 from tests.support.embedding_api_standin import EmbeddingAPIStandin
@@ -39,7 +40,7 @@ def reranker() -> Iterator[EmbeddingAPIStandin]:
 
 @pytest.fixture(scope="module")
 def stack(
-    redis_url: str,
+    redis_proc: ManagedProcess,
     start_ragmesh_service: Any,
     tmp_path_factory: pytest.TempPathFactory,
     log_dir: Path,
@@ -47,7 +48,8 @@ def stack(
 ) -> Iterator[Stack]:
     s = build_stack(
         start_ragmesh_service,
-        redis_url,
+        # A Redis of its own: its tenants' knowledge bases stay out of other modules' lists.
+        f"redis://127.0.0.1:{redis_proc.port}/0",  # type: ignore[attr-defined]
         tmp_path_factory.mktemp("milvus"),
         log_dir,
         gateway_env={"RAGMESH_RERANK_URL": reranker.url, "RAGMESH_RERANK_TIMEOUT_S": "10"},

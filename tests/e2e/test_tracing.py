@@ -173,7 +173,10 @@ def test_an_ask_is_one_trace_from_the_caller_to_the_llm(
     stream = traced_stack.rag.Ask(
         # a short answer: the trace is the point, not the prose
         pb.AskRequest(
-            knowledge_base_id=KB, question="Which is the longest river in Africa?", max_tokens=8
+            knowledge_base_id=KB,
+            question="Which is the longest river in Africa?",
+            max_tokens=8,
+            answer_mode=pb.ANSWER_MODE_GENERATIVE,  # the LLM path (AUTO answers verbatim here)
         ),
         metadata=[
             ("authorization", f"Bearer {ALPHA_KEY}"),
@@ -200,9 +203,14 @@ def test_an_ask_is_one_trace_from_the_caller_to_the_llm(
     assert ask.attributes["rpc.grpc.status_code"] == 0
 
     retrieve = _child(tree, ask, "retrieve")
-    embed_server = _child(tree, _child(tree, retrieve, EMBED), EMBED)
-    assert embed_server.service == "ragmesh-embedding"
-    _child(tree, embed_server, "embed.batch")
+    # Ask embeds the question itself (the vector serves the search and the scoring of
+    # the passages' sentences), then the sentences: two embedding calls under Ask.
+    embed_clients = [s for s in children(tree, ask) if s.name == EMBED]
+    assert len(embed_clients) == 2, [(s.service, s.name) for s in children(tree, ask)]
+    for embed_client in embed_clients:
+        embed_server = _child(tree, embed_client, EMBED)
+        assert embed_server.service == "ragmesh-embedding"
+        _child(tree, embed_server, "embed.batch")
     search_server = _child(tree, _child(tree, retrieve, SEARCH), SEARCH)
     assert search_server.service == "ragmesh-retrieval"
     milvus = _child(tree, search_server, "milvus.search")

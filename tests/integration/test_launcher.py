@@ -130,7 +130,7 @@ def test_a_sigkilled_launcher_leaves_no_process_and_no_port(other: LaunchedStack
     assert other.proc is not None
     everything = below(other.proc.pid)
     pids = other.processes()
-    assert set(pids) == {"redis", *SERVICES, "worker"}
+    assert set(pids) == {"redis", *SERVICES, "web", "worker"}
     # The children and what they started (Celery's pool, the chunking service's
     # workers; and each child's tether).
     assert len(everything) > len(pids), everything
