@@ -107,6 +107,9 @@ KUBERNETES_DEFAULTS: dict[str, Any] = {
     # vLLM and hosted APIs answer many requests at once (make run's llama.cpp server one);
     # each generation replica queues beyond this many
     "RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": 16,
+    # the chart's LLM is vLLM or an external API, never the bundled 135M model: AUTO
+    # answers are generative (docs/generation.md, answer modes)
+    "RAGMESH_GATEWAY_LLM_SMALL": False,
     # clients resolve the headless Services again: new replicas get calls within minutes
     "RAGMESH_GRPC_MAX_CONNECTION_AGE_S": 300,
 }
