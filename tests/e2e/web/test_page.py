@@ -37,7 +37,10 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         allow_module_level=True,
     )
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -127,7 +130,10 @@ def browser(web: WebStack) -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, timeout: float = 20) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.2)
+    # Lists re-render as they refresh: an element read mid-refresh is stale, try again.
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def viewport(driver: WebDriver, size: tuple[int, int], mobile: bool) -> None:
@@ -525,9 +531,12 @@ def test_jobs_page_filters_and_refreshes(browser: WebDriver, web: WebStack, shot
         By.CSS_SELECTOR, "table.jobs tbody tr"
     )
     wait(browser).until(
-        lambda d: rows(d) and all(r.get_attribute("data-state") == "failed" for r in rows(d))
+        lambda d: (
+            rows(d)
+            and all(r.get_attribute("data-state") == "failed" for r in rows(d))
+            and any("broken.pdf" in r.text and "CORRUPT_DOCUMENT" in r.text for r in rows(d))
+        )
     )
-    assert any("broken.pdf" in r.text and "CORRUPT_DOCUMENT" in r.text for r in rows(browser))
     stamp = browser.find_element(By.ID, "jobs-stamp").text
     wait(browser, 10).until(lambda d: d.find_element(By.ID, "jobs-stamp").text != stamp)
     shoot(browser, shots, "jobs")
