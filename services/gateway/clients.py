@@ -86,20 +86,26 @@ class Downstream:
             ),
         )
 
-    async def embed_query(self, text: str, timeout_s: float, model: str = "") -> list[float]:
+    async def _embed(
+        self, texts: list[str], input_type: int, timeout_s: float, model: str
+    ) -> list[list[float]]:
         resp: embedding_pb2.EmbedTextsResponse = await _call(
             "embedding EmbedTexts",
             self.embedding.EmbedTexts(
                 embedding_pb2.EmbedTextsRequest(
-                    texts=[text],
-                    input_type=embedding_pb2.INPUT_TYPE_QUERY,
+                    texts=texts,
+                    input_type=input_type,  # type: ignore[arg-type]
                     truncate=True,
                     model=model,
                 ),
                 timeout=timeout_s,
             ),
         )
-        return list(resp.embeddings[0].values)
+        return [list(e.values) for e in resp.embeddings]
+
+    async def embed_query(self, text: str, timeout_s: float, model: str = "") -> list[float]:
+        vectors = await self._embed([text], embedding_pb2.INPUT_TYPE_QUERY, timeout_s, model)
+        return vectors[0]
 
     async def embed_documents(
         self, texts: list[str], timeout_s: float, per_call: int = 256, model: str = ""
@@ -108,19 +114,11 @@ class Downstream:
         time (the embedding service's RAGMESH_EMBEDDING_MAX_TEXTS_PER_CALL)."""
         out: list[list[float]] = []
         for i in range(0, len(texts), per_call):
-            resp: embedding_pb2.EmbedTextsResponse = await _call(
-                "embedding EmbedTexts",
-                self.embedding.EmbedTexts(
-                    embedding_pb2.EmbedTextsRequest(
-                        texts=texts[i : i + per_call],
-                        input_type=embedding_pb2.INPUT_TYPE_DOCUMENT,
-                        truncate=True,
-                        model=model,
-                    ),
-                    timeout=timeout_s,
-                ),
+            out.extend(
+                await self._embed(
+                    texts[i : i + per_call], embedding_pb2.INPUT_TYPE_DOCUMENT, timeout_s, model
+                )
             )
-            out.extend(list(e.values) for e in resp.embeddings)
         return out
 
     # ------------------------------------------------------------------ retrieval

@@ -4,7 +4,7 @@ base's collection searched, the hits returned as citations."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -55,17 +55,8 @@ class Retrieved:
         return out
 
     def rerank_pb(self) -> common_pb2.RerankOutcome | None:
-        o = self.rerank
-        if o is None:
-            return None
-        return common_pb2.RerankOutcome(
-            requested=o.requested,
-            applied=o.applied,
-            fallback=o.fallback,
-            model=o.model,
-            candidates=o.candidates,
-            ms=o.ms,
-        )
+        # The dataclass mirrors the message field for field.
+        return None if self.rerank is None else common_pb2.RerankOutcome(**asdict(self.rerank))
 
 
 def check_search_enums(params: SearchParams) -> None:
@@ -143,7 +134,7 @@ class Searcher:
         kb, deleting = known or await self.knowledge_base(tenant, params.knowledge_base_id)
         wanted = kb.rerank if params.rerank is None else params.rerank
         top_k = params.top_k
-        if wanted:
+        if wanted and self.reranker is not None:  # without one, more candidates serve nothing
             top_k = max(top_k, self.rerank_candidates)
         vector: list[float] = []
         if params.mode != common_pb2.SEARCH_MODE_SPARSE:
