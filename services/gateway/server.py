@@ -27,6 +27,7 @@ from services.common.errors import InvalidArgument
 from services.common.tls import ServerTLS
 from services.gateway.answers.compose import AnswerComposer
 from services.gateway.ask import Asker, AskParams
+from services.generation.history_proto import history_from_proto
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
@@ -334,6 +335,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             rerank=request.rerank if request.HasField("rerank") else None,
             answer_mode=request.answer_mode,
             require_citations=request.require_citations,
+            history=history_from_proto(request.history),
         )
         deadline = self._deadline(context, self.s.ask_timeout_s)
         async for event in self.g.asker.ask(self._tenant(context), params, deadline):
