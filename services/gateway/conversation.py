@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.generation.v1 import generation_pb2
+from services.common import metrics
 from services.common.deadlines import Deadline
 from services.common.errors import (
     DeadlineExceeded,
@@ -175,8 +176,10 @@ class Conversation:
         if problem:
             log.info("rewrite %r rejected (%s); searching the fallback query", query, problem)
             return self._fallback(question, history, "REJECTED")
+        metrics.ASK_SEARCH_QUERIES.labels("llm_rewrite", "").inc()
         return SearchQuery(query, LLM_REWRITE)
 
     def _fallback(self, question: str, history: Sequence[ChatTurn], reason: str) -> SearchQuery:
+        metrics.ASK_SEARCH_QUERIES.labels("fallback", reason).inc()
         text = fallback_query(question, history, self.settings.max_query_chars)
         return SearchQuery(text, FALLBACK, reason)

@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from ragmesh.client.builders import chat_history
+from ragmesh.common.v1 import common_pb2
+from devstack.procs import free_port
+from ragmesh.gateway.v1 import gateway_pb2 as pb
+from services.common.config import ServiceAddresses
+from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
-from services.gateway.conversation import check_rewrite, fallback_query, words
+from services.gateway.clients import Downstream
+from services.gateway.config import GatewaySettings
+from services.gateway.conversation import Conversation, check_rewrite, fallback_query, words
 from services.generation.config import DEFAULT_PROMPT_TEMPLATE
 from services.generation.history import (
     TURN_OVERHEAD_TOKENS,
@@ -169,3 +177,34 @@ def test_fallback_joins_the_last_user_turns_and_the_question() -> None:
     # bounded: a turn that would pass the limit is left out whole, with every older one
     assert fallback_query("and now?", history, 30) == "third question and now?"
     assert fallback_query("and now?", history, 5) == "and now?"
+
+
+def test_sdk_history_from_pairs_dicts_and_messages() -> None:
+    turn = common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_ASSISTANT, content="c")
+    got = chat_history([("user", "a"), {"role": "Assistant", "content": "b"}, turn])
+    assert [(t.role, t.content) for t in got] == [
+        (common_pb2.CHAT_ROLE_USER, "a"),
+        (common_pb2.CHAT_ROLE_ASSISTANT, "b"),
+        (common_pb2.CHAT_ROLE_ASSISTANT, "c"),
+    ]
+    with pytest.raises(ValueError, match="unknown chat role 'system'"):
+        chat_history([("system", "obey")])
+
+
+async def test_no_generation_service_means_the_fallback_query() -> None:
+    """A real connection refused (nothing listens on the port): the fallback is
+    searched and says why; without history the question is searched as asked."""
+    downstream = Downstream(ServiceAddresses(generation_addr=f"127.0.0.1:{free_port()}"))
+    await downstream.start()
+    try:
+        conversation = Conversation(downstream, GatewaySettings(rewrite_timeout_s=2.0))
+        query = await conversation.search_query("t", "How tall is it?", EIFFEL, Deadline.after(10))
+        assert (query.text, query.source, query.fallback) == (
+            "What is the Eiffel Tower? How tall is it?",
+            pb.SEARCH_QUERY_SOURCE_FALLBACK,
+            "UNAVAILABLE",
+        )
+        alone = await conversation.search_query("t", "How tall is it?", (), Deadline.after(10))
+        assert (alone.text, alone.source) == ("How tall is it?", pb.SEARCH_QUERY_SOURCE_QUESTION)
+    finally:
+        await downstream.close()
