@@ -88,7 +88,8 @@ async def test_fit_stops_at_the_first_turn_that_does_not_fit() -> None:
 
 
 async def test_history_takes_at_most_its_share_and_passages_keep_the_rest() -> None:
-    passages = [Passage(f"p{i}", f"passage {i} " * 30, 1.0 - i / 10) for i in range(4)]
+    # passages that fit in the 75 % the history leaves them
+    passages = [Passage(f"p{i}", f"passage {i} " * 15, 1.0 - i / 10) for i in range(4)]
     history = tuple(ChatTurn("user" if i % 2 == 0 else "assistant", f"said {i} " * 40) for i in range(20))
     budget = 2000
     plain = await pack(TEMPLATE, "How tall is it?", passages, budget_tokens=budget, counter=COUNTER)
@@ -101,7 +102,7 @@ async def test_history_takes_at_most_its_share_and_passages_keep_the_rest() -> N
         history=history,
         history_share=0.25,
     )
-    assert packed.used == plain.used  # the passages lost nothing to the history
+    assert packed.used == plain.used == tuple(passages)  # they lost nothing to the history
     assert packed.history_used and packed.history_dropped
     assert packed.history_used + packed.history_dropped == len(history)
     turns = packed.messages[1:-1]
