@@ -50,15 +50,13 @@ MIN_GROUNDED_SHARE = 0.6
 #: (services/generation/rewrite.py); refused unless the conversation uses them too
 INSTRUCTION_MARKERS = (
     "rewrite",
-    "rewritten",
-    "conversation",
-    "last question",
-    "understood without",
+    "names what it is about",
     "reply with",
-    "one line",
-    "改写",
-    "上下文",
-    "代词",
+    "one question only",
+    "conversation:",
+    "question:",
+    "对话：",
+    "问题：",
 )
 
 _CJK = "\u2e80-\u9fff\uf900-\ufaff"

@@ -24,12 +24,26 @@ DEFAULT_MAX_TOKENS = 32
 MAX_TOKENS = 64
 
 SYSTEM = (
-    "You rewrite the user's last question so that it can be understood without the "
-    "conversation. Replace words like it, they, this, that, he, she with the names they "
-    "refer to. Keep the question's language. Reply with the rewritten question only, on "
-    "one line."
+    "Rewrite the last question so that it names what it is about. "
+    "Reply with one question only."
 )
-SYSTEM_ZH = "把用户的最后一个问题改写成不需要上下文也能理解的问题：把“它”“他”“这个”等代词换成所指的名称。只回答改写后的问题，一行。"
+#: One worked example per language, as a chat exchange: SmolLM2-135M follows an
+#: example it has "answered" itself far better than instructions (measured on the
+#: exchanges of tests/e2e/test_conversations.py: with instructions alone it copied
+#: the assistant's turn or answered in English; with the example it writes "How
+#: tall is the Eiffel Tower?").
+EXAMPLES = {
+    "en": (
+        "Conversation:\nUser: Who wrote Hamlet?\nAssistant: William Shakespeare wrote "
+        "Hamlet.\nQuestion: When did he die?",
+        "When did William Shakespeare die?",
+    ),
+    "zh": (
+        "对话：\nUser: 长城在哪里？\nAssistant: 长城位于中国北方。\n问题：它有多长？",
+        "长城有多长？",
+    ),
+}
+HEADINGS = {"en": ("Conversation:", "Question: "), "zh": ("对话：", "问题：")}
 
 
 def _label(role: str) -> str:
@@ -39,20 +53,26 @@ def _label(role: str) -> str:
 def rewrite_messages(
     question: str, history: Sequence[ChatTurn], language: str = "en"
 ) -> list[ChatMessage]:
-    """The chat messages asking for `question` as a standalone query."""
+    """The chat messages asking for `question` as a standalone query: the
+    instruction, the example exchange, then the conversation and the question."""
+    lang = language if language in EXAMPLES else "en"
     lines = [f"{_label(t.role)}: {neutralise(' '.join(t.content.split()))}" for t in history]
-    conversation = "\n".join(lines)
     follow_up = neutralise(" ".join(question.split()))
-    system = SYSTEM_ZH if language == "zh" else SYSTEM
-    user = f"Conversation:\n{conversation}\n\nLast question: {follow_up}\nRewritten question:"
-    return [ChatMessage("system", system), ChatMessage("user", user)]
+    conversation, asked = HEADINGS[lang]
+    shot_user, shot_answer = EXAMPLES[lang]
+    return [
+        ChatMessage("system", SYSTEM),
+        ChatMessage("user", shot_user),
+        ChatMessage("assistant", shot_answer),
+        ChatMessage("user", "\n".join([conversation, *lines, f"{asked}{follow_up}"])),
+    ]
 
 
 def first_line(text: str) -> str:
     """The model's query: its first non-empty line, trimmed of quotes and labels."""
     for line in text.splitlines():
         line = line.strip().strip("\"'“”「」").strip()
-        for label in ("Rewritten question:", "Question:", "Query:"):
+        for label in ("Rewritten question:", "Question:", "Query:", "问题：", "问题:"):
             if line.lower().startswith(label.lower()):
                 line = line[len(label) :].strip()
         if line:

