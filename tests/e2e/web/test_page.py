@@ -469,6 +469,8 @@ def test_a_follow_up_is_answered_in_its_conversation(
     the page sends the first exchange with it, and the answer comes from the
     document the conversation is about. "New conversation" forgets it."""
     upload_kb(web, TALK_KB, TALK_DOCUMENTS)
+    sign_in(browser, web, ALPHA_KEY)
+    wait(browser).until(EC.url_contains("#/kbs"))
     browser.get(f"{web.url}/#/ask")
     q = wait(browser).until(EC.element_to_be_clickable((By.ID, "ask-question")))
     wait(browser).until(
