@@ -54,6 +54,11 @@ class Session:
     sources: str = "cited"
     turns: list[tuple[str, str]] = field(default_factory=list)
 
+    def add(self, question: str, answer: str) -> None:
+        """One exchange; one without an answer (nothing to refer back to) is left out."""
+        if answer.strip():
+            self.turns += [("user", question), ("assistant", answer)]
+
     def recent(self) -> list[tuple[str, str]]:
         """The newest turns within HISTORY_TURNS and HISTORY_CHARS (whole turns)."""
         kept: list[tuple[str, str]] = []
@@ -174,8 +179,7 @@ def chat(
                     reason = f" [{err.reason}]" if err.reason else ""
                     out.write(f"\nerror: {err.code_name}{reason}: {err.message}\n")
                     continue
-                if result.answer.strip():
-                    session.turns += [("user", line), ("assistant", result.answer)]
+                session.add(line, result.answer)
         except KeyboardInterrupt:
             # Ctrl-C mid-answer or at the prompt: the stream is cancelled as the
             # client closes; end on a clean line, exit code 0.

@@ -108,7 +108,7 @@ class Asker:
                 query.stamp(event.final)
             yield event
 
-    async def _answer(  # noqa: PLR0913 - the stages' shared state, passed down once
+    async def _answer(
         self,
         tenant: str,
         params: AskParams,
@@ -134,9 +134,7 @@ class Asker:
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
         mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
-        selection = await self.composer.select(
-            query.text, vector, result.results, deadline, model
-        )
+        selection = await self.composer.select(query.text, vector, result.results, deadline, model)
         if self.composer.abstains(selection):
             yield sources_event
             for event in self.composer.abstention(

@@ -145,7 +145,8 @@ class Conversation:
     def check(self, history: Sequence[ChatTurn]) -> tuple[ChatTurn, ...]:
         s = self.settings
         return check_history(
-            history, HistoryLimits(s.max_history_turns, s.max_history_turn_chars, s.max_history_chars)
+            history,
+            HistoryLimits(s.max_history_turns, s.max_history_turn_chars, s.max_history_chars),
         )
 
     async def search_query(

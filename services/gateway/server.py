@@ -27,7 +27,6 @@ from services.common.errors import InvalidArgument
 from services.common.tls import ServerTLS
 from services.gateway.answers.compose import AnswerComposer
 from services.gateway.ask import Asker, AskParams
-from services.generation.history_proto import history_from_proto
 from services.gateway.auth import ApiKeyAuth, Authenticator
 from services.gateway.auth_limits import FailedAuthLimiter
 from services.gateway.clients import Downstream
@@ -41,6 +40,7 @@ from services.gateway.reindex import Reindexer
 from services.gateway.rerank import Reranker
 from services.gateway.search import Searcher, SearchParams
 from services.gateway.sweeper import Sweeper
+from services.generation.history_proto import history_from_proto
 from services.jobs.db import async_client, translate_redis_error
 from services.jobs.queue import CeleryQueue
 from services.jobs.quotas import Quotas

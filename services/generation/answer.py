@@ -21,19 +21,19 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.generation import rewrite
 from services.generation.admission import AdmissionQueue, Ticket
 from services.generation.citations import CitationFilter
 from services.generation.config import GenerationSettings
-from services.generation.language import detect_language, pick_message
-from services.generation import rewrite
 from services.generation.history import ChatTurn, HistoryLimits, check_history, fit_history
+from services.generation.language import detect_language, pick_message
 from services.generation.llm import LLMClient
 from services.generation.packing import PackedPrompt, TokenCounter, pack, typical_estimate
 from services.generation.prompt import PromptTemplate
 from services.generation.types import (
     AnswerDelta,
-    ChatMessage,
     AnswerRequest,
+    ChatMessage,
     Citation,
     FinalAnswer,
     FinishReason,

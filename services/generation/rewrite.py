@@ -24,8 +24,7 @@ DEFAULT_MAX_TOKENS = 32
 MAX_TOKENS = 64
 
 SYSTEM = (
-    "Rewrite the last question so that it names what it is about. "
-    "Reply with one question only."
+    "Rewrite the last question so that it names what it is about. Reply with one question only."
 )
 #: One worked example per language, as a chat exchange: SmolLM2-135M follows an
 #: example it has "answered" itself far better than instructions (measured on the
@@ -70,8 +69,8 @@ def rewrite_messages(
 
 def first_line(text: str) -> str:
     """The model's query: its first non-empty line, trimmed of quotes and labels."""
-    for line in text.splitlines():
-        line = line.strip().strip("\"'“”「」").strip()
+    for raw in text.splitlines():
+        line = raw.strip().strip("\"'“”「」").strip()
         for label in ("Rewritten question:", "Question:", "Query:", "问题：", "问题:"):
             if line.lower().startswith(label.lower()):
                 line = line[len(label) :].strip()

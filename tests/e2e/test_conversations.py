@@ -112,7 +112,9 @@ def knowledge_bases(stack: Stack) -> Stack:
 
 
 @pytest.fixture(scope="module")
-def hurried_gateway(knowledge_bases: Stack, start_ragmesh_service: Any) -> gateway_pb2_grpc.RagServiceStub:
+def hurried_gateway(
+    knowledge_bases: Stack, start_ragmesh_service: Any
+) -> gateway_pb2_grpc.RagServiceStub:
     """A second gateway on the same services whose rewrite budget (1 ms) no LLM
     call can meet: every rewrite times out for real and the fallback is searched."""
     shared = {
@@ -154,7 +156,7 @@ def test_the_follow_up_alone_does_not_find_its_document(
 
 
 def test_llm_rewrite_finds_it_and_answers_with_the_history(knowledge_bases: Stack) -> None:
-    kb, history, follow_up, gold, fact = EN
+    kb, history, follow_up, gold, _ = EN
     sources, final = ask(
         knowledge_bases.rag,
         kb,
@@ -204,9 +206,15 @@ def test_chinese_llm_rewrite_finds_it(knowledge_bases: Stack) -> None:
 @pytest.mark.parametrize(
     ("turn", "reason"),
     [
-        (common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_UNSPECIFIED, content="x"), "INVALID_HISTORY_ROLE"),
+        (
+            common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_UNSPECIFIED, content="x"),
+            "INVALID_HISTORY_ROLE",
+        ),
         (common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_USER, content="  "), "EMPTY_HISTORY_TURN"),
-        (common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_USER, content="x" * 9000), "HISTORY_TURN_TOO_LONG"),
+        (
+            common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_USER, content="x" * 9000),
+            "HISTORY_TURN_TOO_LONG",
+        ),
     ],
 )
 def test_bad_history_is_invalid(
