@@ -502,6 +502,9 @@ def test_a_follow_up_is_answered_in_its_conversation(
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "ask-turns"), "New conversation"))
     assert not browser.find_elements(By.CSS_SELECTOR, "#chat-log li.turn")
     assert browser.switch_to.active_element == browser.find_element(By.ID, "ask-question")
+    # Leave the view: the next test's visit to #/ask must render it afresh (a
+    # navigation to the URL the page is on would not), with the knowledge bases it adds.
+    browser.get(f"{web.url}/#/kbs")
 
 
 @pytest.mark.timeout(1200)  # several LLM answers; minutes each on a loaded 2-core machine
