@@ -1,5 +1,8 @@
 """`ragmesh chat`: an interactive, multi-turn session with a knowledge base in the
 terminal: answers stream as they are written, cited sources follow each answer.
+Every question goes with the conversation so far (Ask's history), so a follow-up
+("How tall is it?") is searched as the standalone query the gateway writes; the
+query is shown when it differs from the question.
 Lines starting with `/` are commands (/help). Ctrl-C or Ctrl-D ends the session."""
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ HELP = (
 )
 
 
+#: the conversation sent with each question: the newest turns, within the
+#: gateway's default limits (RAGMESH_GATEWAY_MAX_HISTORY_*) with room to spare
+HISTORY_TURNS = 20
+HISTORY_CHARS = 16_000
+
+
 @dataclass
 class Session:
     """The conversation: (role, text) turns, oldest first, kept for the session."""
@@ -44,6 +53,22 @@ class Session:
     kb: str
     sources: str = "cited"
     turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, question: str, answer: str) -> None:
+        """One exchange; one without an answer (nothing to refer back to) is left out."""
+        if answer.strip():
+            self.turns += [("user", question), ("assistant", answer)]
+
+    def recent(self) -> list[tuple[str, str]]:
+        """The newest turns within HISTORY_TURNS and HISTORY_CHARS (whole turns)."""
+        kept: list[tuple[str, str]] = []
+        size = 0
+        for role, text in reversed(self.turns[-HISTORY_TURNS:]):
+            size += len(text)
+            if size > HISTORY_CHARS:
+                break
+            kept.insert(0, (role, text))
+        return kept
 
     def command(self, line: str, out: TextIO) -> bool:
         """Runs a /command; False when the session should end."""
@@ -73,7 +98,8 @@ def answer(
     """One turn: the answer streamed to `out`, then its sources."""
     result = AskResult()
     streamed = ""
-    for event in rag.ask(session.kb, question, **ask_args):  # type: ignore[arg-type]
+    events = rag.ask(session.kb, question, history=session.recent(), **ask_args)  # type: ignore[arg-type]
+    for event in events:
         result.add(event)
         if event.WhichOneof("event") == "delta":
             streamed += event.delta.text
@@ -85,6 +111,9 @@ def answer(
     out.write("\n")
     if result.abstained:
         out.write("(the knowledge base does not contain an answer to this)\n")
+    if result.search_query and result.search_query != question.strip():
+        how = "fallback" if result.search_query_source == "fallback" else "rewritten"
+        out.write(f"  (searched, {how}: {snippet(result.search_query, 200)})\n")
     cited = {c.number for c in result.citations}
     for source in result.sources:
         if session.sources == "none" or (session.sources == "cited" and source.number not in cited):
@@ -150,7 +179,7 @@ def chat(
                     reason = f" [{err.reason}]" if err.reason else ""
                     out.write(f"\nerror: {err.code_name}{reason}: {err.message}\n")
                     continue
-                session.turns += [("user", line), ("assistant", result.answer)]
+                session.add(line, result.answer)
         except KeyboardInterrupt:
             # Ctrl-C mid-answer or at the prompt: the stream is cancelled as the
             # client closes; end on a clean line, exit code 0.

@@ -296,6 +296,8 @@ def ask_json(result: AskResult) -> dict[str, Any]:
         "relevance": final.relevance if final else None,
         "replaced_ungrounded": bool(final and final.replaced_ungrounded),
         "finish_reason": final.finish_reason if final else "",
+        "search_query": result.search_query,
+        "search_query_source": result.search_query_source,
         "citations": [message_dict(c) for c in result.citations],
         "sources": [message_dict(s) for s in result.sources],
         "usage": message_dict(final.usage) if final else {},

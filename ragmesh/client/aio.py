@@ -26,7 +26,7 @@ from ragmesh.client._channel import (
     channel_options,
 )
 from ragmesh.client._documents_aio import AsyncDocumentCalls
-from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.builders import FilterSpec, TurnSpec, UploadSource
 from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
 from ragmesh.client.errors import DeadlineExceededError, from_rpc_error
@@ -407,9 +407,15 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         rerank: bool | None = None,
         answer_mode: int | str | None = None,
         require_citations: bool = False,
+        history: Sequence[TurnSpec] | None = None,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> AsyncIterator[gateway_pb2.AskResponse]:
-        """The Ask stream (`async for`): one `sources` event, `delta` events, then `final`."""
+        """The Ask stream (`async for`): one `sources` event, `delta` events, then `final`.
+
+        `history` is the conversation so far, oldest first: ("user" | "assistant",
+        text) pairs, dicts with role and content, or ChatTurn messages. With it the
+        question is searched as a standalone query (AskFinal.search_query).
+        """
         req = builders.ask_request(
             knowledge_base_id,
             question,
@@ -421,6 +427,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             rerank=rerank,
             answer_mode_=answer_mode,
             require_citations=require_citations,
+            history=history,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

@@ -93,6 +93,28 @@ def answer_mode(value: int | str | None) -> int:
     return _enum(gateway_pb2.AnswerMode, "ANSWER_MODE_", value, "answer mode")
 
 
+#: one earlier turn of a conversation: ("user", "text"), {"role": "assistant",
+#: "content": "text"} or a common_pb2.ChatTurn
+TurnSpec = tuple[str, str] | Mapping[str, str] | common_pb2.ChatTurn
+
+
+def chat_role(value: int | str | None) -> int:
+    """`user` or `assistant` (or the enum's number)."""
+    return _enum(common_pb2.ChatRole, "CHAT_ROLE_", value, "chat role")
+
+
+def chat_history(turns: Sequence[TurnSpec] | None) -> list[common_pb2.ChatTurn]:
+    """Ask's history, oldest first, from tuples, dicts or ChatTurn messages."""
+    out: list[common_pb2.ChatTurn] = []
+    for turn in turns or ():
+        if isinstance(turn, common_pb2.ChatTurn):
+            out.append(turn)
+            continue
+        role, content = (turn["role"], turn["content"]) if isinstance(turn, Mapping) else turn
+        out.append(common_pb2.ChatTurn(role=chat_role(role), content=content))  # type: ignore[arg-type]
+    return out
+
+
 def job_state(value: int | str | None) -> int:
     return _enum(gateway_pb2.JobState, "JOB_STATE_", value, "job state")
 
@@ -191,8 +213,10 @@ def ask_request(
     rerank: bool | None = None,
     answer_mode_: int | str | None = None,
     require_citations: bool = False,
+    history: Sequence[TurnSpec] | None = None,
 ) -> gateway_pb2.AskRequest:
     req = gateway_pb2.AskRequest(
+        history=chat_history(history),
         knowledge_base_id=knowledge_base_id,
         question=question,
         top_k=top_k,

@@ -50,6 +50,20 @@ class AskResult:
         return list(self.final.citations) if self.final is not None else []
 
     @property
+    def search_query(self) -> str:
+        """What was searched: the question, or the standalone query written from
+        the conversation (history)."""
+        return self.final.search_query if self.final is not None else ""
+
+    @property
+    def search_query_source(self) -> str:
+        """`question`, `llm_rewrite` or `fallback` ("" before the final event)."""
+        if self.final is None or not self.final.search_query_source:
+            return ""
+        name = gateway_pb2.SearchQuerySource.Name(self.final.search_query_source)
+        return name.removeprefix("SEARCH_QUERY_SOURCE_").lower()
+
+    @property
     def abstained(self) -> bool:
         return bool(self.final is not None and self.final.abstained)
 

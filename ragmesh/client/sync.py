@@ -22,7 +22,7 @@ from ragmesh.client._channel import (
     channel_options,
 )
 from ragmesh.client._documents_sync import DocumentCalls
-from ragmesh.client.builders import FilterSpec, UploadSource
+from ragmesh.client.builders import FilterSpec, TurnSpec, UploadSource
 from ragmesh.client.bulk import IngestOutcome, OnUpdate, Upload
 from ragmesh.client.config import ClientSettings
 from ragmesh.client.errors import (
@@ -413,9 +413,15 @@ class RagmeshClient(DocumentCalls):
         rerank: bool | None = None,
         answer_mode: int | str | None = None,
         require_citations: bool = False,
+        history: Sequence[TurnSpec] | None = None,
         timeout: float = DEFAULT_ASK_TIMEOUT_S,
     ) -> Iterator[gateway_pb2.AskResponse]:
-        """The Ask stream: one `sources` event, `delta` events, then `final`."""
+        """The Ask stream: one `sources` event, `delta` events, then `final`.
+
+        `history` is the conversation so far, oldest first: ("user" | "assistant",
+        text) pairs, dicts with role and content, or ChatTurn messages. With it the
+        question is searched as a standalone query (AskFinal.search_query).
+        """
         req = builders.ask_request(
             knowledge_base_id,
             question,
@@ -427,6 +433,7 @@ class RagmeshClient(DocumentCalls):
             rerank=rerank,
             answer_mode_=answer_mode,
             require_citations=require_citations,
+            history=history,
         )
         return self._stream(self._stub.Ask, req, timeout)
 

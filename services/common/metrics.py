@@ -57,6 +57,12 @@ LLM_QUEUE_WAIT = Histogram(
     "Time answers waited for an LLM slot (those that waited)",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
 )
+ASK_SEARCH_QUERIES = Counter(
+    "ragmesh_ask_search_queries_total",
+    "Ask calls with history by what wrote their search query (llm_rewrite or fallback) "
+    "and, for a fallback, why (UNAVAILABLE, TIMEOUT, QUEUE_FULL, REJECTED, ERROR)",
+    ["source", "fallback"],
+)
 LLM_QUEUE_REFUSED = Counter(
     "ragmesh_llm_queue_refused_total",
     "Answers refused by the LLM admission queue (full, tenant share, deadline)",

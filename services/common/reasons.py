@@ -502,6 +502,40 @@ _CATALOGUE = (
     ),
     Reason("MILVUS_UNAVAILABLE", "UNAVAILABLE", "Milvus cannot be reached.", RETRY),
     Reason("MILVUS_ERROR", "INTERNAL", "Milvus failed a call.", "Report it with the request id."),
+    Reason(
+        "HISTORY_TOO_LONG",
+        "INVALID_ARGUMENT",
+        "An Ask history with more turns than the limit (RAGMESH_GATEWAY_MAX_HISTORY_TURNS, "
+        "or the generation service's; metadata: limit).",
+        "Send only the newest turns.",
+    ),
+    Reason(
+        "HISTORY_TURN_TOO_LONG",
+        "INVALID_ARGUMENT",
+        "A history turn longer than RAGMESH_GATEWAY_MAX_HISTORY_TURN_CHARS (metadata: field, "
+        "limit).",
+    ),
+    Reason(
+        "HISTORY_TOO_LARGE",
+        "INVALID_ARGUMENT",
+        "History turns longer in all than RAGMESH_GATEWAY_MAX_HISTORY_CHARS (metadata: limit).",
+        "Send only the newest turns.",
+    ),
+    Reason(
+        "INVALID_HISTORY_ROLE",
+        "INVALID_ARGUMENT",
+        "A history turn whose role is neither USER nor ASSISTANT (metadata: field).",
+    ),
+    Reason(
+        "EMPTY_HISTORY_TURN",
+        "INVALID_ARGUMENT",
+        "A history turn with empty or blank content (metadata: field).",
+    ),
+    Reason(
+        "EMPTY_HISTORY",
+        "INVALID_ARGUMENT",
+        "A RewriteQuery without history (a lone question needs no rewriting).",
+    ),
     # ----------------------------------------------------------------- generation
     Reason("TOO_MANY_PASSAGES", "INVALID_ARGUMENT", "More passages than the service accepts."),
     Reason("MISSING_PASSAGE_ID", "INVALID_ARGUMENT", "A passage without an id."),

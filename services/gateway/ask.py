@@ -8,6 +8,7 @@ answer deltas, then the final answer.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,12 @@ from services.gateway.answers.compose import GENERATIVE, VERBATIM, AnswerCompose
 from services.gateway.answers.verbatim import Selection
 from services.gateway.clients import Downstream
 from services.gateway.config import GatewaySettings
+from services.gateway.conversation import Conversation, SearchQuery
 from services.gateway.convert import cited_sources
 from services.gateway.search import Retrieved, Searcher, SearchParams, check_search_enums
+from services.generation.history import ChatTurn
+from services.generation.history_proto import history_to_proto
+from services.jobs.records import KnowledgeBaseRecord
 
 MAX_TEMPERATURE = 2.0
 
@@ -41,6 +46,8 @@ class AskParams:
     answer_mode: int = 0
     require_citations: bool = False
     rerank: bool | None = None
+    #: the conversation before the question, oldest first
+    history: Sequence[ChatTurn] = ()
 
 
 class Asker:
@@ -55,6 +62,7 @@ class Asker:
         self.downstream = downstream
         self.settings = settings
         self.composer = composer
+        self.conversation = Conversation(downstream, settings)
 
     def check(self, params: AskParams) -> SearchParams:
         """Validated parameters; the retrieval they imply."""
@@ -82,17 +90,41 @@ class Asker:
         )
         check_search_enums(search)
         self.composer.check_mode(params.answer_mode)
+        params.history = self.conversation.check(params.history)
         return search
 
     async def ask(
         self, tenant: str, params: AskParams, deadline: Deadline
     ) -> AsyncIterator[pb.AskResponse]:
+        """The events; the final one says what was searched (AskFinal.search_query)."""
         timer = Timer(time.perf_counter())
         search = self.check(params)
         known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
-        # The question's vector serves the search and the sentences' scores alike.
+        query = await self.conversation.search_query(
+            tenant, params.question, params.history, deadline
+        )
+        async for event in self._answer(tenant, params, search, known, query, timer, deadline):
+            if event.WhichOneof("event") == "final":
+                query.stamp(event.final)
+            yield event
+
+    async def _answer(
+        self,
+        tenant: str,
+        params: AskParams,
+        search: SearchParams,
+        known: tuple[KnowledgeBaseRecord, list[str]],
+        query: SearchQuery,
+        timer: Timer,
+        deadline: Deadline,
+    ) -> AsyncIterator[pb.AskResponse]:
+        # The search query's vector (the question itself without history) serves
+        # the search and the sentences' scores alike: with history, relevance and
+        # verbatim sentences are measured against the standalone query, since the
+        # follow-up alone ("How tall is it?") resembles nothing in the passages.
         model = known[0].embedding_model  # the knowledge base's: its vectors were made by it
-        vector = await self.downstream.embed_query(params.question, deadline.remaining(), model)
+        vector = await self.downstream.embed_query(query.text, deadline.remaining(), model)
+        search = dataclasses.replace(search, query=query.text)
         result = await self.searcher.retrieve(
             tenant, search, deadline, known=known, query_vector=vector
         )
@@ -102,9 +134,7 @@ class Asker:
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
         mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
-        selection = await self.composer.select(
-            params.question, vector, result.results, deadline, model
-        )
+        selection = await self.composer.select(query.text, vector, result.results, deadline, model)
         if self.composer.abstains(selection):
             yield sources_event
             for event in self.composer.abstention(
@@ -186,6 +216,7 @@ def generate_request(params: AskParams, result: Retrieved) -> generation_pb2.Gen
     request = generation_pb2.GenerateAnswerRequest(
         question=params.question,
         max_tokens=params.max_tokens,
+        history=history_to_proto(params.history),
         passages=[
             generation_pb2.Passage(
                 id=r.chunk.id,

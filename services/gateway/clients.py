@@ -223,3 +223,15 @@ class Downstream:
             raise from_rpc_error(err, "generation GenerateAnswer failed") from err
         finally:
             stream.cancel()
+
+    async def rewrite_query(
+        self, request: generation_pb2.RewriteQueryRequest, tenant: str, timeout_s: float
+    ) -> generation_pb2.RewriteQueryResponse:
+        """The generation service's standalone query; it waits in the tenant's
+        queue line like an answer."""
+        return await _call(
+            "generation RewriteQuery",
+            self.generation.RewriteQuery(
+                request, timeout=timeout_s, metadata=((TENANT_METADATA, tenant),)
+            ),
+        )

@@ -139,6 +139,22 @@ class GatewaySettings(BaseSettings):
     default_top_k: int = Field(default=5, description="Search/Ask results when the request says 0.")
     max_top_k: int = Field(default=50, description="Largest top_k a Search or Ask may ask for.")
     max_query_chars: int = Field(default=2000, description="Longest Search query or Ask question.")
+    max_history_turns: int = Field(
+        default=50, ge=0, description="Most earlier turns (history) one Ask may carry."
+    )
+    max_history_turn_chars: int = Field(
+        default=8000, ge=1, description="Longest Ask history turn (characters)."
+    )
+    max_history_chars: int = Field(
+        default=32000, ge=1, description="Most characters of Ask history in all."
+    )
+    rewrite_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest the rewrite of a follow-up question into a standalone search "
+        "query may take (queue wait and LLM call; the Ask's deadline shortens it); past it "
+        "the deterministic fallback query is searched (TIMEOUT).",
+    )
     max_metadata_bytes: int = Field(
         default=16 * 1024, description="Largest upload metadata (as JSON) per document."
     )

@@ -40,6 +40,7 @@ from services.gateway.reindex import Reindexer
 from services.gateway.rerank import Reranker
 from services.gateway.search import Searcher, SearchParams
 from services.gateway.sweeper import Sweeper
+from services.generation.history_proto import history_from_proto
 from services.jobs.db import async_client, translate_redis_error
 from services.jobs.queue import CeleryQueue
 from services.jobs.quotas import Quotas
@@ -334,6 +335,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             rerank=request.rerank if request.HasField("rerank") else None,
             answer_mode=request.answer_mode,
             require_citations=request.require_citations,
+            history=history_from_proto(request.history),
         )
         deadline = self._deadline(context, self.s.ask_timeout_s)
         async for event in self.g.asker.ask(self._tenant(context), params, deadline):

@@ -51,6 +51,9 @@ class Ticket:
     granted: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = 0.0
     released: bool = False
+    #: its hold time feeds the estimate (answers); short calls (query rewrites) do
+    #: not, or they would shrink the estimate answers are refused on
+    measured: bool = True
 
 
 class AdmissionQueue:
@@ -77,11 +80,13 @@ class AdmissionQueue:
         self.waiting = 0
 
     # --- what callers see ----------------------------------------------------------------
-    def enter(self, tenant: str, time_remaining_s: float | None) -> Ticket:
+    def enter(
+        self, tenant: str, time_remaining_s: float | None, *, measured: bool = True
+    ) -> Ticket:
         """A granted ticket, or one waiting in line; RESOURCE_EXHAUSTED when the
         request cannot be queued (full, over its tenant's share, or it would not
         start before its deadline)."""
-        ticket = Ticket(tenant, self.clock())
+        ticket = Ticket(tenant, self.clock(), measured=measured)
         if self.running < self.slots and self.waiting == 0:
             self._grant(ticket)
             return ticket
@@ -139,8 +144,9 @@ class AdmissionQueue:
         ticket.released = True
         if ticket.granted.is_set():
             self.running -= 1
-            held = self.clock() - ticket.started_at
-            self.mean_hold_s += EWMA_WEIGHT * (held - self.mean_hold_s)
+            if ticket.measured:
+                held = self.clock() - ticket.started_at
+                self.mean_hold_s += EWMA_WEIGHT * (held - self.mean_hold_s)
         else:
             line = self._lines.get(ticket.tenant)
             if line is not None and ticket in line:

@@ -21,21 +21,26 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.generation import rewrite
 from services.generation.admission import AdmissionQueue, Ticket
 from services.generation.citations import CitationFilter
 from services.generation.config import GenerationSettings
+from services.generation.history import ChatTurn, HistoryLimits, check_history, fit_history
 from services.generation.language import detect_language, pick_message
 from services.generation.llm import LLMClient
-from services.generation.packing import PackedPrompt, TokenCounter, pack
+from services.generation.packing import PackedPrompt, TokenCounter, pack, typical_estimate
 from services.generation.prompt import PromptTemplate
 from services.generation.types import (
     AnswerDelta,
     AnswerRequest,
+    ChatMessage,
     Citation,
     FinalAnswer,
     FinishReason,
     Passage,
     Queued,
+    RewriteRequest,
+    RewriteResult,
     Timings,
     Usage,
 )
@@ -65,6 +70,7 @@ class _Resolved:
     max_tokens: int
     temperature: float
     min_relevance: float
+    history: tuple[ChatTurn, ...] = ()
 
 
 class AnswerGenerator:
@@ -89,17 +95,7 @@ class AnswerGenerator:
     # --- validation --------------------------------------------------------------------
     def validate(self, request: AnswerRequest) -> _Resolved:  # noqa: C901 - one check per request field, in the order of the proto
         s = self.settings
-        question = request.question.strip()
-        if not question:
-            raise InvalidArgument(
-                "question is empty", reason="EMPTY_QUESTION", metadata={"field": "question"}
-            )
-        if len(question) > s.max_question_chars:
-            raise InvalidArgument(
-                f"question has {len(question)} characters; the limit is {s.max_question_chars}",
-                reason="QUESTION_TOO_LONG",
-                metadata={"field": "question", "limit": s.max_question_chars},
-            )
+        question = self._check_question(request.question)
         if len(request.passages) > s.max_passages:
             raise InvalidArgument(
                 f"{len(request.passages)} passages; the limit is {s.max_passages}",
@@ -172,7 +168,27 @@ class AnswerGenerator:
                 reason="INVALID_MIN_RELEVANCE",
                 metadata={"field": "min_relevance"},
             )
-        return _Resolved(question, request.passages, max_tokens, temperature, threshold)
+        history = check_history(request.history, self.history_limits())
+        return _Resolved(question, request.passages, max_tokens, temperature, threshold, history)
+
+    def history_limits(self) -> HistoryLimits:
+        s = self.settings
+        return HistoryLimits(s.max_history_turns, s.max_history_turn_chars, s.max_history_chars)
+
+    def _check_question(self, question: str) -> str:
+        question = question.strip()
+        if not question:
+            raise InvalidArgument(
+                "question is empty", reason="EMPTY_QUESTION", metadata={"field": "question"}
+            )
+        if len(question) > self.settings.max_question_chars:
+            raise InvalidArgument(
+                f"question has {len(question)} characters; the limit is "
+                f"{self.settings.max_question_chars}",
+                reason="QUESTION_TOO_LONG",
+                metadata={"field": "question", "limit": self.settings.max_question_chars},
+            )
+        return question
 
     # --- answering ---------------------------------------------------------------------
     async def generate(
@@ -239,6 +255,108 @@ class AnswerGenerator:
             self.admission.release(ticket)
             self._observe_queue()
 
+    # --- query rewriting -----------------------------------------------------------------
+    async def rewrite(
+        self, request: RewriteRequest, *, time_remaining_s: float | None = None
+    ) -> RewriteResult:
+        """The follow-up question as one standalone line, written by the LLM.
+
+        It waits for a slot in the same admission queue as the answers (same
+        tenant lines, same refusals), but its hold time does not feed the queue's
+        estimate of an answer's. The caller's deadline bounds the whole call;
+        the text is returned unchecked (the caller knows what it searches)."""
+        start = time.perf_counter()
+        question = self._check_question(request.question)
+        history = check_history(request.history, self.history_limits())
+        if not history:
+            raise InvalidArgument(
+                "history is empty: a question without a conversation needs no rewriting",
+                reason="EMPTY_HISTORY",
+                metadata={"field": "history"},
+            )
+        max_tokens = request.max_tokens or rewrite.DEFAULT_MAX_TOKENS
+        if not 1 <= max_tokens <= rewrite.MAX_TOKENS:
+            raise InvalidArgument(
+                f"max_tokens must be between 1 and {rewrite.MAX_TOKENS} (0 for the default "
+                f"{rewrite.DEFAULT_MAX_TOKENS}); got {request.max_tokens}",
+                reason="MAX_TOKENS_OUT_OF_RANGE",
+                metadata={"field": "max_tokens", "max": rewrite.MAX_TOKENS},
+            )
+        kept, _ = await fit_history(history, self.settings.rewrite_history_tokens)
+        if not kept:  # the newest turn alone is too long: show its beginning, not nothing
+            last = history[-1]
+            cut = self.settings.rewrite_history_tokens // 2  # characters; ≤ 2 tokens each
+            kept = (ChatTurn(last.role, last.content[:cut]),)
+        messages = rewrite.rewrite_messages(question, kept, detect_language(question))
+        loop = asyncio.get_running_loop()
+        caller_deadline = None if time_remaining_s is None else loop.time() + time_remaining_s
+        try:
+            ticket = self.admission.enter(request.tenant, time_remaining_s, measured=False)
+        except ResourceExhausted as refused:
+            metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
+            raise
+        try:
+            async for _ in self._wait_for_slot(ticket, caller_deadline):
+                pass  # a unary call: nobody to tell the position to
+            text, usage, llm_ms = await self._complete(
+                messages, max_tokens, caller_deadline, what="rewrite the question"
+            )
+        finally:
+            self.admission.release(ticket)
+            self._observe_queue()
+        log.debug("rewrite in %.0f ms: %r", (time.perf_counter() - start) * 1000, text)
+        return RewriteResult(rewrite.first_line(text), usage, llm_ms, len(kept))
+
+    async def _complete(
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        caller_deadline: float | None,
+        *,
+        what: str,
+    ) -> tuple[str, Usage, float]:
+        """A whole (short) completion at temperature 0, within the caller's deadline
+        and RAGMESH_GENERATION_LLM_TIMEOUT_S; it stops at the first complete line."""
+        loop = asyncio.get_running_loop()
+        budget_s = self.settings.llm_timeout_s
+        if caller_deadline is not None:
+            budget_s = min(budget_s, caller_deadline - loop.time() - DEADLINE_RESERVE_S)
+        if budget_s <= 0:
+            raise DeadlineExceeded(
+                f"no time left to {what}", reason="LLM_TIMEOUT", metadata={"timeout_s": 0}
+            )
+        llm_start = time.perf_counter()
+        parts: list[str] = []
+        usage: Usage | None = None
+        chunks = 0
+        try:
+            async with asyncio.timeout(budget_s):
+                stream = await self.llm.open_chat_stream(
+                    messages, max_tokens=max_tokens, temperature=0.0, timeout_s=budget_s
+                )
+                try:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        if chunk.text:
+                            chunks += 1
+                            parts.append(chunk.text)
+                            joined = "".join(parts).lstrip()
+                            if "\n" in joined:
+                                break  # one line is all we asked for
+                finally:
+                    await stream.aclose()
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"the LLM did not {what} within {budget_s:.2f}s",
+                reason="LLM_TIMEOUT",
+                metadata={"timeout_s": round(budget_s, 3)},
+            ) from exc
+        text = "".join(parts)
+        llm_ms = (time.perf_counter() - llm_start) * 1000
+        prompt = typical_estimate("\n".join(m.content for m in messages))
+        return text, usage or Usage(prompt, chunks), llm_ms
+
     async def _wait_for_slot(
         self, ticket: Ticket, caller_deadline: float | None
     ) -> AsyncGenerator[Queued, None]:
@@ -304,6 +422,8 @@ class AnswerGenerator:
                         relevant,
                         budget_tokens=window_budget,
                         counter=self.counter,
+                        history=r.history,
+                        history_share=self.settings.history_share,
                     )
                     packing.set_attributes(
                         {

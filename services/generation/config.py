@@ -143,6 +143,30 @@ class GenerationSettings(BaseSettings):
         default=1000, ge=1, description="Longest passage id, title or source accepted (characters)."
     )
 
+    max_history_turns: int = Field(
+        default=50, ge=0, description="Most conversation turns (history) accepted in one request."
+    )
+    max_history_turn_chars: int = Field(
+        default=8000, ge=1, description="Longest history turn accepted (characters)."
+    )
+    max_history_chars: int = Field(
+        default=32000, ge=1, description="Most characters of history accepted in all."
+    )
+    history_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=0.9,
+        description="Largest share of the prompt's token budget the conversation's history may "
+        "take in an answer's prompt (the newest turns that fit whole; the oldest are dropped "
+        "first); the passages keep the rest.",
+    )
+    rewrite_history_tokens: int = Field(
+        default=512,
+        ge=0,
+        description="Tokens of history (the newest turns that fit whole) a RewriteQuery prompt "
+        "shows the model.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> GenerationSettings:
         if self.max_tokens_default > self.max_tokens_max:

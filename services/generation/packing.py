@@ -32,7 +32,13 @@ from typing import Any, Protocol
 import httpx
 
 from services.common.errors import Internal, InvalidArgument, Unavailable
-from services.generation.prompt import PASSAGE_SEPARATOR, PromptTemplate, format_passage
+from services.generation.history import ChatTurn, fit_history, history_budget
+from services.generation.prompt import (
+    PASSAGE_SEPARATOR,
+    PromptTemplate,
+    format_passage,
+    with_history,
+)
 from services.generation.types import ChatMessage, Passage
 
 log = logging.getLogger("ragmesh.generation.packing")
@@ -217,6 +223,9 @@ class PackedPrompt:
     #: False when the prompt fitted by its byte bound and was not counted:
     #: `prompt_tokens` is then an estimate (`typical_estimate`)
     counted: bool = True
+    #: history turns in the prompt (the newest), and those left out (the oldest)
+    history_used: int = 0
+    history_dropped: int = 0
 
 
 def _messages_text(messages: Sequence[ChatMessage]) -> str:
@@ -224,6 +233,44 @@ def _messages_text(messages: Sequence[ChatMessage]) -> str:
 
 
 async def pack(
+    template: PromptTemplate,
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    budget_tokens: int,
+    counter: TokenCounter,
+    history: Sequence[ChatTurn] = (),
+    history_share: float = 0.25,
+) -> PackedPrompt:
+    """Fit the conversation's `history` and `passages` into `budget_tokens`.
+
+    The history goes first, as chat messages between the system message and the
+    one with the passages, but it may take at most `history_share` of the budget
+    (the newest turns that fit whole; the oldest are dropped first, never cut):
+    a long conversation must not squeeze the passages out. The passages get the
+    rest (`pack_passages`).
+    """
+    kept, history_tokens = await fit_history(
+        history, history_budget(budget_tokens, history_share), counter.count
+    )
+    packed = await pack_passages(
+        template, question, passages, budget_tokens=budget_tokens - history_tokens, counter=counter
+    )
+    if not history:
+        return packed
+    return PackedPrompt(
+        messages=with_history(packed.messages, kept),
+        used=packed.used,
+        dropped=packed.dropped,
+        prompt_tokens=packed.prompt_tokens + history_tokens,
+        budget_tokens=budget_tokens,
+        counted=packed.counted,
+        history_used=len(kept),
+        history_dropped=len(history) - len(kept),
+    )
+
+
+async def pack_passages(
     template: PromptTemplate,
     question: str,
     passages: Sequence[Passage],

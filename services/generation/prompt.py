@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.generation.history import ChatTurn
 from services.generation.types import ChatMessage, Passage
 
 _SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
@@ -65,6 +66,16 @@ def format_passage(number: int, passage: Passage) -> str:
         attrs += f' source="{_attribute(passage.source)}"'
     body = neutralise(passage.text.strip())
     return f"<passage {attrs}>\n{body}\n</passage>"
+
+
+def with_history(messages: Sequence[ChatMessage], turns: Sequence[ChatTurn]) -> list[ChatMessage]:
+    """`messages` (system, then the user message with the passages and the question)
+    with the conversation's earlier turns between them, as the chat messages they
+    were: the model reads the follow-up question where the conversation left off.
+    Turns are defused like passages (a turn cannot end its message or open a
+    passage frame)."""
+    history = [ChatMessage(t.role, neutralise(t.content)) for t in turns]
+    return [*messages[:-1], *history, messages[-1]]
 
 
 @dataclass(frozen=True)

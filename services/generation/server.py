@@ -13,6 +13,7 @@ from services.common.api import TENANT_METADATA
 from services.common.config import DEFAULT_PORTS
 from services.generation.answer import AnswerEvent, AnswerGenerator
 from services.generation.config import GenerationSettings
+from services.generation.history_proto import history_from_proto
 from services.generation.llm import LLMClient, OpenAILLMClient
 from services.generation.packing import (
     AutoTokenCounter,
@@ -28,6 +29,7 @@ from services.generation.types import (
     FinishReason,
     Passage,
     Queued,
+    RewriteRequest,
 )
 
 log = logging.getLogger("ragmesh.generation")
@@ -43,6 +45,15 @@ _FINISH = {
 }
 
 
+def rewrite_from_proto(msg: generation_pb2.RewriteQueryRequest, tenant: str = "") -> RewriteRequest:
+    return RewriteRequest(
+        question=msg.question,
+        history=history_from_proto(msg.history),
+        max_tokens=msg.max_tokens,
+        tenant=tenant,
+    )
+
+
 def request_from_proto(
     msg: generation_pb2.GenerateAnswerRequest, tenant: str = ""
 ) -> AnswerRequest:
@@ -56,6 +67,7 @@ def request_from_proto(
         temperature=msg.temperature if msg.HasField("temperature") else None,
         min_relevance=msg.min_relevance if msg.HasField("min_relevance") else None,
         tenant=tenant,
+        history=history_from_proto(msg.history),
     )
 
 
@@ -125,6 +137,24 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
             # Close the logic's generator (and with it the LLM stream) now, even when the
             # cancellation arrived while we were suspended at `yield`.
             await events.aclose()
+
+    async def RewriteQuery(
+        self, request: generation_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext
+    ) -> generation_pb2.RewriteQueryResponse:
+        result = await self.generator.rewrite(
+            rewrite_from_proto(request, tenant_of(context)),
+            time_remaining_s=context.time_remaining(),
+        )
+        return generation_pb2.RewriteQueryResponse(
+            query=result.query,
+            usage=common_pb2.TokenUsage(
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens,
+                total_tokens=result.usage.total_tokens,
+            ),
+            llm_ms=result.llm_ms,
+            turns_used=result.turns_used,
+        )
 
 
 def build_token_counter(settings: GenerationSettings) -> TokenCounter:

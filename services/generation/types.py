@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from services.generation.history import ChatTurn
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -19,7 +21,7 @@ class Passage:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system" or "user"
+    role: str  # "system", "user" or "assistant"
     content: str
 
 
@@ -31,6 +33,25 @@ class AnswerRequest:
     temperature: float | None = None  # None: the configured default
     min_relevance: float | None = None  # None: the configured threshold
     tenant: str = ""  # whose queue line the request waits in (the gateway says)
+    history: tuple[ChatTurn, ...] = ()  # the conversation before the question, oldest first
+
+
+@dataclass(frozen=True)
+class RewriteRequest:
+    """A follow-up question to turn into a standalone search query."""
+
+    question: str
+    history: tuple[ChatTurn, ...]
+    max_tokens: int = 0  # 0: the configured default
+    tenant: str = ""
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    query: str  # the model's first line, trimmed
+    usage: Usage
+    llm_ms: float
+    turns_used: int
 
 
 class FinishReason(Enum):

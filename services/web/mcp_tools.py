@@ -19,7 +19,7 @@ from ragmesh.client.aio import AsyncRagmeshClient
 from ragmesh.client.errors import RagmeshError
 from ragmesh.client.results import AskResult
 from services.web.convert import citation_json, message_json
-from services.web.protocol import FilterSpec, filter_tuples
+from services.web.protocol import FilterSpec, HistoryTurn, filter_tuples
 
 ClientFor = Callable[[Context], AsyncRagmeshClient]
 
@@ -99,10 +99,18 @@ def build_mcp(client_for: ClientFor, *, local_files: bool) -> MCPServer:  # noqa
         top_k: Annotated[int, Field(ge=0, description="Passages for the answer (0: default).")] = 0,
         filters: Annotated[list[FilterSpec] | None, Field(description="As for search.")] = None,
         max_tokens: Annotated[int, Field(ge=0, description="Answer length (0: default).")] = 0,
+        history: Annotated[
+            list[HistoryTurn] | None,
+            Field(
+                description="The conversation so far, oldest first, for a follow-up question: "
+                '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}].'
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """A grounded answer from the knowledge base, with [n] markers that refer to the
         numbered sources returned with it; `abstained` is true when the knowledge base
-        does not contain the answer."""
+        does not contain the answer. With `history`, a follow-up is searched as the
+        standalone query returned in `search_query`."""
         rag = client_for(ctx)
         result = AskResult()
         try:
@@ -112,6 +120,7 @@ def build_mcp(client_for: ClientFor, *, local_files: bool) -> MCPServer:  # noqa
                 top_k=top_k,
                 filters=filter_tuples(filters or []),
                 max_tokens=max_tokens,
+                history=[(t.role, t.content) for t in history or []],
             ):
                 result.add(event)
         except (RagmeshError, ValueError) as err:
@@ -123,6 +132,8 @@ def build_mcp(client_for: ClientFor, *, local_files: bool) -> MCPServer:  # noqa
             "grounded": bool(final and final.grounded),
             "citations": [citation_json(c) for c in result.citations],
             "sources": [citation_json(s) for s in result.sources],
+            "search_query": result.search_query,
+            "search_query_source": result.search_query_source,
         }
 
     @mcp.tool()

@@ -2,8 +2,10 @@
 
 - `model` names the knowledge base: `ragmesh/<kb>` (or the bare id).
 - `messages`: the last must be the user's question; earlier user and assistant
-  turns are the conversation's history (system and tool messages are ignored: the
-  gateway writes its own grounded prompt).
+  turns are the conversation's history, sent with the question (Ask's `history`:
+  the gateway searches a standalone query written from it, reported as
+  `ragmesh.search_query`). System and tool messages, and turns without text (an
+  assistant's tool calls), are left out: the gateway writes its own grounded prompt.
 - `max_tokens` (or `max_completion_tokens`) and `temperature` pass through;
   `n` must be 1; other OpenAI fields are accepted and ignored.
 - `ragmesh` (an extension, optional): `top_k`, `mode`, `filters`, `answer_mode`, `rerank`.
@@ -56,6 +58,13 @@ class FilterSpec(BaseModel):
     )
     op: str = Field("eq", description="eq, ne, in, lt, le, gt, ge (or ==, !=, <, <=, >, >=)")
     value: str | float | bool | list[str | float | bool]
+
+
+class HistoryTurn(BaseModel):
+    """One earlier turn of a conversation (MCP `ask`'s history)."""
+
+    role: Literal["user", "assistant"]
+    content: str
 
 
 class RetrievalOptions(BaseModel):
@@ -133,11 +142,12 @@ def conversation(req: ChatCompletionRequest) -> Conversation:
             reason="UNSUPPORTED_N",
             metadata={"param": "n"},
         )
-    history = tuple(
+    turns = (
         Turn(m.role, message_text(m, i))
         for i, m in enumerate(req.messages[:-1])
         if m.role in ("user", "assistant")
     )
+    history = tuple(t for t in turns if t.content.strip())
     return Conversation(message_text(last, len(req.messages) - 1), history)
 
 

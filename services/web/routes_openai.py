@@ -79,6 +79,7 @@ def ask_stream(
             temperature=req.temperature,
             answer_mode=opts.answer_mode if opts else None,
             rerank=opts.rerank if opts else None,
+            history=[(t.role, t.content) for t in conv.history],
             timeout=timeout,
         )
     except ValueError as exc:  # an unknown mode or filter operator (the SDK's builders)

@@ -69,6 +69,7 @@ METHODS = sorted(
 WEIGHTS = {
     "Ask": 0.3,
     "GenerateAnswer": 0.3,
+    "RewriteQuery": 0.3,
     "ReindexKnowledgeBase": 0.5,
     "CreateKnowledgeBase": 0.7,
     "CreateCollection": 0.7,
@@ -206,6 +207,11 @@ def hints(fs: FuzzStack) -> dict[str, st.SearchStrategy[Any]]:
         "texts": st.lists(TEXTS, min_size=1, max_size=4),
         "chunks": chunks,
         "passages": passages,
+        # roles: USER, ASSISTANT, and ones the checks refuse (unset, unknown)
+        "history": st.lists(
+            st.builds(common_pb2.ChatTurn, role=st.sampled_from([1, 2, 1, 2, 0, 9]), content=TEXTS),
+            max_size=4,
+        ),
         "filters": filters,
         "content": contents,
         "data": contents,
@@ -216,7 +222,7 @@ def hints(fs: FuzzStack) -> dict[str, st.SearchStrategy[Any]]:
 
 
 #: Requests that would make the LLM write: one token at most (0 means the default).
-MAX_TOKENS = {"Ask": 6, "GenerateAnswer": 3}
+MAX_TOKENS = {"Ask": 6, "GenerateAnswer": 3, "RewriteQuery": 3}
 
 
 def capped(method: str, request: Any) -> Any:

@@ -13,12 +13,14 @@ import asyncio
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from devstack.deps import llm_process
 from devstack.procs import ManagedProcess, free_port, health_status
+from ragmesh.common.v1 import common_pb2
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.rpc import retry_delay_of
 from services.common.channels import create_channel
@@ -376,6 +378,56 @@ async def test_the_services_own_llm_timeout_is_deadline_exceeded(
 
 
 # --- admission ------------------------------------------------------------------------------
+REWRITE = generation_pb2.RewriteQueryRequest(
+    question="How tall is it?",
+    history=[
+        common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_USER, content="What is the Eiffel Tower?"),
+        common_pb2.ChatTurn(
+            role=common_pb2.CHAT_ROLE_ASSISTANT,
+            content="The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+        ),
+    ],
+)
+
+
+async def test_rewrite_query_resolves_the_follow_up(
+    stub: generation_pb2_grpc.GenerationServiceStub,
+) -> None:
+    resp = await stub.RewriteQuery(REWRITE, timeout=120, metadata=(("x-ragmesh-tenant", "t"),))
+    assert "Eiffel Tower" in resp.query and "\n" not in resp.query, resp.query
+    assert resp.turns_used == 2 and resp.llm_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"history": []}, "EMPTY_HISTORY"),
+        ({"max_tokens": 65}, "MAX_TOKENS_OUT_OF_RANGE"),
+        ({"question": " "}, "EMPTY_QUESTION"),
+        (
+            {"history": [common_pb2.ChatTurn(role=common_pb2.CHAT_ROLE_UNSPECIFIED, content="x")]},
+            "INVALID_HISTORY_ROLE",
+        ),
+    ],
+)
+async def test_bad_rewrite_requests_are_invalid(
+    stub: generation_pb2_grpc.GenerationServiceStub, change: dict[str, Any], reason: str
+) -> None:
+    request = generation_pb2.RewriteQueryRequest()
+    request.CopyFrom(REWRITE)
+    for name, value in change.items():
+        request.ClearField(name)
+        if isinstance(value, list):
+            getattr(request, name).extend(value)
+        else:
+            setattr(request, name, value)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RewriteQuery(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info_of(err.value)
+    assert info is not None and info.reason == reason
+
+
 def _as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("x-ragmesh-tenant", tenant),)
 
@@ -428,6 +480,12 @@ async def test_answers_wait_their_turn_fairly_and_a_full_queue_refuses_at_once(
         assert info is not None and info.reason == "LLM_QUEUE_FULL"
         assert retry_delay_of(err) is not None and retry_delay_of(err) > 0
         assert not all(t.done() for t in tasks), "refused only after the queue drained"
+        # A query rewrite waits in the same queue: refused at once as well.
+        with pytest.raises(grpc.aio.AioRpcError) as rewrite:
+            await stub.RewriteQuery(REWRITE, timeout=60, metadata=_as_tenant("C"))
+        assert rewrite.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        rewrite_info = error_info_of(rewrite.value)
+        assert rewrite_info is not None and rewrite_info.reason == "LLM_QUEUE_FULL"
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         assert refused_after < 5  # at once: not after waiting for a slot
     assert started == ["A1", "A2", "B1", "A3"]

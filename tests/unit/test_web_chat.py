@@ -91,6 +91,7 @@ def test_messages_become_a_question_and_history() -> None:
                 {"role": "system", "content": "be brief"},
                 {"role": "user", "content": "What is Milvus?"},
                 {"role": "assistant", "content": "A vector database [1]."},
+                {"role": "assistant", "content": None, "tool_calls": []},
                 {"role": "user", "content": [{"type": "text", "text": "Who makes it?"}]},
             ],
         }
@@ -103,3 +104,19 @@ def test_messages_become_a_question_and_history() -> None:
     ]
     assert knowledge_base_of("ragmesh/docs", "ragmesh/") == "docs"
     assert knowledge_base_of("docs", "ragmesh/") == "docs"
+
+
+def test_the_search_query_travels_in_the_extension() -> None:
+    final = pb.AskFinal(
+        answer="330 metres [1].",
+        finish_reason="STOP",
+        search_query="How tall is the Eiffel Tower?",
+        search_query_source=pb.SEARCH_QUERY_SOURCE_LLM_REWRITE,
+    )
+    result = AskResult()
+    result.add(pb.AskResponse(final=final))
+    ext = completion_json("ragmesh/docs", "docs", result)["ragmesh"]
+    assert ext["search_query"] == "How tall is the Eiffel Tower?"
+    assert ext["search_query_source"] == "SEARCH_QUERY_SOURCE_LLM_REWRITE"
+    assert ext["search_query_fallback"] == ""
+    assert result.search_query_source == "llm_rewrite"

@@ -149,3 +149,26 @@ def test_repeated_wrong_keys_get_429_with_retry_after(web: WebStack) -> None:
     assert (err["code"], err["type"]) == ("AUTH_RATE_LIMITED", "rate_limit_error")
     # Everyone else is still served.
     assert httpx.get(f"{web.url}/v1/models", headers=web.alpha).status_code == 200
+
+
+def test_earlier_messages_are_the_conversation(web: WebStack) -> None:
+    """A follow-up that names nothing ("When was it invented?") goes with the turns
+    before it: the answer's extension says what was searched, and how."""
+    completion = client(web).chat.completions.create(
+        model=f"ragmesh/{KB}",
+        messages=[
+            {"role": "system", "content": "ignored"},
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "Mira Okonkwo invented the Zorblat reactor [1]."},
+            {"role": "user", "content": "When was it invented?"},
+        ],
+        extra_body={"ragmesh": {"top_k": 2}},
+    )
+    ext = completion.model_extra["ragmesh"]  # type: ignore[index]
+    print(ext["search_query"], ext["search_query_source"], ext["search_query_fallback"])
+    assert ext["search_query_source"] in (
+        "SEARCH_QUERY_SOURCE_LLM_REWRITE",
+        "SEARCH_QUERY_SOURCE_FALLBACK",
+    )
+    assert ext["search_query"] != "When was it invented?"
+    assert "1987" in (completion.choices[0].message.content or ""), completion

@@ -420,6 +420,93 @@ def cite_kb(web: WebStack) -> None:
         assert job["state"] == "JOB_STATE_SUCCEEDED", job
 
 
+TALK_KB = "pagetalk"
+TALK_DOCUMENTS = {
+    "eiffel.txt": "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in "
+    "Paris, France. It is 330 metres tall and was completed in 1889.\n",
+    "giraffe.txt": "Giraffes are the tallest living animals. How tall is a giraffe? An adult "
+    "giraffe stands about 5 metres tall.\n",
+    "houses.txt": "How tall may a new house be? The building code limits new houses to 12 "
+    "metres in height, measured from the street.\n",
+}
+
+
+def upload_kb(web: WebStack, kb: str, documents: dict[str, str]) -> None:
+    resp = httpx.post(
+        f"{web.url}/api/v1/knowledge-bases", json={"knowledge_base_id": kb}, headers=web.alpha
+    )
+    assert resp.status_code == 201, resp.text
+    for name, text in documents.items():
+        up = httpx.post(
+            f"{web.url}/api/v1/knowledge-bases/{kb}/documents",
+            files={"file": (name, text.encode(), "text/plain")},
+            headers=web.alpha,
+        )
+        assert up.status_code == 202, up.text
+        job_id = up.json()["job"]["job_id"]
+        for _ in range(600):
+            job = httpx.get(f"{web.url}/api/v1/jobs/{job_id}", headers=web.alpha).json()
+            if job["state"] not in ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING"):
+                break
+            time.sleep(0.5)
+        assert job["state"] == "JOB_STATE_SUCCEEDED", job
+
+
+def answered(browser: WebDriver, turn: str) -> str:
+    wait(browser, 300).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, f'{turn} .answer[aria-busy="false"]'))
+    )
+    text = browser.find_element(By.CSS_SELECTOR, turn).text
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{turn} .error"), text
+    return text
+
+
+@pytest.mark.timeout(600)
+def test_a_follow_up_is_answered_in_its_conversation(
+    browser: WebDriver, web: WebStack, shots: Path
+) -> None:
+    """Keyboard only: ask, then a follow-up that names nothing ("How tall is it?");
+    the page sends the first exchange with it, and the answer comes from the
+    document the conversation is about. "New conversation" forgets it."""
+    upload_kb(web, TALK_KB, TALK_DOCUMENTS)
+    sign_in(browser, web, ALPHA_KEY)
+    wait(browser).until(EC.url_contains("#/kbs"))
+    browser.get(f"{web.url}/#/ask")
+    q = wait(browser).until(EC.element_to_be_clickable((By.ID, "ask-question")))
+    wait(browser).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, f'#ask-kb option[value="{TALK_KB}"]'))
+    )
+    Select(browser.find_element(By.ID, "ask-kb")).select_by_value(TALK_KB)
+    q.click()
+    assert browser.find_element(By.ID, "ask-turns").text == "New conversation"
+    q.send_keys("What is the Eiffel Tower?\n")
+    first = answered(browser, "#chat-log li.turn:nth-child(1)")
+    assert "Eiffel" in first
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "ask-turns"), "1 earlier"))
+    q.send_keys("How tall is it?\n")
+    turn = "#chat-log li.turn:nth-child(2)"
+    reply = answered(browser, turn)
+    print(f"follow-up: {reply!r}")
+    sources = browser.find_elements(By.CSS_SELECTOR, f"{turn} .sources li.source")
+    assert sources and "eiffel.txt" in sources[0].text, reply
+    assert "330" in browser.find_element(By.CSS_SELECTOR, f"{turn} .answer").text, reply
+    searched = browser.find_element(By.CSS_SELECTOR, f"{turn} .searched")
+    assert "Searched" in searched.text and searched.get_attribute("data-source"), searched.text
+    shoot(browser, shots, "ask-conversation")
+    # The control is reachable from the keyboard: Shift+Tab from the question field
+    # walks back to it; Enter starts afresh.
+    fresh = browser.find_element(By.ID, "ask-new")
+    assert fresh.get_attribute("type") == "button" and fresh.text == "New conversation"
+    browser.execute_script("arguments[0].focus()", fresh)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "ask-turns"), "New conversation"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chat-log li.turn")
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "ask-question")
+    # Leave the view: the next test's visit to #/ask must render it afresh (a
+    # navigation to the URL the page is on would not), with the knowledge bases it adds.
+    browser.get(f"{web.url}/#/kbs")
+
+
 @pytest.mark.timeout(1200)  # several LLM answers; minutes each on a loaded 2-core machine
 def test_ask_and_open_a_citation(browser: WebDriver, web: WebStack, shots: Path) -> None:
     cite_kb(web)
@@ -439,7 +526,10 @@ def test_ask_and_open_a_citation(browser: WebDriver, web: WebStack, shots: Path)
     for question in QUESTIONS:
         for _ in range(2):  # a second time only after an LLM timeout
             turns += 1
-            turn = f"#chat-log li.turn:nth-child({turns})"
+            # Each question on its own: a new conversation, so the earlier answers
+            # are not its history (the follow-up test below asks with history).
+            browser.find_element(By.ID, "ask-new").click()
+            turn = "#chat-log li.turn:nth-child(1)"
             link = ask_once(browser, q, question, turn)
             timed_out = bool(browser.find_elements(By.CSS_SELECTOR, f"{turn} .error"))
             if link is not None or not timed_out:

@@ -2,8 +2,11 @@
 // its [n] markers as links to the cited passage inside its document, and a sources
 // panel with every passage the model was given, cited or not, with its score.
 //
-// Single-turn: the gateway's Ask takes one question and no history, so each
-// question is answered on its own; the page says so rather than pretend.
+// Multi-turn: the page keeps the conversation (the questions and the answers it
+// received) and sends it with each new question as the earlier chat messages; the
+// gateway searches a standalone query written from it, shown under the answer
+// when it differs from the question. "New conversation" (or another knowledge
+// base) starts afresh. Only the newest MAX_TURNS turns are sent.
 
 import { streamEvents } from "./api.js";
 import { openCitation } from "./docview.js";
@@ -11,7 +14,10 @@ import { clear, errorBox, h } from "./dom.js";
 import { answerNodes } from "./text.js";
 import { apiLike } from "./upload.js";
 
+const MAX_TURNS = 20; // within the gateway's default RAGMESH_GATEWAY_MAX_HISTORY_TURNS
+
 export function renderAsk(main, app) {
+  const conversation = []; // {role, content}, oldest first: what the next question is sent with
   const kbSel = app.kbSelect("ask-kb");
   const modeSel = h("select", { id: "ask-mode" },
     h("option", { value: "" }, "default"), h("option", { value: "hybrid" }, "hybrid"),
@@ -22,6 +28,20 @@ export function renderAsk(main, app) {
   const log = h("ol", { class: "chat", id: "chat-log", role: "log", "aria-label": "Questions and answers", "aria-live": "polite" });
   const q = h("textarea", { id: "ask-question", rows: "2", required: true, placeholder: "Ask the knowledge base…", "aria-describedby": "ask-hint" });
   const send = h("button", { type: "submit", id: "ask-send" }, "Ask");
+  const turns = h("span", { id: "ask-turns", class: "muted small", role: "status" });
+  const showTurns = () => {
+    const n = conversation.length / 2;
+    turns.textContent = n ? `Conversation: ${n} earlier question${n === 1 ? "" : "s"} sent with the next` : "New conversation";
+  };
+  const fresh = h("button", { type: "button", id: "ask-new", "aria-describedby": "ask-turns" }, "New conversation");
+  const restart = () => {
+    conversation.length = 0;
+    log.replaceChildren();
+    showTurns();
+    q.focus();
+  };
+  fresh.addEventListener("click", restart);
+  kbSel.addEventListener("change", restart); // a conversation belongs to one knowledge base
   const form = h("form", { class: "ask-form", "aria-label": "Ask a question" },
     h("label", { for: "ask-question", class: "sr-only" }, "Question"), q, send);
   q.addEventListener("keydown", (e) => {
@@ -33,11 +53,17 @@ export function renderAsk(main, app) {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const question = q.value.trim();
-    if (!question || !kbSel.value) return;
+    if (!question || !kbSel.value || send.disabled) return; // one answer at a time: the next needs its turn
     q.value = "";
     const temperature = temp.value === "" ? null : Number(temp.value);
     const opts = { mode: modeSel.value, topK: Number(topK.value) || 0, temperature, maxTokens: Number(maxTokens.value) || 0 };
-    ask(app, log, kbSel.value, question, opts, send);
+    const history = conversation.slice(-MAX_TURNS);
+    ask(app, log, kbSel.value, question, history, opts, send).then((answer) => {
+      if (answer) {
+        conversation.push({ role: "user", content: question }, { role: "assistant", content: answer });
+        showTurns();
+      }
+    });
   });
 
   clear(main,
@@ -48,13 +74,16 @@ export function renderAsk(main, app) {
       h("label", { for: "ask-topk" }, "Passages (0: default)"), topK,
       h("label", { for: "ask-temperature" }, "Temperature"), temp,
       h("label", { for: "ask-max-tokens" }, "Max tokens"), maxTokens),
+    h("div", { class: "toolbar" }, fresh, turns),
     h("p", { id: "ask-hint", class: "muted small" },
-      "Each question is answered on its own (the API keeps no conversation history). Enter sends, Shift+Enter adds a line."),
+      "Follow-up questions are answered in the conversation's context (\"How tall is it?\"). Enter sends, Shift+Enter adds a line."),
     log, form);
+  showTurns();
   q.focus();
 }
 
-async function ask(app, log, kb, question, opts, sendBtn) {
+/** Streams one answer into the log; resolves to its text (null when it failed). */
+async function ask(app, log, kb, question, history, opts, sendBtn) {
   const answer = h("div", { class: "answer", "aria-busy": "true" });
   const status = h("div", { class: "status muted small" }, "Retrieving passages…");
   const sourcesList = h("ol", { class: "sources" });
@@ -70,6 +99,7 @@ async function ask(app, log, kb, question, opts, sendBtn) {
   let text = "";
   let given = []; // the passages the model was given, numbered from 1
   let cited = new Map(); // number → citation (from the final event)
+  let ok = false;
 
   const byNumber = (n) => cited.get(n) || given.find((s) => s.number === n);
   const link = (n) => {
@@ -103,7 +133,7 @@ async function ask(app, log, kb, question, opts, sendBtn) {
   try {
     const body = {
       model: kb,
-      messages: [{ role: "user", content: question }],
+      messages: [...history, { role: "user", content: question }],
       stream: true,
       ragmesh: { top_k: opts.topK, ...(opts.mode ? { mode: opts.mode } : {}) },
     };
@@ -135,12 +165,20 @@ async function ask(app, log, kb, question, opts, sendBtn) {
     answer.setAttribute("aria-busy", "false");
     sendBtn.disabled = false;
   }
+  return ok && text.trim() ? text : null;
 
   function finish(reason, ext) {
     if (ext.answer) text = ext.answer; // rewritten after streaming: the final text wins
     cited = new Map((ext.citations || []).map((c) => [c.number, c]));
     paint();
     paintSources();
+    ok = true;
+    const query = ext.search_query || "";
+    if (query && query !== question) {
+      const how = ext.search_query_source === "SEARCH_QUERY_SOURCE_FALLBACK" ? "the conversation's last questions" : "rewritten from the conversation";
+      sources.before(h("div", { class: "searched muted small", dataset: { source: ext.search_query_source || "" } },
+        `Searched (${how}): `, h("q", {}, query)));
+    }
     const t = ext.timings_ms || {};
     if (ext.abstained) {
       turn.classList.add("abstained");
