@@ -19,6 +19,7 @@ from services.common import api
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.gateway import validation as v
+from services.gateway.admission import AdmissionCheck
 from services.gateway.answers.compose import GENERATIVE, VERBATIM, AnswerComposer, Timer
 from services.gateway.answers.verbatim import Selection
 from services.gateway.clients import Downstream
@@ -55,6 +56,7 @@ class Asker:
         self.downstream = downstream
         self.settings = settings
         self.composer = composer
+        self.admission = AdmissionCheck(downstream, settings.ask_admission_check)
 
     def check(self, params: AskParams) -> SearchParams:
         """Validated parameters; the retrieval they imply."""
@@ -90,6 +92,9 @@ class Asker:
         timer = Timer(time.perf_counter())
         search = self.check(params)
         known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
+        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
+        # Would the LLM's queue refuse the answer? Ask it before the retrieval's work.
+        reservation = await self.admission.reserve(tenant, mode, deadline)
         # The question's vector serves the search and the sentences' scores alike.
         model = known[0].embedding_model  # the knowledge base's: its vectors were made by it
         vector = await self.downstream.embed_query(params.question, deadline.remaining(), model)
@@ -101,7 +106,6 @@ class Asker:
         sources_event = pb.AskResponse(
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
-        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
         selection = await self.composer.select(
             params.question, vector, result.results, deadline, model
         )
@@ -117,7 +121,7 @@ class Asker:
                 yield event
         else:
             async for event in self._generate(
-                tenant, params, result, sources_event, selection, timer, deadline
+                tenant, params, result, sources_event, selection, timer, deadline, reservation
             ):
                 yield event
 
@@ -130,6 +134,7 @@ class Asker:
         selection: Selection,
         timer: Timer,
         deadline: Deadline,
+        reservation: str = "",
     ) -> AsyncIterator[pb.AskResponse]:
         """The generation service's answer. With require_citations its deltas are
         held back until the final says it is grounded; an ungrounded answer is
@@ -142,7 +147,10 @@ class Asker:
         pending: pb.AskResponse | None = sources_event
         held: list[pb.AskResponse] = []
         request = generate_request(params, result)
-        async for event in self.downstream.generate(request, tenant, deadline.remaining()):
+        reservation = self.admission.claim(reservation)
+        async for event in self.downstream.generate(
+            request, tenant, deadline.remaining(), reservation
+        ):
             if pending is not None:
                 yield pending
                 pending = None

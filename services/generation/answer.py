@@ -176,11 +176,16 @@ class AnswerGenerator:
 
     # --- answering ---------------------------------------------------------------------
     async def generate(
-        self, request: AnswerRequest, *, time_remaining_s: float | None = None
+        self,
+        request: AnswerRequest,
+        *,
+        time_remaining_s: float | None = None,
+        reservation: str = "",
     ) -> AsyncGenerator[AnswerEvent, None]:
         """Queued events while the answer waits for an LLM slot, then deltas as they
         come, then one FinalAnswer.
 
+        `reservation` is a CheckAdmission's, whose place in line the answer takes.
         `time_remaining_s` is what is left of the caller's deadline; the LLM gets the
         smaller of what is left after the queue and RAGMESH_GENERATION_LLM_TIMEOUT_S.
         Cancelling the consumer leaves the queue, or closes the upstream stream, at
@@ -192,6 +197,7 @@ class AnswerGenerator:
         relevant = tuple(p for p in r.passages if p.score >= r.min_relevance)
         below = tuple(p.id for p in r.passages if p.score < r.min_relevance)
         if not relevant:
+            self.admission.cancel(reservation)  # no LLM call: give its place back
             message = pick_message(self.settings.abstention_messages, language)
             yield AnswerDelta(message)
             elapsed = (time.perf_counter() - start) * 1000
@@ -216,7 +222,7 @@ class AnswerGenerator:
         # The admission queue's wait, from arrival to a slot (or refusal).
         waiting = tracing.start("llm.queue_wait", {"ragmesh.tenant": request.tenant})
         try:
-            ticket = self.admission.enter(request.tenant, time_remaining_s)
+            ticket = self.admission.enter(request.tenant, time_remaining_s, reservation)
         except ResourceExhausted as refused:
             metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
             tracing.end_with_error(waiting, refused, refused.reason)
@@ -237,14 +243,14 @@ class AnswerGenerator:
                 yield event
         finally:
             self.admission.release(ticket)
-            self._observe_queue()
+            self.observe_queue()
 
     async def _wait_for_slot(
         self, ticket: Ticket, caller_deadline: float | None
     ) -> AsyncGenerator[Queued, None]:
         """Queued events while the ticket waits for an LLM slot (none when it has one)."""
         admission = self.admission
-        self._observe_queue()
+        self.observe_queue()
         loop = asyncio.get_running_loop()
         while not ticket.granted.is_set():
             state = admission.state(ticket)
@@ -255,12 +261,16 @@ class AnswerGenerator:
                 if left <= 0:
                     metrics.LLM_QUEUE_REFUSED.labels("LLM_QUEUE_TIMEOUT").inc()
                     raise admission.deadline_passed(ticket)
+                hopeless = admission.hopeless(ticket, left)
+                if hopeless is not None:
+                    metrics.LLM_QUEUE_REFUSED.labels(hopeless.reason).inc()
+                    raise hopeless
                 step = min(step, left)
             await admission.wait(ticket, step)
         metrics.LLM_QUEUE_WAIT.observe(ticket.started_at - ticket.enqueued_at)
-        self._observe_queue()
+        self.observe_queue()
 
-    def _observe_queue(self) -> None:
+    def observe_queue(self) -> None:
         metrics.LLM_QUEUE_DEPTH.set(self.admission.waiting)
         metrics.LLM_SLOTS_BUSY.set(self.admission.running)
 
