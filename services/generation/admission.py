@@ -370,6 +370,9 @@ class AdmissionQueue:
         if worst:  # active tenants with none in line would join the round at its end
             idle = (set(self._seen) | set(self._running_tenants)) - set(self._lines) - {tenant}
             ahead += len(idle) * index
+            # no more than the queue holds (with many tenants, each asking now and then,
+            # the count would otherwise grow with their number)
+            ahead = min(ahead, max(self.max_waiting, index))
         return ahead
 
     def _wait_estimate(self, ahead: int, hold_s: float | None = None) -> float:
