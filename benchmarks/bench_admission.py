@@ -270,8 +270,7 @@ def _row(run: Run) -> str:
     lat = [o.seconds for o in answered]
     per_tenant = {t: [o.seconds for o in answered if o.tenant == t] for t in KEYS}
     fairness = " / ".join(
-        f"{t}: {len(v)} ({_seconds(v, 0.5)} s)" if v else f"{t}: 0"
-        for t, v in per_tenant.items()
+        f"{t}: {len(v)} ({_seconds(v, 0.5)} s)" if v else f"{t}: 0" for t, v in per_tenant.items()
     )
     failures = ", ".join(f"{n} {k}" for k, n in failed.most_common()) or "none"
     per_min = len(answered) / run.wall_s * 60

@@ -218,7 +218,7 @@ class Downstream:
         """The GenerateAnswer stream's events (queued, delta, then final); the
         tenant names the generation service's queue line for fairness, the
         reservation (CheckAdmission's) the answer's place in it."""
-        metadata = ((TENANT_METADATA, tenant),)
+        metadata: tuple[tuple[str, str], ...] = ((TENANT_METADATA, tenant),)
         if reservation:
             metadata += ((RESERVATION_METADATA, reservation),)
         stream = self.generation.GenerateAnswer(request, timeout=timeout_s, metadata=metadata)

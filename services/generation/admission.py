@@ -132,9 +132,7 @@ class AdmissionQueue:
         return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
     # --- what callers see ----------------------------------------------------------------
-    def enter(
-        self, tenant: str, time_remaining_s: float | None, reservation: str = ""
-    ) -> Ticket:
+    def enter(self, tenant: str, time_remaining_s: float | None, reservation: str = "") -> Ticket:
         """A granted ticket, or one waiting in line; RESOURCE_EXHAUSTED when the
         request cannot be queued (full, over its tenant's share, or it would not
         finish before its deadline). With the id of a live reservation of the same
@@ -302,12 +300,18 @@ class AdmissionQueue:
         """Free slots to the arrived tickets, tenants in turn. A tenant whose line
         holds only placeholders is passed over and keeps its turn."""
         while self.running < self.slots:
-            for tenant, line in self._lines.items():
-                ticket = next((t for t in line if t.arrived), None)
-                if ticket is not None:
-                    break
-            else:
+            found = next(
+                (
+                    (tenant, line, ticket)
+                    for tenant, line in self._lines.items()
+                    for ticket in line
+                    if ticket.arrived
+                ),
+                None,
+            )
+            if found is None:
                 return
+            tenant, line, ticket = found
             line.remove(ticket)
             self.waiting -= 1
             if line:
@@ -357,9 +361,9 @@ class AdmissionQueue:
         they have requests in line.
 
         `worst`: as many as the other active tenants (in line, holding a slot, or
-        asked within ACTIVE_WINDOW_S) could put before it, counting requests they have not sent yet: k + 1 of
-        each before it, k of each after it. A tenant idle now may still come; the
-        percentile absorbs some of that."""
+        asked within ACTIVE_WINDOW_S) could put before it, counting requests they
+        have not sent yet: k + 1 of each before it, k of each after it. A tenant
+        idle longer may still come; the percentile absorbs some of that."""
         ahead, before = index, True
         for other, line in self._lines.items():
             if other == tenant:

@@ -10,8 +10,8 @@ import grpc
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
-from services.common.api import RESERVATION_METADATA, TENANT_METADATA
 from services.common import metrics
+from services.common.api import RESERVATION_METADATA, TENANT_METADATA
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.generation.admission import AdmissionQueue

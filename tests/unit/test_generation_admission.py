@@ -254,7 +254,9 @@ def test_a_reservation_is_only_its_tenants() -> None:
 # --- the rule under load ------------------------------------------------------------------
 
 
-def simulate(seed: int, slow_from: float = math.inf, clients: int = 32) -> dict[str, int]:
+def simulate(  # noqa: C901 - one event loop: ask, arrive, done, the periodic re-check
+    seed: int, slow_from: float = math.inf, clients: int = 32
+) -> dict[str, int]:
     """Closed-loop clients of two tenants against one slot, in virtual time: each
     asks 3 questions; a question is checked (reserve), spends 0.2-6 s in retrieval,
     then enters with its reservation. A refused client waits its RetryInfo delay
@@ -286,7 +288,9 @@ def simulate(seed: int, slow_from: float = math.inf, clients: int = 32) -> dict[
             if ticket.granted.is_set():
                 del waiting[client]
                 slow = clock.now - start >= slow_from
-                push(rng.uniform(2.0, 5.0) if slow else rng.uniform(1.0, 2.0), "done", client, ticket)
+                push(
+                    rng.uniform(2.0, 5.0) if slow else rng.uniform(1.0, 2.0), "done", client, ticket
+                )
 
     for client in range(clients):
         push(rng.uniform(0, 0.5), "ask", client)
