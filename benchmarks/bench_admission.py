@@ -16,8 +16,9 @@ figures differ for reasons that had nothing to do with the queue.
   deadline-aware refusal with RetryInfo).
 - off: today's behaviour before admission control, measured in the same run:
   the generation service lets every answer through at once
-  (RAGMESH_GENERATION_LLM_MAX_CONCURRENCY above the client count), so the
-  llama.cpp server's own queue and the LLM client's timeouts decide.
+  (RAGMESH_GENERATION_LLM_MAX_CONCURRENCY above the client count) and the
+  gateway does not check first, so the llama.cpp server's own queue and the LLM
+  client's timeouts decide.
 
 Pass (on): every request answered or refused with RESOURCE_EXHAUSTED; refusals
 within 100 ms; no UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL. A refusal after the
@@ -108,6 +109,7 @@ class Stack:
             "on": {},
             "off": {"RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": str(max_clients * 4)},
         }
+        gateway_env = {"on": {}, "off": {"RAGMESH_GATEWAY_ASK_ADMISSION_CHECK": "false"}}
         keys = ",".join(f"{key}:{tenant}" for tenant, key in KEYS.items())
         self.gateways: dict[str, gateway_pb2_grpc.RagServiceStub] = {}
         for mode, extra in generation_env.items():
@@ -122,6 +124,7 @@ class Stack:
                     **self.env,
                     "RAGMESH_GENERATION_ADDR": gen_addr,
                     "RAGMESH_GATEWAY_API_KEYS": keys,
+                    **gateway_env[mode],
                 },
                 log_dir=logs,
             )

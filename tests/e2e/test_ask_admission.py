@@ -71,6 +71,8 @@ def stack(
             "RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": "1",
             "RAGMESH_GENERATION_LLM_MAX_QUEUED": "1",
             "RAGMESH_GENERATION_LLM_MAX_QUEUED_PER_TENANT": "1",
+            # the holding answer's 400 tokens take over a minute on a busy machine
+            "RAGMESH_GENERATION_LLM_TIMEOUT_S": "170",
         },
     )
     try:
