@@ -7,10 +7,10 @@ answers, a client deadline of DEADLINE_S. Raw gRPC stubs, no SDK retries: every
 outcome is counted as the server gave it.
 
 Both tenants ask the same questions (clients 2k and 2k + 1 ask the same ones), each
-a sentence of the knowledge base's own text, so that every question retrieves
-relevant passages and goes to the LLM: with random questions some tenants' answers
-were abstentions (no LLM call, answered in milliseconds), which made the tenants'
-figures differ for reasons that had nothing to do with the queue.
+a sentence of the knowledge base's own text, so that the questions retrieve
+relevant passages and go to the LLM, and both tenants' figures come from the same
+work: before, each client asked its own random words, and the tenants' questions
+(their abstentions, which need no LLM, and their answers' lengths) differed.
 
 - on: the defaults (one LLM slot; a bounded queue, round robin across tenants,
   deadline-aware refusal with RetryInfo).
@@ -331,7 +331,8 @@ def run() -> str:
             "at once (the behaviour before admission control). Latency of answered requests in "
             "seconds; refused: before any event (p50 / max latency), + after waiting in line; "
             "tenants: answered (p50 latency). Both tenants ask the same questions, each "
-            "a sentence of the documents (no abstentions).",
+            "a sentence of the documents (an abstention, which needs no LLM, is counted "
+            "apart).",
             "",
             "| admission | clients | requests | answered | refused (RESOURCE_EXHAUSTED) | "
             "failed | p50 / p99 s | answers/min | tenants A / B |",
