@@ -197,7 +197,6 @@ class AnswerGenerator:
         relevant = tuple(p for p in r.passages if p.score >= r.min_relevance)
         below = tuple(p.id for p in r.passages if p.score < r.min_relevance)
         if not relevant:
-            self.admission.cancel(reservation)  # no LLM call: give its place back
             message = pick_message(self.settings.abstention_messages, language)
             yield AnswerDelta(message)
             elapsed = (time.perf_counter() - start) * 1000

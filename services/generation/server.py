@@ -125,10 +125,11 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
     async def GenerateAnswer(
         self, request: generation_pb2.GenerateAnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerateAnswerResponse]:
+        reservation = reservation_of(context)
         events = self.generator.generate(
             request_from_proto(request, tenant_of(context)),
             time_remaining_s=context.time_remaining(),
-            reservation=reservation_of(context),
+            reservation=reservation,
         )
         try:
             async for event in events:
@@ -137,6 +138,9 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
             # Close the logic's generator (and with it the LLM stream) now, even when the
             # cancellation arrived while we were suspended at `yield`.
             await events.aclose()
+            # A reservation the answer did not take over (invalid, abstained, cancelled
+            # before it queued) gives its place back now rather than when it lapses.
+            self.generator.admission.cancel(reservation)
 
     async def CheckAdmission(
         self, request: generation_pb2.CheckAdmissionRequest, context: grpc.aio.ServicerContext
