@@ -6,15 +6,24 @@ with the bundled LLM (SmolLM2 on llama.cpp, one request at a time), generative
 answers, a client deadline of DEADLINE_S. Raw gRPC stubs, no SDK retries: every
 outcome is counted as the server gave it.
 
+Both tenants ask the same questions (clients 2k and 2k + 1 ask the same ones), each
+a sentence of the knowledge base's own text, so that the questions retrieve
+relevant passages and go to the LLM, and both tenants' figures come from the same
+work: before, each client asked its own random words, and the tenants' questions
+(their abstentions, which need no LLM, and their answers' lengths) differed.
+
 - on: the defaults (one LLM slot; a bounded queue, round robin across tenants,
   deadline-aware refusal with RetryInfo).
 - off: today's behaviour before admission control, measured in the same run:
   the generation service lets every answer through at once
-  (RAGMESH_GENERATION_LLM_MAX_CONCURRENCY above the client count), so the
-  llama.cpp server's own queue and the LLM client's timeouts decide.
+  (RAGMESH_GENERATION_LLM_MAX_CONCURRENCY above the client count) and the
+  gateway does not check first, so the llama.cpp server's own queue and the LLM
+  client's timeouts decide.
 
 Pass (on): every request answered or refused with RESOURCE_EXHAUSTED; refusals
-within 100 ms; no UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL.
+within 100 ms; no UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL. A refusal after the
+Ask stream sent events (the queue slowed down while the answer waited) is counted
+apart: it is not within 100 ms.
 
 Scale with RAGMESH_BENCH_ADMISSION_CLIENTS ("4,12,32"), _ROUNDS (2),
 _MAX_TOKENS (32), _DEADLINE_S (60).
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import tempfile
 import threading
 import time
@@ -58,6 +68,9 @@ class Outcome:
     reason: str
     seconds: float
     queued: bool
+    #: events received before the end (a refusal with none came before any work)
+    events: int = 0
+    abstained: bool = False
 
 
 @dataclass
@@ -96,6 +109,7 @@ class Stack:
             "on": {},
             "off": {"RAGMESH_GENERATION_LLM_MAX_CONCURRENCY": str(max_clients * 4)},
         }
+        gateway_env = {"on": {}, "off": {"RAGMESH_GATEWAY_ASK_ADMISSION_CHECK": "false"}}
         keys = ",".join(f"{key}:{tenant}" for tenant, key in KEYS.items())
         self.gateways: dict[str, gateway_pb2_grpc.RagServiceStub] = {}
         for mode, extra in generation_env.items():
@@ -110,6 +124,7 @@ class Stack:
                     **self.env,
                     "RAGMESH_GENERATION_ADDR": gen_addr,
                     "RAGMESH_GATEWAY_API_KEYS": keys,
+                    **gateway_env[mode],
                 },
                 log_dir=logs,
             )
@@ -158,7 +173,8 @@ def _ask(
     max_tokens: int,
 ) -> Outcome:
     start = time.perf_counter()
-    queued = False
+    queued = abstained = False
+    events = 0
     try:
         for event in rag.Ask(
             pb.AskRequest(
@@ -174,7 +190,9 @@ def _ask(
             metadata=[("authorization", f"Bearer {KEYS[tenant]}")],
             timeout=deadline_s,
         ):
+            events += 1
             queued = queued or event.HasField("queued")
+            abstained = abstained or (event.HasField("final") and event.final.abstained)
     except grpc.RpcError as err:
         info = error_info_of(err)
         return Outcome(
@@ -183,8 +201,22 @@ def _ask(
             info.reason if info else "",
             time.perf_counter() - start,
             queued,
+            events,
         )
-    return Outcome(tenant, "OK", "", time.perf_counter() - start, queued)
+    return Outcome(tenant, "OK", "", time.perf_counter() - start, queued, events, abstained)
+
+
+def questions(count: int) -> list[str]:
+    """`count` questions, each one sentence of the documents (see the module doc)."""
+    sentences: list[str] = []
+    for i in range(DOCS):
+        text = english_text(4, seed=300 + i)
+        sentences += [
+            s.strip(" .?!").lower()
+            for s in re.split(r"(?<=[.?!])\s+", text)
+            if 6 <= len(s.split()) <= 14
+        ]
+    return [f"What does it say about {sentences[i % len(sentences)]}?" for i in range(count)]
 
 
 def _load(
@@ -195,15 +227,14 @@ def _load(
     deadline_s: float,
     max_tokens: int,
 ) -> Run:
-    words = english_text(clients * rounds, seed=77).split()
+    asked = questions(clients * rounds)
     run = Run(mode, clients, 0.0)
     lock = threading.Lock()
 
     def client(n: int) -> None:
         tenant = "A" if n % 2 == 0 else "B"
         for r in range(rounds):
-            i = n * rounds + r
-            question = f"What is said about {' '.join(words[i * 3 : i * 3 + 3])}?"
+            question = asked[(n // 2) * rounds + r]  # the same for A's and B's client
             outcome = _ask(rag, tenant, question, deadline_s, max_tokens)
             with lock:
                 run.outcomes.append(outcome)
@@ -218,30 +249,43 @@ def _load(
     return run
 
 
+def _seconds(values: list[float], q: float) -> str:
+    return f"{percentile(values, q):.1f}" if values else "–"
+
+
+def _ms(values: list[float]) -> str:
+    """p50 / max in milliseconds."""
+    if not values:
+        return "–"
+    return f"{percentile(values, 0.5) * 1000:.0f} / {max(values) * 1000:.0f} ms"
+
+
 def _row(run: Run) -> str:
     answered = [o for o in run.outcomes if o.status == "OK"]
     refused = [o for o in run.outcomes if o.status == "RESOURCE_EXHAUSTED"]
+    at_once = [o for o in refused if o.events == 0]
+    in_line = len(refused) - len(at_once)
     failed = collections.Counter(
         f"{o.status} {o.reason}".strip()
         for o in run.outcomes
         if o.status not in ("OK", "RESOURCE_EXHAUSTED")
     )
     lat = [o.seconds for o in answered]
-    p50 = f"{percentile(lat, 0.5):.1f}" if lat else "–"
-    p99 = f"{percentile(lat, 0.99):.1f}" if lat else "–"
-    refuse_max = f"{max(o.seconds for o in refused) * 1000:.0f} ms" if refused else "–"
-    per_tenant = {t: [o for o in answered if o.tenant == t] for t in KEYS}
+    per_tenant = {t: [o.seconds for o in answered if o.tenant == t] for t in KEYS}
     fairness = " / ".join(
-        f"{t}: {len(v)} ({percentile([o.seconds for o in v], 0.5):.1f} s)" if v else f"{t}: 0"
-        for t, v in per_tenant.items()
+        f"{t}: {len(v)} ({_seconds(v, 0.5)} s)" if v else f"{t}: 0" for t, v in per_tenant.items()
     )
     failures = ", ".join(f"{n} {k}" for k, n in failed.most_common()) or "none"
     per_min = len(answered) / run.wall_s * 60
     queued = sum(o.queued for o in answered)
+    abstained = sum(o.abstained for o in answered)
+    refusals = f"{len(at_once)} ({_ms([o.seconds for o in at_once])})"
+    if in_line:
+        refusals += f" + {in_line} in line"
     return (
-        f"| {run.mode} | {run.clients} | {len(run.outcomes)} | {len(answered)} ({queued} queued) | "
-        f"{len(refused)} (slowest {refuse_max}) | {failures} | {p50} / {p99} | {per_min:.1f} | "
-        f"{fairness} |"
+        f"| {run.mode} | {run.clients} | {len(run.outcomes)} | {len(answered)} ({queued} queued"
+        f"{f', {abstained} abstained' if abstained else ''}) | {refusals} | {failures} | "
+        f"{_seconds(lat, 0.5)} / {_seconds(lat, 0.99)} | {per_min:.1f} | {fairness} |"
     )
 
 
@@ -259,12 +303,14 @@ def run() -> str:
     max_tokens = int(_env("MAX_TOKENS", "32"))
     deadline_s = float(_env("DEADLINE_S", "60"))
     runs: list[Run] = []
+    loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-admission-") as tmp:
         stack = Stack(Path(tmp), max(levels))
         try:
             stack.load()
             for clients in levels:
                 for mode in ("on", "off"):
+                    loads.append(os.getloadavg()[0])
                     run_ = _load(
                         stack.gateways[mode], mode, clients, rounds, deadline_s, max_tokens
                     )
@@ -283,7 +329,10 @@ def run() -> str:
             "server. **on**: the defaults (one LLM slot, a bounded queue fair across tenants, "
             "deadline-aware refusal). **off**: the generation service lets every answer through "
             "at once (the behaviour before admission control). Latency of answered requests in "
-            "seconds; tenants: answered (p50 latency).",
+            "seconds; refused: before any event (p50 / max latency), + after waiting in line; "
+            "tenants: answered (p50 latency). Both tenants ask the same questions, each "
+            "a sentence of the documents (an abstention, which needs no LLM, is counted "
+            "apart).",
             "",
             "| admission | clients | requests | answered | refused (RESOURCE_EXHAUSTED) | "
             "failed | p50 / p99 s | answers/min | tenants A / B |",
@@ -292,7 +341,9 @@ def run() -> str:
             "",
             "Target (on): every request answered or refused with RESOURCE_EXHAUSTED within "
             "100 ms, no UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL: "
-            f"{'ok' if on_ok else 'MISSED'}.",
+            f"{'ok' if on_ok else 'MISSED'}. Load average (1 min) at the start of each run: "
+            f"{', '.join(f'{x:.1f}' for x in loads)} (other work on the machine slows the LLM "
+            "and the gateway alike; compare on and off within a row pair).",
         ]
     )
 

@@ -20,6 +20,8 @@ from services.common.errors import InvalidArgument
 #: metadata naming the tenant a call is made for, set by the gateway on its calls
 #: to the internal services (the generation service queues answers by it)
 TENANT_METADATA = "x-ragmesh-tenant"
+#: metadata carrying a CheckAdmission reservation on the GenerateAnswer it was made for
+RESERVATION_METADATA = "x-ragmesh-admission-reservation"
 
 # ----------------------------------------------------------------- page tokens
 

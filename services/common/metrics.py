@@ -49,7 +49,8 @@ def set_consistency_findings(counts: dict[str, int]) -> None:
 
 
 LLM_QUEUE_DEPTH = Gauge(
-    "ragmesh_llm_queue_depth", "Answers waiting for an LLM slot (generation service)"
+    "ragmesh_llm_queue_depth",
+    "Answers waiting for an LLM slot, CheckAdmission reservations included (generation service)",
 )
 LLM_SLOTS_BUSY = Gauge("ragmesh_llm_slots_busy", "LLM calls running (generation service)")
 LLM_QUEUE_WAIT = Histogram(

@@ -588,6 +588,11 @@ _CATALOGUE = (
         "Retry after the RetryInfo delay, or with a longer deadline.",
     ),
     Reason(
+        "INVALID_TIME_REMAINING",
+        "INVALID_ARGUMENT",
+        "CheckAdmission's time_remaining_ms is negative or not a finite number.",
+    ),
+    Reason(
         "LLM_QUEUE_TIMEOUT",
         "DEADLINE_EXCEEDED",
         "The call's deadline passed while the answer waited for an LLM slot (the queue "

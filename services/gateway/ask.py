@@ -20,6 +20,7 @@ from services.common import api
 from services.common.deadlines import Deadline
 from services.common.errors import InvalidArgument
 from services.gateway import validation as v
+from services.gateway.admission import AdmissionCheck
 from services.gateway.answers.compose import GENERATIVE, VERBATIM, AnswerComposer, Timer
 from services.gateway.answers.verbatim import Selection
 from services.gateway.clients import Downstream
@@ -63,6 +64,7 @@ class Asker:
         self.settings = settings
         self.composer = composer
         self.conversation = Conversation(downstream, settings)
+        self.admission = AdmissionCheck(downstream, settings.ask_admission_check)
 
     def check(self, params: AskParams) -> SearchParams:
         """Validated parameters; the retrieval they imply."""
@@ -100,10 +102,17 @@ class Asker:
         timer = Timer(time.perf_counter())
         search = self.check(params)
         known = await self.searcher.knowledge_base(tenant, params.knowledge_base_id)
+        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
+        # Would the LLM's queue refuse the answer? Ask it before the rewrite's and
+        # the retrieval's work (a place in line is kept meanwhile).
+        reservation = await self.admission.reserve(tenant, mode, deadline)
         query = await self.conversation.search_query(
             tenant, params.question, params.history, deadline
         )
-        async for event in self._answer(tenant, params, search, known, query, timer, deadline):
+        answer = self._answer(
+            tenant, params, search, known, query, mode, reservation, timer, deadline
+        )
+        async for event in answer:
             if event.WhichOneof("event") == "final":
                 query.stamp(event.final)
             yield event
@@ -115,6 +124,8 @@ class Asker:
         search: SearchParams,
         known: tuple[KnowledgeBaseRecord, list[str]],
         query: SearchQuery,
+        mode: int,
+        reservation: str,
         timer: Timer,
         deadline: Deadline,
     ) -> AsyncIterator[pb.AskResponse]:
@@ -133,7 +144,6 @@ class Asker:
         sources_event = pb.AskResponse(
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
-        mode = self.composer.resolve_mode(params.answer_mode, known[0].answer_mode)
         selection = await self.composer.select(query.text, vector, result.results, deadline, model)
         if self.composer.abstains(selection):
             yield sources_event
@@ -147,7 +157,7 @@ class Asker:
                 yield event
         else:
             async for event in self._generate(
-                tenant, params, result, sources_event, selection, timer, deadline
+                tenant, params, result, sources_event, selection, timer, deadline, reservation
             ):
                 yield event
 
@@ -160,6 +170,7 @@ class Asker:
         selection: Selection,
         timer: Timer,
         deadline: Deadline,
+        reservation: str = "",
     ) -> AsyncIterator[pb.AskResponse]:
         """The generation service's answer. With require_citations its deltas are
         held back until the final says it is grounded; an ungrounded answer is
@@ -172,7 +183,10 @@ class Asker:
         pending: pb.AskResponse | None = sources_event
         held: list[pb.AskResponse] = []
         request = generate_request(params, result)
-        async for event in self.downstream.generate(request, tenant, deadline.remaining()):
+        reservation = self.admission.claim(reservation)
+        async for event in self.downstream.generate(
+            request, tenant, deadline.remaining(), reservation
+        ):
             if pending is not None:
                 yield pending
                 pending = None

@@ -17,7 +17,7 @@ import grpc
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
 from ragmesh.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from services.common.api import TENANT_METADATA
+from services.common.api import RESERVATION_METADATA, TENANT_METADATA
 from services.common.channels import create_channel
 from services.common.config import ServiceAddresses
 from services.common.status import from_rpc_error
@@ -209,13 +209,19 @@ class Downstream:
     # ----------------------------------------------------------------- generation
 
     async def generate(
-        self, request: generation_pb2.GenerateAnswerRequest, tenant: str, timeout_s: float
+        self,
+        request: generation_pb2.GenerateAnswerRequest,
+        tenant: str,
+        timeout_s: float,
+        reservation: str = "",
     ) -> AsyncIterator[Any]:
         """The GenerateAnswer stream's events (queued, delta, then final); the
-        tenant names the generation service's queue line for fairness."""
-        stream = self.generation.GenerateAnswer(
-            request, timeout=timeout_s, metadata=((TENANT_METADATA, tenant),)
-        )
+        tenant names the generation service's queue line for fairness, the
+        reservation (CheckAdmission's) the answer's place in it."""
+        metadata: tuple[tuple[str, str], ...] = ((TENANT_METADATA, tenant),)
+        if reservation:
+            metadata += ((RESERVATION_METADATA, reservation),)
+        stream = self.generation.GenerateAnswer(request, timeout=timeout_s, metadata=metadata)
         try:
             async for event in stream:
                 yield event
@@ -232,6 +238,16 @@ class Downstream:
         return await _call(
             "generation RewriteQuery",
             self.generation.RewriteQuery(
+                request, timeout=timeout_s, metadata=((TENANT_METADATA, tenant),)
+            ),
+        )
+
+    async def check_admission(
+        self, request: generation_pb2.CheckAdmissionRequest, tenant: str, timeout_s: float
+    ) -> generation_pb2.CheckAdmissionResponse:
+        return await _call(
+            "generation CheckAdmission",
+            self.generation.CheckAdmission(
                 request, timeout=timeout_s, metadata=((TENANT_METADATA, tenant),)
             ),
         )

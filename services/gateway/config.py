@@ -183,6 +183,13 @@ class GatewaySettings(BaseSettings):
     ask_timeout_s: float = Field(
         default=120.0, description="Deadline for the generation stream when the caller set none."
     )
+    ask_admission_check: bool = Field(
+        default=True,
+        description="Before embedding and retrieval for an answer that goes to the LLM, ask the "
+        "generation service's queue (CheckAdmission) whether it would be refused now, so that a "
+        "refusal (RESOURCE_EXHAUSTED with RetryInfo) comes within milliseconds; an accepted "
+        "check keeps the answer's place in line.",
+    )
     reaper_interval_s: float = Field(
         default=5.0, description="How often the gateway looks for stuck ingestion jobs."
     )

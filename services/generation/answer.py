@@ -192,11 +192,16 @@ class AnswerGenerator:
 
     # --- answering ---------------------------------------------------------------------
     async def generate(
-        self, request: AnswerRequest, *, time_remaining_s: float | None = None
+        self,
+        request: AnswerRequest,
+        *,
+        time_remaining_s: float | None = None,
+        reservation: str = "",
     ) -> AsyncGenerator[AnswerEvent, None]:
         """Queued events while the answer waits for an LLM slot, then deltas as they
         come, then one FinalAnswer.
 
+        `reservation` is a CheckAdmission's, whose place in line the answer takes.
         `time_remaining_s` is what is left of the caller's deadline; the LLM gets the
         smaller of what is left after the queue and RAGMESH_GENERATION_LLM_TIMEOUT_S.
         Cancelling the consumer leaves the queue, or closes the upstream stream, at
@@ -232,7 +237,7 @@ class AnswerGenerator:
         # The admission queue's wait, from arrival to a slot (or refusal).
         waiting = tracing.start("llm.queue_wait", {"ragmesh.tenant": request.tenant})
         try:
-            ticket = self.admission.enter(request.tenant, time_remaining_s)
+            ticket = self.admission.enter(request.tenant, time_remaining_s, reservation)
         except ResourceExhausted as refused:
             metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
             tracing.end_with_error(waiting, refused, refused.reason)
@@ -253,7 +258,7 @@ class AnswerGenerator:
                 yield event
         finally:
             self.admission.release(ticket)
-            self._observe_queue()
+            self.observe_queue()
 
     # --- query rewriting -----------------------------------------------------------------
     async def rewrite(
@@ -303,7 +308,7 @@ class AnswerGenerator:
             )
         finally:
             self.admission.release(ticket)
-            self._observe_queue()
+            self.observe_queue()
         log.debug("rewrite in %.0f ms: %r", (time.perf_counter() - start) * 1000, text)
         return RewriteResult(rewrite.first_line(text), usage, llm_ms, len(kept))
 
@@ -362,7 +367,7 @@ class AnswerGenerator:
     ) -> AsyncGenerator[Queued, None]:
         """Queued events while the ticket waits for an LLM slot (none when it has one)."""
         admission = self.admission
-        self._observe_queue()
+        self.observe_queue()
         loop = asyncio.get_running_loop()
         while not ticket.granted.is_set():
             state = admission.state(ticket)
@@ -373,12 +378,16 @@ class AnswerGenerator:
                 if left <= 0:
                     metrics.LLM_QUEUE_REFUSED.labels("LLM_QUEUE_TIMEOUT").inc()
                     raise admission.deadline_passed(ticket)
+                hopeless = admission.hopeless(ticket, left)
+                if hopeless is not None:
+                    metrics.LLM_QUEUE_REFUSED.labels(hopeless.reason).inc()
+                    raise hopeless
                 step = min(step, left)
             await admission.wait(ticket, step)
         metrics.LLM_QUEUE_WAIT.observe(ticket.started_at - ticket.enqueued_at)
-        self._observe_queue()
+        self.observe_queue()
 
-    def _observe_queue(self) -> None:
+    def observe_queue(self) -> None:
         metrics.LLM_QUEUE_DEPTH.set(self.admission.waiting)
         metrics.LLM_SLOTS_BUSY.set(self.admission.running)
 

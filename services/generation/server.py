@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 
 import grpc
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.generation.v1 import generation_pb2, generation_pb2_grpc
-from services.common.api import TENANT_METADATA
+from services.common import metrics
+from services.common.api import RESERVATION_METADATA, TENANT_METADATA
 from services.common.config import DEFAULT_PORTS
+from services.common.errors import InvalidArgument, ResourceExhausted
+from services.generation.admission import AdmissionQueue
 from services.generation.answer import AnswerEvent, AnswerGenerator
 from services.generation.config import GenerationSettings
 from services.generation.history_proto import history_from_proto
@@ -78,6 +82,13 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
+def reservation_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == RESERVATION_METADATA:
+            return str(value)[:64]
+    return ""
+
+
 def event_to_proto(event: AnswerEvent) -> generation_pb2.GenerateAnswerResponse:
     if isinstance(event, AnswerDelta):
         return generation_pb2.GenerateAnswerResponse(
@@ -126,9 +137,11 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
     async def GenerateAnswer(
         self, request: generation_pb2.GenerateAnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerateAnswerResponse]:
+        reservation = reservation_of(context)
         events = self.generator.generate(
             request_from_proto(request, tenant_of(context)),
             time_remaining_s=context.time_remaining(),
+            reservation=reservation,
         )
         try:
             async for event in events:
@@ -137,6 +150,50 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
             # Close the logic's generator (and with it the LLM stream) now, even when the
             # cancellation arrived while we were suspended at `yield`.
             await events.aclose()
+            # A reservation the answer did not take over (invalid, abstained, cancelled
+            # before it queued) gives its place back now rather than when it lapses.
+            self.generator.admission.cancel(reservation)
+
+    async def CheckAdmission(
+        self, request: generation_pb2.CheckAdmissionRequest, context: grpc.aio.ServicerContext
+    ) -> generation_pb2.CheckAdmissionResponse:
+        check = check_admission(
+            self.generator.admission,
+            tenant_of(context),
+            request.time_remaining_ms,
+            request.release,
+        )
+        self.generator.observe_queue()
+        return check
+
+
+def check_admission(
+    admission: AdmissionQueue, tenant: str, time_remaining_ms: float, release: str
+) -> generation_pb2.CheckAdmissionResponse:
+    """CheckAdmission on the queue: a release, or a reservation (RESOURCE_EXHAUSTED
+    raised as GenerateAnswer would)."""
+    if release:
+        admission.cancel(release)
+        return generation_pb2.CheckAdmissionResponse()
+    if time_remaining_ms < 0 or not math.isfinite(time_remaining_ms):
+        raise InvalidArgument(
+            "time_remaining_ms must be a finite number, 0 or more (0: no deadline)",
+            reason="INVALID_TIME_REMAINING",
+            metadata={"field": "time_remaining_ms"},
+        )
+    try:
+        ticket = admission.reserve(tenant, time_remaining_ms / 1000 or None)
+    except ResourceExhausted as refused:
+        metrics.LLM_QUEUE_REFUSED.labels(refused.reason).inc()
+        raise
+    state = admission.state(ticket)
+    return generation_pb2.CheckAdmissionResponse(
+        reservation=ticket.reservation,
+        queue=common_pb2.QueuePosition(
+            position=state.position, estimated_wait_ms=state.estimated_wait_s * 1000
+        ),
+        reservation_ttl_ms=admission.reservation_ttl_s * 1000,
+    )
 
     async def RewriteQuery(
         self, request: generation_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext

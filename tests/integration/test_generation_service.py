@@ -486,12 +486,82 @@ async def test_answers_wait_their_turn_fairly_and_a_full_queue_refuses_at_once(
         assert rewrite.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         rewrite_info = error_info_of(rewrite.value)
         assert rewrite_info is not None and rewrite_info.reason == "LLM_QUEUE_FULL"
+        # CheckAdmission says the same, without a request to judge
+        with pytest.raises(grpc.aio.AioRpcError) as checked:
+            await stub.CheckAdmission(
+                generation_pb2.CheckAdmissionRequest(time_remaining_ms=60_000),
+                timeout=5,
+                metadata=_as_tenant("C"),
+            )
+        assert checked.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        checked_info = error_info_of(checked.value)
+        assert checked_info is not None and checked_info.reason == "LLM_QUEUE_FULL"
+        assert retry_delay_of(checked.value) == retry_delay_of(err)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         assert refused_after < 5  # at once: not after waiting for a slot
     assert started == ["A1", "A2", "B1", "A3"]
     # as they arrived: A3 behind A2; then B1 behind A2 only, ahead of A3
     assert positions["A2"][0] == 1 and positions["A3"][0] == 2 and positions["B1"][0] == 2
     assert "A1" not in positions  # it had the slot at once
+
+
+async def test_a_checked_answer_keeps_its_place_until_it_comes_or_gives_it_back(
+    start_ragmesh_service,
+    llm_base_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """CheckAdmission's reservation takes the queue's one place; released, or taken
+    over by an answer that needs no LLM (an abstention), the place is free again.
+    No LLM call is made here."""
+    _, addr = start_ragmesh_service(
+        "generation",
+        env=_env(
+            llm_base_url,
+            RAGMESH_GENERATION_LLM_MAX_CONCURRENCY="1",
+            RAGMESH_GENERATION_LLM_MAX_QUEUED="1",
+            RAGMESH_GENERATION_LLM_MAX_QUEUED_PER_TENANT="1",
+        ),
+    )
+
+    async def check(stub: generation_pb2_grpc.GenerationServiceStub, tenant: str) -> str:
+        response = await stub.CheckAdmission(
+            generation_pb2.CheckAdmissionRequest(time_remaining_ms=60_000),
+            timeout=5,
+            metadata=_as_tenant(tenant),
+        )
+        assert response.reservation and response.reservation_ttl_ms > 0
+        return str(response.reservation)
+
+    async def refused(stub: generation_pb2_grpc.GenerationServiceStub, tenant: str) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await check(stub, tenant)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_delay_of(err.value) is not None
+        info = error_info_of(err.value)
+        return info.reason if info else ""
+
+    async for stub in _stub(addr):
+        first = await check(stub, "A")
+        assert await refused(stub, "B") == "LLM_QUEUE_FULL"  # A's answer is on its way
+        await stub.CheckAdmission(
+            generation_pb2.CheckAdmissionRequest(release=first), timeout=5, metadata=_as_tenant("A")
+        )
+        second = await check(stub, "B")
+        weak = [generation_pb2.Passage(id="x:0", text="Cats sleep.", score=0.1)]
+        call = stub.GenerateAnswer(
+            _req(passages=weak),
+            timeout=30,
+            metadata=(*_as_tenant("B"), ("x-ragmesh-admission-reservation", second)),
+        )
+        assert [r.final.abstained async for r in call if r.HasField("final")] == [True]
+        await check(stub, "A")  # the abstention gave the place back
+
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.CheckAdmission(
+                generation_pb2.CheckAdmissionRequest(time_remaining_ms=-1), timeout=5
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad_info = error_info_of(bad.value)
+        assert bad_info is not None and bad_info.reason == "INVALID_TIME_REMAINING"
 
 
 # --- the LLM server failing ---------------------------------------------------------------

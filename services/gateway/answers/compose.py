@@ -12,6 +12,7 @@ down.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -86,18 +87,25 @@ class AnswerComposer:
         model: str = "",
     ) -> Selection:
         """The verbatim answer's sentences and the relevance signal: every
-        sentence of the retrieved passages embedded with the knowledge base's model."""
+        sentence of the retrieved passages embedded with the knowledge base's model.
+
+        The splitting and the scoring (pure Python, ~5-10 ms an Ask) run in a thread:
+        on the event loop, a dozen Asks scoring at once held up every other call —
+        an LLM queue refusal waited ~90 ms behind 12 of them, 0.2 ms with the thread
+        (docs/generation.md, admission)."""
         passages = [
             Passage(n, r.chunk.document_id, r.chunk.text, r.chunk.start_offset)
             for n, r in enumerate(results, start=1)
         ]
-        cands = candidates(passages, self.budget.max_chars)
+        cands = await asyncio.to_thread(candidates, passages, self.budget.max_chars)
         if not cands or not question_vector:
             return Selection([], 0.0)
         vectors = await self.downstream.embed_documents(
             [c.text for c in cands], deadline.remaining(), model=model
         )
-        return select(question, question_vector, cands, vectors, self.budget)
+        return await asyncio.to_thread(
+            select, question, question_vector, cands, vectors, self.budget
+        )
 
     def abstains(self, selection: Selection) -> bool:
         """Nothing retrieved (or no sentence in it), or nothing close enough."""
