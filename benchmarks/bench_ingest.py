@@ -118,7 +118,13 @@ def _ragmesh(stack: LaunchedStack, spans: OtlpCollector, name: str, tmp: Path) -
     args = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name)), "--retrieval-only"]
     args += ["--limit", "10", "--json", str(tmp / f"{name}.json")]
     done = subprocess.run(
-        args, cwd=REPO, env=stack.cli_env(), capture_output=True, text=True, timeout=7200
+        args,
+        cwd=REPO,
+        env=stack.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        check=False,
     )
     line = INGESTED.search(done.stdout + done.stderr)
     if done.returncode != 0 or line is None:
@@ -159,6 +165,7 @@ def _peer(python: Path, name: str, tmp: Path) -> Run:
         capture_output=True,
         text=True,
         timeout=7200,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"LangChain peer on {name} exited {done.returncode}:\n{done.stderr}")

@@ -79,8 +79,7 @@ def main(docs_file: Path, work: Path) -> dict[str, Any]:
     tokenizer = model._client.tokenizer
     limit = int(model._client.max_seq_length)
     truncated = sum(
-        len(tokenizer(c.page_content, add_special_tokens=True)["input_ids"]) > limit
-        for c in chunks
+        len(tokenizer(c.page_content, add_special_tokens=True)["input_ids"]) > limit for c in chunks
     )
     hits = store.similarity_search(rows[0]["text"][:200], k=1)
     return {
