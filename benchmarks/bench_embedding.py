@@ -34,7 +34,7 @@ from devstack.procs import start_service
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.models import minilm_model_dir
 from services.embedding.config import EmbeddingSettings
-from services.embedding.local import Encoder, OnnxEncoder, TorchEncoder
+from services.embedding.local import Encoder, OnnxEncoder, TorchEncoder, quantized_int8
 from services.embedding.tokens import TokenCounter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,17 +183,6 @@ def _runtime_figures(
     )
 
 
-def _quantize_int8(fp32: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    target = fp32.with_name("model.int8.onnx")
-    if not target.exists():
-        tmp = target.with_suffix(".tmp.onnx")
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
-        os.replace(tmp, target)
-    return target
-
-
 def run() -> str:  # noqa: PLR0915 - one benchmark's steps in order, read top to bottom
     settings = EmbeddingSettings()
     model_dir = minilm_model_dir()
@@ -316,7 +305,7 @@ def run() -> str:  # noqa: PLR0915 - one benchmark's steps in order, read top to
     ]
 
     # 4. int8 dynamic quantisation.
-    int8 = OnnxEncoder(model_dir, settings.cache_dir, onnx_path=_quantize_int8(onnx.onnx_path))
+    int8 = OnnxEncoder(model_dir, settings.cache_dir, onnx_path=quantized_int8(onnx.onnx_path))
     int8.encode(batches[0])
     fp32_t: list[float] = []
     int8_t: list[float] = []

@@ -29,6 +29,7 @@ ORDER = [
     "generation",
     "admission",
     "pipeline",
+    "ingest",
     "eval",
     "answers",
     "uploads",

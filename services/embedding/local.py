@@ -179,12 +179,32 @@ def export_onnx(model_dir: Path, target: Path) -> None:
             os.unlink(tmp)
 
 
-def ensure_onnx_model(model_dir: Path, cache_dir: Path) -> Path:
+def ensure_onnx_model(model_dir: Path, cache_dir: Path, precision: str = "fp32") -> Path:
     path = onnx_cache_path(model_dir, cache_dir)
     if not path.exists():
         log.info("exporting %s to ONNX at %s (once)", model_dir, path)
         export_onnx(model_dir, path)
-    return path
+    return quantized_int8(path) if precision == "int8" else path
+
+
+def quantized_int8(fp32: Path) -> Path:
+    """Dynamic int8 quantisation of an exported graph (weights int8, activations
+    quantised per batch), made once beside it; renamed into place like the export."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = fp32.with_name("model.int8.onnx")
+    if not target.exists():
+        log.info("quantising %s to int8 (once)", fp32)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".int8.tmp.onnx")
+        os.close(fd)
+        try:
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
 
 
 class OnnxEncoder:
@@ -202,13 +222,16 @@ class OnnxEncoder:
         threads: int = 0,
         onnx_path: Path | None = None,
         spinning: bool = False,
+        precision: str = "fp32",
     ) -> None:
         import onnxruntime as ort
 
         _check_pipeline(model_dir)
         self.max_tokens = int(_sentence_bert_config(model_dir).get("max_seq_length", 512))
         self.batch_size = batch_size
-        self.onnx_path = onnx_path or ensure_onnx_model(model_dir, cache_dir)
+        self.onnx_path = onnx_path or ensure_onnx_model(model_dir, cache_dir, precision)
+        if precision == "int8":
+            self.runtime = "onnxruntime-int8"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -259,15 +282,22 @@ def create_encoder(
     batch_size: int = 32,
     threads: int = 0,
     spinning: bool = False,
+    precision: str = "fp32",
 ) -> Encoder:
     """`onnx`, `torch`, or `auto`: ONNX Runtime (faster here, see docs/benchmarks.md),
-    falling back to torch when the export cannot be made."""
+    falling back to torch when the export cannot be made. `precision` int8: the ONNX
+    graph quantised (torch stays fp32)."""
     if runtime == "torch":
         return TorchEncoder(model_dir, batch_size=batch_size, threads=threads)
 
     def onnx() -> OnnxEncoder:
         return OnnxEncoder(
-            model_dir, cache_dir, batch_size=batch_size, threads=threads, spinning=spinning
+            model_dir,
+            cache_dir,
+            batch_size=batch_size,
+            threads=threads,
+            spinning=spinning,
+            precision=precision,
         )
 
     if runtime == "onnx":
@@ -292,6 +322,7 @@ class LocalEmbedder:
         batch_size: int = 32,
         threads: int = 0,
         spinning: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.runtime = runtime
         self.model_dir = model_dir
@@ -299,6 +330,7 @@ class LocalEmbedder:
         self.batch_size = batch_size
         self.threads = threads
         self.spinning = spinning
+        self.precision = precision
         self.encoder: Encoder | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._lock = asyncio.Lock()
@@ -319,6 +351,7 @@ class LocalEmbedder:
             batch_size=self.batch_size,
             threads=self.threads,
             spinning=self.spinning,
+            precision=self.precision,
         )
 
     @property

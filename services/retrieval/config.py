@@ -112,10 +112,25 @@ class RetrievalSettings(BaseSettings):
     )
     flush_after_upsert: Literal["auto", "always", "never"] = Field(
         default="auto",
-        description="Flush the collection after each UpsertChunks. `auto`: on Milvus Lite "
-        "only, where searches over unflushed rows are several times slower (the flush builds "
-        "the new rows' index); never on a Milvus server, where visibility comes from the "
-        "consistency level and a flush costs seconds.",
+        description="When to flush a collection after UpsertChunks (searches over unflushed "
+        "rows are several times slower on Milvus Lite; the flush builds their index). `auto`: "
+        "on Milvus Lite, deferred — in the background once the collection had no write for "
+        "RAGMESH_RETRIEVAL_FLUSH_IDLE_MS, at the latest FLUSH_MAX_DELAY_MS after its first "
+        "unflushed write (rows are searchable and durable before it); never on a Milvus "
+        "server, where visibility comes from the consistency level and a flush costs "
+        "seconds. `always`: inside every UpsertChunks. `never`.",
+    )
+    flush_idle_ms: float = Field(
+        default=200.0,
+        ge=0,
+        description="Milvus Lite, `auto` flushes: flush a collection once it has had no write "
+        "for this long.",
+    )
+    flush_max_delay_ms: float = Field(
+        default=1000.0,
+        ge=0,
+        description="Milvus Lite, `auto` flushes: flush a collection at the latest this long "
+        "after its first unflushed write, even while writes go on.",
     )
     call_timeout_s: float = Field(
         default=30.0,

@@ -24,6 +24,7 @@ from services.retrieval import fusion
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.faults import Faults
 from services.retrieval.filters import compile_filters, string_literal
+from services.retrieval.flushing import DeferredFlusher
 from services.retrieval.rows import record_from_row
 from services.retrieval.schema import (
     F_CHUNK_INDEX,
@@ -82,6 +83,11 @@ class Retriever:
         self._last_error = ""
         self._connect_lock = asyncio.Lock()
         self.faults = Faults(settings.faults)
+        self.flusher = DeferredFlusher(
+            self._deferred_flush,
+            settings.flush_idle_ms / 1000,
+            settings.flush_max_delay_ms / 1000,
+        )
 
     # -- plumbing -------------------------------------------------------------
     def _timeout(self, deadline: float | None) -> float:
@@ -221,6 +227,7 @@ class Retriever:
         self.faults.check("delete_collection")
         # NOT_FOUND for an unknown knowledge base (and never drop a foreign collection).
         await self._run(deadline, self.store.describe_collection, name)
+        self.flusher.forget(name)
         await self._run(deadline, self.store.drop_collection, name)
 
     # -- chunks ---------------------------------------------------------------
@@ -264,13 +271,17 @@ class Retriever:
             deleted += len(ids)
             if len(ids) < QUERY_LIMIT:
                 break
-        if self._flush_after_upsert():
-            await self._run(deadline, self.store.flush, collection)
+        choice = self.settings.flush_after_upsert
+        if choice == "always":
+            with tracing.span("milvus.flush", {"db.system": "milvus"}):
+                await self._run(deadline, self.store.flush, collection)
+        elif choice == "auto" and self.store.is_lite():
+            self.flusher.wrote(collection)
         return UpsertResult(upserted=len(chunks), deleted=deleted)
 
-    def _flush_after_upsert(self) -> bool:
-        choice = self.settings.flush_after_upsert
-        return choice == "always" or (choice == "auto" and self.store.is_lite())
+    async def _deferred_flush(self, collection: str) -> None:
+        with tracing.span("milvus.flush", {"db.system": "milvus", "ragmesh.deferred": True}):
+            await self._run(None, self.store.flush, collection)
 
     async def delete_document_chunks(
         self, collection: str, document_id: str, deadline: float | None

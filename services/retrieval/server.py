@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -71,6 +73,8 @@ _UPSERT_MODES = {
     pb.UPSERT_MODE_REPLACE: UpsertMode.REPLACE,
     pb.UPSERT_MODE_APPEND_BATCH: UpsertMode.APPEND_BATCH,
 }
+
+log = logging.getLogger("ragmesh.retrieval")
 
 
 def _reverse(mapping: dict[Any, Any]) -> dict[Any, Any]:
@@ -353,6 +357,12 @@ class RetrievalService:
         return await self.retriever.check()
 
     async def close(self) -> None:
+        # Deferred flushes only speed searches up (the rows are durable without them),
+        # so a slow or down Milvus does not hold the shutdown long.
+        try:
+            await asyncio.wait_for(self.retriever.flusher.flush_all(), 5)
+        except TimeoutError:
+            log.warning("pending flushes not done at shutdown")
         self.retriever.close()
 
 

@@ -215,7 +215,7 @@ class Ingestor:
         content = self._content(job)
         originals = self.state.originals
         keep = originals is not None and job.kind != JobKind.REINDEX
-        beat.progress(stage=JobStage.PARSING)
+        # The claim recorded the PARSING stage: no progress call before the parse.
         with tracing.span(
             "ingest.parse", {"ragmesh.document_id": doc.document_id, "ragmesh.bytes": len(content)}
         ) as parse:
@@ -250,9 +250,10 @@ class Ingestor:
         embedded = self._index(job, target, kb, doc, chunked, beat)
         if keep and originals is not None:
             t, kbid, d = job.tenant, job.knowledge_base_id, job.document_id
-            if job.kind == JobKind.UPLOAD:
-                originals.put(original_key(t, kbid, d, job.version), content)
-            originals.put(text_key(t, kbid, d, job.version), chunked.normalized_text.encode())
+            with tracing.span("ingest.keep", {"ragmesh.bytes": len(content)}):
+                if job.kind == JobKind.UPLOAD:
+                    originals.put(original_key(t, kbid, d, job.version), content)
+                originals.put(text_key(t, kbid, d, job.version), chunked.normalized_text.encode())
         ended = self.state.runs.finish_job(
             job.job_id, token, total, chunked.title, len(content) if keep else None
         )
@@ -295,16 +296,25 @@ class Ingestor:
         batch_size = self.settings.embed_batch_size
         metadata = struct_pb2.Struct()
         metadata.update(doc.metadata)
-        for _ in range(INDEX_PASSES):
-            stored = self.clients.stored_indexes(target, doc.document_id, job.version)
+        for index_pass in range(INDEX_PASSES):
+            if index_pass == 0 and job.kind == JobKind.UPLOAD and job.attempt == 1:
+                # The first run of an upload: nothing of it is stored yet (a same
+                # version already indexed never makes a job). Chunk ids are fixed, so
+                # were some stored, writing them again would be harmless.
+                stored: set[int] = set()
+            else:
+                with tracing.span("ingest.stored_chunks"):
+                    stored = self.clients.stored_indexes(target, doc.document_id, job.version)
             missing = [c for c in chunked.chunks if c.chunk_index not in stored]
             if not missing:
                 return embedded
             done = total - len(missing)
-            beat.progress(chunks_done=done)
             for start in range(0, len(missing), batch_size):
                 batch = missing[start : start + batch_size]
-                beat.progress(stage=JobStage.EMBEDDING)
+                # One progress call a step (each one is a Redis round trip and an event
+                # the gateway relays to whoever waits on the job); finish_job records
+                # the last batch's chunks_done.
+                beat.progress(stage=JobStage.EMBEDDING, chunks_done=done)
                 with tracing.span("ingest.embed", {"ragmesh.batch_size": len(batch)}):
                     vectors = self.clients.embed_documents(
                         [c.text for c in batch], embedding_model(job, kb)
@@ -314,14 +324,18 @@ class Ingestor:
                     (self._stored_chunk(chunk, job, kb, doc, chunked, metadata), vector)
                     for chunk, vector in zip(batch, vectors, strict=True)
                 ]
-                beat.progress(stage=JobStage.INDEXING)
                 with (
                     tracing.span("ingest.upsert", {"ragmesh.batch_size": len(batch)}),
-                    self._doc_lock(job, beat),
+                    self._doc_lock(job, beat, stage=JobStage.INDEXING),
                 ):
                     self.clients.upsert(target, doc.document_id, job.version, to_upsert)
                 done += len(batch)
-                beat.progress(chunks_done=done)
+            if len(missing) == total <= batch_size:
+                # The whole document went in one write under the document lock: no other
+                # writer came between its batches, and one that comes after (a newer
+                # version, a delete) cancels this job, which finish_job then refuses.
+                # The check pass below is for documents written in several batches.
+                return embedded
         raise TransientError(
             ErrorRecord("ABORTED", "INDEX_INCOMPLETE", "chunks kept disappearing while indexing")
         )
@@ -350,7 +364,7 @@ class Ingestor:
         return stored
 
     @contextmanager
-    def _doc_lock(self, job: JobRecord, beat: Heartbeat) -> Iterator[None]:
+    def _doc_lock(self, job: JobRecord, beat: Heartbeat, **progress: object) -> Iterator[None]:
         """Held (and renewed) around chunk writes; a document delete takes it too,
         so once a delete (or a newer upload) cancelled this job no write of ours
         follows."""
@@ -366,5 +380,5 @@ class Ingestor:
                 )
             time.sleep(0.05)
         with locks.hold(tenant, kb, doc, token):
-            beat.progress()  # still ours, checked under the lock
+            beat.progress(**progress)  # still ours, checked under the lock
             yield
