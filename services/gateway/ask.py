@@ -105,7 +105,7 @@ class Asker:
         selection = await self.composer.select(
             params.question, vector, result.results, deadline, model
         )
-        if self.composer.abstains(selection):
+        if self.composer.abstains(selection, model):
             yield sources_event
             for event in self.composer.abstention(
                 params.question, mode, selection.relevance, timer
