@@ -427,7 +427,7 @@ def eval_command(
             )
             # Further search modes on the same knowledge base: retrieval only, so the
             # modes differ in nothing but how the chunks were ranked.
-            for other in modes[1:]:
+            for other in [m for m in modes[1:] if m]:  # several modes: all named
                 other_board, timings_by_mode[other], _ = _run_questions(
                     cli, rag, kb_id, data, k, other, True, concurrency
                 )
