@@ -333,11 +333,12 @@ through the gateway, chunked and embedded by the worker, then every question sea
 each of the three modes on that same knowledge base. Top 10 chunks per question (100 on
 the BEIR set: the gateway's top_k limit raised to {MAX_TOP_K}), mapped to distinct
 documents; a question is a hit at k when its gold passage is among the first k. HYBRID is
-the service default (WEIGHTED fusion of bound-normalised scores, 1:1, at least 20
-candidates per retriever). *HYBRID − better single* is HYBRID minus the better of DENSE
-and SPARSE per metric; the target (issue 14) is ≥ −{TOLERANCE}. **(default)** marks the
-model a knowledge base of that language gets when none is named. Ingestion times are
-left out (the machine is shared; see "Embedding models" for speed).
+the service default (WEIGHTED fusion of scores normalised against cosine 0 and BM25 0, 1:1,
+at least 20 candidates per retriever; docs/retrieval.md, "Fusion"). *HYBRID − better
+single* is HYBRID minus the better of DENSE and SPARSE per metric; the target (issue 14)
+is ≥ −{TOLERANCE}. **(default)** marks the model a knowledge base of that language gets
+when none is named. Ingestion times are left out (the machine is shared; see "Embedding
+models" for speed).
 """
 
 
