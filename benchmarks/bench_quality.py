@@ -359,7 +359,7 @@ def run() -> str:
         keep.mkdir(parents=True, exist_ok=True)
         reports = measure(keep, datasets, models)
     tables, verdicts = render(reports, datasets)
-    lines = ["## Retrieval quality", "", INTRO, tables]
+    lines = ["## Retrieval quality", "", INTRO, tables.rstrip("\n"), ""]
     zh = reports.get(("cmrc2018-trial", "multilingual"))
     target = ""
     if zh is not None:
