@@ -1,4 +1,5 @@
-"""Verbatim answers and abstention (issue 16) through the whole local stack.
+"""Verbatim answers and abstention (issue 16) through the whole local stack; the
+relevance signal of the multilingual model (issue 14) through a stack of the services.
 
 The launcher's stack (`make run`) with RAGMESH_GATEWAY_ABSTAIN_BELOW=-1, so that
 no answer abstains and every answer reports its relevance signal; `ragmesh eval
@@ -29,6 +30,11 @@ from devstack.launched import REPO, LaunchedStack
 from services.gateway.config import AnswerSettings
 
 SQUAD, CMRC = "squad2-sample-a", "cmrc2018-trial"
+# Abstention off for every model, so that every answer reports its relevance.
+NO_ABSTENTION = {
+    "RAGMESH_GATEWAY_ABSTAIN_BELOW": "-1",
+    "RAGMESH_GATEWAY_ABSTAIN_BELOW_BY_MODEL": "{}",
+}
 
 
 def _eval(
@@ -65,9 +71,7 @@ def run() -> str:
     generative = int(os.environ.get("RAGMESH_BENCH_ANSWERS_GENERATIVE", "0"))
     reports: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-answers-") as tmp:
-        stack = LaunchedStack(
-            Path(tmp), demo=False, extra_env={"RAGMESH_GATEWAY_ABSTAIN_BELOW": "-1"}
-        ).start()
+        stack = LaunchedStack(Path(tmp), demo=False, extra_env=NO_ABSTENTION).start()
         try:
             stack.wait_for_line(r"^ragmesh is up\.$", timeout=900)
             reports[SQUAD] = _eval(stack, SQUAD, Path(tmp) / "squad.json", "verbatim", None)
@@ -129,5 +133,116 @@ def run() -> str:
         "≥ 50 % of unanswerable abstained on while ≥ 80 % of answerable answered): see the "
         'rows above; docs/generation.md ("Abstention") says which point of the curve the '
         "default is and why.",
+        "",
+    ]
+    return "\n".join(lines) + "\n" + multilingual_relevance(cmrc_answers)
+
+
+# ------------------------------------------------- relevance per embedding model
+
+
+def _eval_on(gateway: str, name: str, out: Path, answers: int | None) -> dict[str, Any]:
+    """`ragmesh eval` with verbatim answers on a knowledge base of the multilingual model."""
+    args = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name)), "--json", str(out)]
+    args += ["--answer-mode", "verbatim", "--model", "multilingual"]
+    args += ["--addr", gateway, "--api-key", "bench-key-0001"]
+    if answers is not None:
+        args += ["--answer-limit", str(answers)]
+    done = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, timeout=6 * 3600, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ragmesh eval {name} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return dict(json.loads(out.read_text()))
+
+
+def relevances(report: dict[str, Any], answerable: bool) -> list[float]:
+    """The relevance signal each verbatim answer reported, of (un)answerable questions."""
+    out = []
+    for q in report.get("per_question", []):
+        a = q.get("answers", {}).get("verbatim")
+        if a is not None and a.get("answer") is not None and a["answerable"] == answerable:
+            out.append(float(a["relevance"]))
+    return sorted(out)
+
+
+def highest_keeping_all(curve: list[dict[str, Any]]) -> float:
+    """The rule the default threshold was chosen by: the highest threshold at which
+    every answerable question is still answered."""
+    keep = [p["threshold"] for p in curve if p["answerable_answered"] >= 1.0]
+    return max(keep, default=0.0)
+
+
+def multilingual_relevance(cmrc_answers: int = 200) -> str:
+    """The relevance signal when the knowledge base's model is the multilingual one
+    (the default for Chinese): the abstention curve on squad2-sample-a (it has
+    unanswerable questions) and, on cmrc2018-trial (answerable questions only), the share
+    each threshold would wrongly abstain on. A stack of the services with abstention off."""
+    from benchmarks.bench_models import _stack
+
+    keep_env = os.environ.get("RAGMESH_BENCH_RELEVANCE_REPORTS", "")  # keep the JSON there
+    with tempfile.TemporaryDirectory(prefix="ragmesh-bench-relevance-") as tmp:
+        keep = Path(keep_env or tmp)
+        procs, gateway = _stack(Path(tmp), NO_ABSTENTION)
+        try:
+            squad = _eval_on(gateway, SQUAD, keep / "squad2-multilingual.json", None)
+            cmrc = _eval_on(gateway, CMRC, keep / "cmrc2018-multilingual.json", cmrc_answers)
+        finally:
+            for proc in reversed(procs):
+                proc.stop()  # type: ignore[attr-defined]
+    return render_relevance(squad, cmrc)
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "–"
+    at = [values[min(len(values) - 1, int(q * len(values)))] for q in (0.0, 0.05, 0.25, 0.5)]
+    return " / ".join(f"{v:.2f}" for v in at)
+
+
+def render_relevance(squad: dict[str, Any], cmrc: dict[str, Any]) -> str:
+    default = AnswerSettings.model_fields["abstain_below"].default
+    curve = squad.get("abstention_curve", {}).get("verbatim", [])
+    chosen = highest_keeping_all(curve)
+    zh = relevances(cmrc, True)
+    en_yes, en_no = relevances(squad, True), relevances(squad, False)
+    lines = [
+        "### The relevance signal with the multilingual model",
+        "",
+        "Knowledge bases created with `--model multilingual` (the default for Chinese): the "
+        "relevance signal is then the multilingual model's cosine similarity. Same answers "
+        "(verbatim, hybrid, abstention off) through a stack of the services. Relevance "
+        "min / 5th percentile / quartile / median: "
+        f"squad2-sample-a answerable {_quantiles(en_yes)} ({len(en_yes)}), unanswerable "
+        f"{_quantiles(en_no)} ({len(en_no)}); cmrc2018-trial answerable {_quantiles(zh)} "
+        f"({len(zh)}, a seeded sample).",
+        "",
+        "| t | squad2: unanswerable abstained | squad2: answerable answered | "
+        "cmrc2018: answerable abstained (wrongly) |",
+        "|---|---|---|---|",
+    ]
+    for p in curve:
+        t = p["threshold"]
+        if t > 0.7:
+            break
+        wrong = sum(1 for r in zh if r < t) / len(zh) if zh else None
+        row = (
+            f"| {t:.3f} | {_pct(p['unanswerable_abstained'])} | "
+            f"{_pct(p['answerable_answered'])} | {_pct(wrong)} |"
+        )
+        marks = abs(t - default) < 1e-9 or abs(t - chosen) < 1e-9
+        lines.append(row.replace(f"| {t:.3f} |", f"| **{t:.3f}** |") if marks else row)
+    wrong_default = sum(1 for r in zh if r < default) / len(zh) if zh else None
+    lines += [
+        "",
+        f"By the rule that chose the default {default:g} for MiniLM (the highest threshold at "
+        f"which every answerable squad2-sample-a question is still answered), the "
+        f"multilingual model's threshold would be {chosen:.3f}. The default {default:g} "
+        f"would wrongly abstain on {_pct(wrong_default)} of the answerable cmrc2018-trial "
+        "questions.",
     ]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(multilingual_relevance(int(os.environ.get("RAGMESH_BENCH_ANSWERS_CMRC", "200"))))

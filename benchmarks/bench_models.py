@@ -1,5 +1,5 @@
 """Embedding models (issue 14, point 1): speed of each model and runtime on the same
-texts, and DENSE retrieval quality of each model through ragmesh's own API.
+texts. Retrieval quality of each model through ragmesh's own API: bench_quality.py.
 
 1. Speed: chunk-sized passages cut from cmrc2018-trial (Chinese) and squad2-sample-a
    (English) at sentence ends (≤ 200 characters Chinese, ≤ 800 English, so both models
@@ -8,10 +8,11 @@ texts, and DENSE retrieval quality of each model through ragmesh's own API.
    sentencepiece, ragmesh's ONNX graph of it (1 and 2 threads; token budget 512 vs
    8192 a run), and MiniLM on ONNX Runtime as ragmesh runs it. Each configuration runs
    ROUNDS times interleaved with the others (the machine is shared); the best is kept.
-2. Quality: a stack (Redis, Milvus Lite, the services, one worker; no LLM) and
-   `ragmesh eval DATASET --retrieval-only --mode dense --model M` per data set and model.
 
-`python -m benchmarks.bench_models [speed|quality]` prints Markdown.
+`_stack` (Redis, Milvus Lite, the services, a gateway, one worker) serves
+bench_quality.py.
+
+`python -m benchmarks.bench_models` prints Markdown.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -144,7 +142,9 @@ def speed() -> str:
 # --------------------------------------------------------------------- quality
 
 
-def _stack(tmp: Path) -> tuple[list[object], str]:
+def _stack(tmp: Path, gateway_env: dict[str, str] | None = None) -> tuple[list[object], str]:
+    """Redis, the services (Milvus Lite), a gateway and one worker; also used by
+    bench_quality.py."""
     from devstack.deps import start_redis
     from devstack.procs import start_service, worker_process
 
@@ -169,68 +169,14 @@ def _stack(tmp: Path) -> tuple[list[object], str]:
         "RAGMESH_WORKER_QUEUE": f"bench-models-{os.getpid()}",
     }
     gateway, gateway_addr = start_service(
-        "gateway", env={**env, "RAGMESH_GATEWAY_API_KEYS": "bench-key-0001:bench"}, log_dir=logs
+        "gateway",
+        env={**env, "RAGMESH_GATEWAY_API_KEYS": "bench-key-0001:bench", **(gateway_env or {})},
+        log_dir=logs,
     )
     procs.append(gateway)
     worker = worker_process("bench-worker", f"models-{os.getpid()}@%h", env=env, log_dir=logs)
     procs.append(worker.start())
     return procs, gateway_addr
-
-
-def quality() -> str:
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="ragmesh-bench-models-") as tmp_s:
-        tmp = Path(tmp_s)
-        procs, gateway = _stack(tmp)
-        try:
-            for dataset in ("cmrc2018-trial", "squad2-sample-a"):
-                for model in ("multilingual", "minilm"):
-                    out = tmp / f"{dataset}-{model}.json"
-                    run = subprocess.run(
-                        [
-                            sys.executable,
-                            "-c",
-                            "from ragmesh.cli import main; main()",
-                            "eval",
-                            str(DATA / dataset),
-                            "--retrieval-only",
-                            "--mode",
-                            "dense",
-                            "--model",
-                            model,
-                            "--json",
-                            str(out),
-                            "--addr",
-                            gateway,
-                            "--api-key",
-                            "bench-key-0001",
-                        ],
-                        check=False,
-                        capture_output=True,
-                        text=True,
-                        timeout=3600,
-                    )
-                    ingested = next(
-                        (ln for ln in run.stdout.splitlines() if ln.startswith("ingested")), ""
-                    )
-                    if run.returncode != 0 or not out.exists():
-                        rows.append(f"| {dataset} | {model} | failed: {run.stderr[-300:]} |")
-                        continue
-                    report = json.loads(out.read_text())
-                    m = report["metrics"]
-                    rows.append(
-                        f"| {dataset} | {report.get('embedding_model', model)} | "
-                        f"{m['recall@1']:.3f} | {m['recall@5']:.3f} | {m['mrr@10']:.3f} | "
-                        f"{ingested.removeprefix('ingested ')} |"
-                    )
-                    print(rows[-1], flush=True)
-        finally:
-            for proc in reversed(procs):
-                proc.stop()  # type: ignore[attr-defined]
-    return (
-        "| data set | model | DENSE recall@1 | recall@5 | MRR@10 | ingested (one worker) |\n"
-        "|---|---|---:|---:|---:|---|\n" + "\n".join(rows) + "\n"
-    )
 
 
 INTRO = """\
@@ -249,16 +195,11 @@ def run() -> str:
         + INTRO
         + "\n### Speed, in process, same texts\n\n"
         + speed()
-        + "\n### DENSE retrieval through `ragmesh eval --retrieval-only --mode dense --model M`"
-        + "\n\nChunked as users run it (one stack, one worker, Milvus Lite); a question is a hit "
-        + "at k when its gold passage is among the first k distinct documents.\n\n"
-        + quality()
+        + "\nRetrieval quality of each model (DENSE, SPARSE and HYBRID through `ragmesh eval`, "
+        + 'chunked, both languages): section "Retrieval quality" '
+        + "(`python -m benchmarks.run quality`).\n"
     )
 
 
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["speed", "quality"]
-    if "speed" in what:
-        print(speed(), flush=True)
-    if "quality" in what:
-        print(quality(), flush=True)
+    print(speed(), flush=True)

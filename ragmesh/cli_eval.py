@@ -48,6 +48,7 @@ EVAL_EXAMPLES = examples(
     "ragmesh eval data/cmrc --limit 5 --max-docs 20 --retrieval-only   # a quick smoke run",
     "ragmesh eval eval/realworld --retrieval-only   # PDFs and HTML: passage and page recall",
 )
+SEARCH_MODES = ("dense", "sparse", "hybrid")
 # A gateway refuses a top_k above its limit (RAGMESH_GATEWAY_MAX_TOP_K, 50 by default).
 FALLBACK_TOP_K = 50
 
@@ -306,7 +307,11 @@ def eval_command(
         bool, typer.Option("--retrieval-only", help="Skip the answers (no LLM).")
     ] = False,
     mode: Annotated[
-        str | None, typer.Option(help="dense, sparse or hybrid (default: the server's).")
+        str | None,
+        typer.Option(
+            help="dense, sparse or hybrid (default: the server's); several, comma-separated, "
+            "score each on the same ingestion (answers use the first)."
+        ),
     ] = None,
     top_k: Annotated[
         int | None,
@@ -362,6 +367,10 @@ def eval_command(
     data = full.sample(limit, max_docs, seed)
     if not data.questions:
         cli.fail("the data set has no questions")
+    modes = search_modes(mode)
+    if isinstance(modes, str):
+        cli.fail(modes, EXIT_USAGE)
+        return
     language = data.language()
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     kb_id = kb or f"eval-{''.join(c if c.isalnum() else '-' for c in data.name.lower())}-{stamp}"
@@ -382,7 +391,7 @@ def eval_command(
         "layout": data.layout,
         "knowledge_base_id": kb_id,
         "language": language,
-        "mode": mode or "default",
+        "mode": modes[0] or "default",
         "questions": len(data.questions),
         "questions_skipped_empty": full.skipped_questions,
         "limit": limit,
@@ -392,6 +401,8 @@ def eval_command(
     }
     created = False
     by_mode: dict[str, list[AnswerOutcome]] = {}
+    metrics_by_mode: dict[str, dict[str, Any]] = {}
+    timings_by_mode: dict[str, dict[str, Any]] = {}
     with cli.errors(), cli.client(timeout=120) as rag:
         try:
             made = rag.create_knowledge_base(
@@ -406,7 +417,7 @@ def eval_command(
                 kb_id,
                 data,
                 k,
-                mode,
+                modes[0],
                 retrieval_only,
                 concurrency,
                 answer_limit,
@@ -414,6 +425,13 @@ def eval_command(
                 answer_modes=[m.strip() for m in answer_mode.split(",")] or [""],
                 by_mode=by_mode,
             )
+            # Further search modes on the same knowledge base: retrieval only, so the
+            # modes differ in nothing but how the chunks were ranked.
+            for other in [m for m in modes[1:] if m]:  # several modes: all named
+                other_board, timings_by_mode[other], _ = _run_questions(
+                    cli, rag, kb_id, data, k, other, True, concurrency
+                )
+                metrics_by_mode[other] = other_board.summary()
         finally:
             if created and not keep:
                 try:
@@ -421,6 +439,9 @@ def eval_command(
                 except RagmeshError as err:
                     cli.err.print(f"[yellow]could not delete {kb_id}: {err}[/]")
     report["metrics"] = board.summary()
+    if len(modes) > 1:
+        report["metrics_by_mode"] = {modes[0]: report["metrics"], **metrics_by_mode}
+        report["timings_by_mode"] = {modes[0]: timings, **timings_by_mode}
     report["answers_by_mode"] = {m: summarize(o) for m, o in by_mode.items()}
     if any(not q.answerable for q in data.questions):
         report["abstention_curve"] = {
@@ -436,6 +457,20 @@ def eval_command(
     _print_report(cli, report, json_file)
     ingest_failed = report["ingest"]["failed"]
     raise typer.Exit(EXIT_FAILURES if ingest_failed else EXIT_OK)
+
+
+def search_modes(value: str | None) -> list[str | None] | str:
+    """The `--mode` option as a list of search modes (None: the server's default),
+    or the message of why it is not one."""
+    if not value or not value.strip():
+        return [None]
+    modes = [m.strip().lower() for m in value.split(",")]
+    for m in modes:
+        if m not in SEARCH_MODES:
+            return f"unknown search mode {m!r} in --mode; choose from {', '.join(SEARCH_MODES)}"
+    if len(set(modes)) != len(modes):
+        return f"--mode names a search mode twice: {value}"
+    return list(modes)
 
 
 def _fmt(value: Any) -> str:
@@ -456,14 +491,23 @@ def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> N
         cli.out.print(
             f"  [red]failed[/] {failure['document']}: {failure['reason']} {failure['message']}"
         )
-    table = Table("metric", "value", title=f"ragmesh eval: {Path(report['dataset']).name}")
-    for name, value in report["metrics"].items():
-        table.add_row(name, _fmt(value))
+    by_mode = report.get("metrics_by_mode") or {report["mode"]: report["metrics"]}
+    timings_by_mode = report.get("timings_by_mode") or {report["mode"]: report["timings"]}
+    table = Table(
+        "metric",
+        *(by_mode if len(by_mode) > 1 else ["value"]),
+        title=f"ragmesh eval: {Path(report['dataset']).name}",
+    )
+    for name in report["metrics"]:
+        table.add_row(name, *(_fmt(m.get(name)) for m in by_mode.values()))
     timings = report["timings"]
-    table.add_row("top_k", _fmt(timings["top_k"]))
+    table.add_row("top_k", *(_fmt(t["top_k"]) for t in timings_by_mode.values()))
     table.add_row(
         "search p50 / p99 (ms)",
-        f"{_fmt(timings['search_ms_p50'])} / {_fmt(timings['search_ms_p99'])}",
+        *(
+            f"{_fmt(t['search_ms_p50'])} / {_fmt(t['search_ms_p99'])}"
+            for t in timings_by_mode.values()
+        ),
     )
     if timings["answer_errors"]:
         table.add_row("answers failed", str(timings["answer_errors"]))

@@ -145,7 +145,7 @@ class Asker:
             sources=pb.AskSources(sources=sources, rerank=result.rerank_pb())
         )
         selection = await self.composer.select(query.text, vector, result.results, deadline, model)
-        if self.composer.abstains(selection):
+        if self.composer.abstains(selection, model):
             yield sources_event
             for event in self.composer.abstention(
                 params.question, mode, selection.relevance, timer

@@ -6,18 +6,25 @@ Two methods:
   scores, so a retriever that cannot tell the candidates apart moves the fused
   ranking as much as one that clearly can.
 - WEIGHTED: a convex combination of scores normalised against each scorer's
-  *theoretical* lower bound and the list's best score — "TM2C2" in Bruch,
-  Gai & Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval" (ACM
-  TOIS 2023), which beats RRF in their study. A score s becomes
-  (s - lower) / (best - lower), where lower is -1 for cosine similarity and 0
-  for BM25. This is score-aware in the way that matters: a retriever whose
+  *no-relevance point* and the list's best score — "TM2C2" in Bruch, Gai &
+  Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval" (ACM TOIS
+  2023), which beats RRF in their study. A score s becomes
+  max(0, s - lower) / (best - lower), where lower is 0 for both: BM25 scores 0
+  for a text sharing no term with the query, and a cosine of 0 is a text
+  orthogonal to (unrelated to) the query — negative cosines say no more than
+  that. This is score-aware in the way that matters: a retriever whose
   candidates all score about the same (an English-only embedding model on
-  Chinese text: cosines 0.33-0.48 against a bound of -1) yields normalised
-  scores that are all close to 1 and so only breaks near-ties of the other
-  list, while a retriever with a sharp best match (BM25 finding the rare
-  terms of the question) spreads its candidates over [0, 1] and leads.
-  Metrics without a finite bound (inner product, L2 distance) fall back to the
-  list's own minimum (plain min-max).
+  Chinese text: cosines 0.33-0.48) yields normalised scores packed near 1 and
+  so mostly breaks near-ties of the other list, while a retriever with a sharp
+  best match (BM25 finding the rare terms of the question) spreads its
+  candidates over [0, 1] and leads. Metrics without a finite bound (inner
+  product, L2 distance) fall back to the list's own minimum (plain min-max).
+
+  The cosine's bound was -1 (its theoretical minimum) until issue 14: that
+  packs every cosine list into the top of [0, 1] (0.68 → 1, 0.50 → 0.89), so
+  BM25 led even where the embedding model was clearly the better retriever
+  (Cranfield with MiniLM: HYBRID nDCG@10 0.361 against DENSE 0.383; with 0,
+  0.394 in a replay of the same lists; docs/retrieval.md, "Fusion").
 
 A candidate missing from one list gets the lowest normalised score of that
 list when the list is full (it scored at most that), and 0 when the list came
@@ -31,8 +38,8 @@ from dataclasses import dataclass
 
 from services.retrieval.schema import Metric, ScoredId
 
-# Theoretical lowest score of each scorer (None: unbounded).
-COSINE_LOWER_BOUND = -1.0
+# The score of an unrelated text for each scorer (None: unbounded, use the list's min).
+COSINE_LOWER_BOUND = 0.0
 BM25_LOWER_BOUND = 0.0
 
 

@@ -189,6 +189,8 @@ def test_eval_on_the_shared_data_set(
         "--max-docs",
         "15",
         "--retrieval-only",
+        "--mode",
+        "hybrid,dense,sparse",
         "--json",
         str(out),
         timeout=900,
@@ -197,6 +199,11 @@ def test_eval_on_the_shared_data_set(
     assert "recall@1" in done.stdout and "mrr@10" in done.stdout
     report = json.loads(out.read_text())
     metrics = report["metrics"]
+    # One ingestion, each mode scored on it; the first is the report's main figures.
+    by_mode = report["metrics_by_mode"]
+    assert list(by_mode) == ["hybrid", "dense", "sparse"] and by_mode["hybrid"] == metrics
+    assert all(m["questions"] == 5 for m in by_mode.values())
+    assert report["mode"] == "hybrid"
     assert metrics["questions"] == 5
     assert report["ingest"]["documents"] == 15 and report["ingest"]["failed"] == 0
     assert report["language"] == "chinese"

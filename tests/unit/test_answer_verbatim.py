@@ -5,6 +5,8 @@ from __future__ import annotations
 from services.gateway.answers.verbatim import (
     Budget,
     Passage,
+    Scored,
+    Selection,
     candidates,
     heading_like,
     lexical_overlaps,
@@ -106,3 +108,24 @@ def test_headings_and_titles_are_not_answers() -> None:
     text = "# SQLite\n\nSQLite is small.\n\nWho made it\n\nD. Richard Hipp wrote it."
     cands = candidates([Passage(1, "d", text, 0)], 400)
     assert [c.text for c in cands] == ["SQLite is small.", "D. Richard Hipp wrote it."]
+
+
+def test_the_abstention_threshold_is_the_knowledge_base_models() -> None:
+    from services.gateway.answers.compose import AnswerComposer
+    from services.gateway.config import AnswerSettings
+
+    settings = AnswerSettings(
+        abstain_below=0.4, abstain_below_by_model={"universal-sentence-encoder-multilingual-3": 0.2}
+    )
+    assert settings.abstain_threshold("universal-sentence-encoder-multilingual-3") == 0.2
+    assert settings.abstain_threshold("sentence-transformers/all-MiniLM-L6-v2") == 0.4
+    assert settings.abstain_threshold("") == 0.4
+    composer = AnswerComposer(None, settings)  # type: ignore[arg-type]  # no RPC here
+    passage = Passage(1, "d", "A sentence.", 0)
+    chosen = [Scored(candidates([passage], 400)[0], 0.3, 0.3)]
+    # The same signal is enough for the multilingual model, not for MiniLM.
+    assert not composer.abstains(
+        Selection(chosen, 0.3), "universal-sentence-encoder-multilingual-3"
+    )
+    assert composer.abstains(Selection(chosen, 0.3), "sentence-transformers/all-MiniLM-L6-v2")
+    assert composer.abstains(Selection([], 0.9), "universal-sentence-encoder-multilingual-3")

@@ -16,6 +16,7 @@ from ragmesh.cli_common import (
     EXIT_UNAVAILABLE,
     exit_code_for,
 )
+from ragmesh.cli_eval import search_modes
 from ragmesh.cli_ingest import collect_files
 from ragmesh.cli_query import parse_filters
 from ragmesh.client import NotFoundError, RagmeshError, UnauthenticatedError, UnavailableError
@@ -113,3 +114,20 @@ def test_eval_rejects_a_folder_that_is_no_data_set(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", str(tmp_path)])
     assert result.exit_code == 2
     assert "no corpus.jsonl" in result.output
+
+
+def test_eval_modes_are_one_or_several_distinct_search_modes() -> None:
+    assert search_modes(None) == [None] and search_modes(" ") == [None]
+    assert search_modes("Dense, sparse,hybrid") == ["dense", "sparse", "hybrid"]
+    assert "unknown search mode 'bm25'" in str(search_modes("dense,bm25"))
+    assert "twice" in str(search_modes("dense,dense"))
+
+
+def test_eval_rejects_an_unknown_mode_before_connecting(tmp_path: Path) -> None:
+    (tmp_path / "corpus.jsonl").write_text('{"id": "p1", "title": "", "text": "Text."}\n')
+    (tmp_path / "qa.jsonl").write_text(
+        '{"id": "q1", "question": "What?", "answers": ["Text"], "doc_id": "p1"}\n'
+    )
+    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--mode", "dense,vector"])
+    assert result.exit_code == 2
+    assert "unknown search mode 'vector'" in result.output

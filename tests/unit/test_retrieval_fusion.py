@@ -83,7 +83,7 @@ def test_weights_scale_each_list() -> None:
 
 
 def test_dense_lower_bounds() -> None:
-    assert fusion.dense_lower_bound(Metric.COSINE) == -1.0
+    assert fusion.dense_lower_bound(Metric.COSINE) == 0.0
     assert fusion.dense_lower_bound(Metric.IP) is None
     assert fusion.dense_lower_bound(Metric.L2) is None
 
@@ -91,3 +91,22 @@ def test_dense_lower_bounds() -> None:
 def test_weighted_with_one_empty_list() -> None:
     fused = weighted([RankedList([], -1.0, 3), RankedList(_ids([("a", 2.0)]), 0.0, 3)])
     assert [(f.id, f.ranks) for f in fused] == [("a", (0, 1))]
+
+
+def test_clear_dense_preference_beats_a_slight_lexical_one() -> None:
+    """Cosines 0.70 vs 0.50 are a clear preference of the embedding model; BM25's 20
+    vs 17 a slight one. Normalised against cosine 0 (unrelated), the dense gap counts;
+    against -1 it shrank to 0.12 and BM25 decided (issue 14: HYBRID fell below DENSE
+    on Cranfield)."""
+    bound = fusion.dense_lower_bound(Metric.COSINE)
+    dense = _ids([("gold", 0.70), ("x", 0.50)])
+    sparse = _ids([("x", 20.0), ("gold", 17.0)])
+    fused = weighted([RankedList(dense, bound, 2), RankedList(sparse, 0.0, 2)])
+    assert [f.id for f in fused] == ["gold", "x"]
+    old = weighted([RankedList(dense, -1.0, 2), RankedList(sparse, 0.0, 2)])
+    assert [f.id for f in old] == ["x", "gold"]
+
+
+def test_negative_cosines_count_as_unrelated() -> None:
+    got = normalise(_ids([("a", 0.6), ("b", -0.2)]), fusion.dense_lower_bound(Metric.COSINE))
+    assert got == {"a": 1.0, "b": 0.0}

@@ -107,9 +107,11 @@ class AnswerComposer:
             select, question, question_vector, cands, vectors, self.budget
         )
 
-    def abstains(self, selection: Selection) -> bool:
-        """Nothing retrieved (or no sentence in it), or nothing close enough."""
-        return not selection.chosen or selection.relevance < self.settings.abstain_below
+    def abstains(self, selection: Selection, model: str = "") -> bool:
+        """Nothing retrieved (or no sentence in it), or nothing close enough — by the
+        threshold of the knowledge base's model (the signal is that model's cosine)."""
+        threshold = self.settings.abstain_threshold(model)
+        return not selection.chosen or selection.relevance < threshold
 
     def abstention(
         self, question: str, mode: int, relevance: float, timer: Timer
