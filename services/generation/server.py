@@ -166,6 +166,24 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
         self.generator.observe_queue()
         return check
 
+    async def RewriteQuery(
+        self, request: generation_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext
+    ) -> generation_pb2.RewriteQueryResponse:
+        result = await self.generator.rewrite(
+            rewrite_from_proto(request, tenant_of(context)),
+            time_remaining_s=context.time_remaining(),
+        )
+        return generation_pb2.RewriteQueryResponse(
+            query=result.query,
+            usage=common_pb2.TokenUsage(
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens,
+                total_tokens=result.usage.total_tokens,
+            ),
+            llm_ms=result.llm_ms,
+            turns_used=result.turns_used,
+        )
+
 
 def check_admission(
     admission: AdmissionQueue, tenant: str, time_remaining_ms: float, release: str
@@ -194,24 +212,6 @@ def check_admission(
         ),
         reservation_ttl_ms=admission.reservation_ttl_s * 1000,
     )
-
-    async def RewriteQuery(
-        self, request: generation_pb2.RewriteQueryRequest, context: grpc.aio.ServicerContext
-    ) -> generation_pb2.RewriteQueryResponse:
-        result = await self.generator.rewrite(
-            rewrite_from_proto(request, tenant_of(context)),
-            time_remaining_s=context.time_remaining(),
-        )
-        return generation_pb2.RewriteQueryResponse(
-            query=result.query,
-            usage=common_pb2.TokenUsage(
-                prompt_tokens=result.usage.prompt_tokens,
-                completion_tokens=result.usage.completion_tokens,
-                total_tokens=result.usage.total_tokens,
-            ),
-            llm_ms=result.llm_ms,
-            turns_used=result.turns_used,
-        )
 
 
 def build_token_counter(settings: GenerationSettings) -> TokenCounter:
