@@ -279,7 +279,7 @@ def _row(run: Run) -> str:
     per_min = len(answered) / run.wall_s * 60
     queued = sum(o.queued for o in answered)
     abstained = sum(o.abstained for o in answered)
-    refusals = f"{len(at_once)} ({_ms([o.seconds for o in at_once])})"
+    refusals = f"{len(at_once)} ({_ms([o.seconds for o in at_once])}{_by_reason(at_once)})"
     if in_line:
         refusals += f" + {in_line} in line"
     return (
@@ -287,6 +287,20 @@ def _row(run: Run) -> str:
         f"{f', {abstained} abstained' if abstained else ''}) | {refusals} | {failures} | "
         f"{_seconds(lat, 0.5)} / {_seconds(lat, 0.99)} | {per_min:.1f} | {fairness} |"
     )
+
+
+def _by_reason(refusals: list[Outcome]) -> str:
+    """`; REASON n ≤ max ms` per refusal reason, when there are several: a full queue
+    is refused by the gateway's check before retrieval; a deadline the queue slowed
+    down for may only show when the answer itself is queued, after retrieval."""
+    reasons = sorted({o.reason for o in refusals})
+    if len(reasons) < 2:
+        return ""
+    parts = []
+    for reason in reasons:
+        times = [o.seconds for o in refusals if o.reason == reason]
+        parts.append(f"{reason or '?'} {len(times)} ≤ {max(times) * 1000:.0f} ms")
+    return "; " + ", ".join(parts)
 
 
 def _verdict(run: Run) -> bool:
