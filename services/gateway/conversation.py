@@ -85,8 +85,9 @@ def words(text: str) -> list[str]:
 
 def check_rewrite(query: str, question: str, history: Sequence[ChatTurn], max_chars: int) -> str:
     """Why the model's query is unusable ("" when it is usable): empty, several
-    lines, too long, a copy of the instructions, or words the conversation never
-    used (a model making things up searches for them)."""
+    lines, too long, a copy of the instructions, words the conversation never
+    used (a model making things up searches for them), or nothing beyond the
+    question's own words."""
     if not query.strip():
         return "empty"
     if "\n" in query.strip():
@@ -105,6 +106,10 @@ def check_rewrite(query: str, question: str, history: Sequence[ChatTurn], max_ch
     grounded = len(found & known) / len(found)
     if grounded < MIN_GROUNDED_SHARE:
         return f"only {grounded:.0%} of its words occur in the conversation"
+    # The follow-up given back (seen with the 135M model): it names nothing the
+    # search can find, and the fallback at least carries the earlier questions.
+    if not found - set(words(question)):
+        return "adds nothing from the conversation to the question"
     return ""
 
 

@@ -173,6 +173,8 @@ def test_first_line(text: str, line: str) -> None:
         ("Rewrite the last question so that it names the tower", "copies the instructions"),
         ("Question: How tall is the Eiffel Tower", "copies the instructions"),
         ("What is the capital of Mongolia and its population?", "occur in the conversation"),
+        ("How tall is it?", "adds nothing"),
+        ("how TALL is it", "adds nothing"),
     ],
 )
 def test_rewritten_query_checks(query: str, problem: str) -> None:
