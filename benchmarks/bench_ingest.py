@@ -246,8 +246,13 @@ def run() -> str:
         f"{rounds} rounds (the order flips each round). ragmesh: `ragmesh eval DATASET "
         "--retrieval-only` on the launcher's stack (one worker, defaults; the knowledge "
         "base's model picked by its language), seconds from its `ingested …` line; per stage "
-        "from the worker's and the retrieval service's OpenTelemetry spans (seconds summed "
-        "over the documents). LangChain: RecursiveCharacterTextSplitter 800/100, "
+        "from the worker's and the retrieval service's OpenTelemetry spans, summed over the "
+        "documents: worker busy (its task runs) = parse/chunk (ChunkDocument) + embed "
+        "(EmbedTexts) + stored-chunks lookup (ListChunks; skipped on an upload's first run) + "
+        "upsert (UpsertChunks) + flush (inside UpsertChunks only with FLUSH_AFTER_UPSERT="
+        "always; the default defers it) + keep originals (blob store) + other (job "
+        "bookkeeping in Redis: claim, progress, lock, finish). LangChain: "
+        "RecursiveCharacterTextSplitter 800/100, "
         "HuggingFaceEmbeddings (the same MiniLM files, torch CPU), Milvus Lite "
         "`add_documents`. Model loading is outside both clocks.",
         "",

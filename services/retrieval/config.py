@@ -114,12 +114,11 @@ class RetrievalSettings(BaseSettings):
         default="auto",
         description="When to flush a collection after UpsertChunks (searches over unflushed "
         "rows are several times slower on Milvus Lite; the flush builds their index). `auto`: "
-        "inside every UpsertChunks on Milvus Lite, never on a Milvus server (where visibility "
-        "comes from the consistency level and a flush costs seconds). `deferred` (Milvus "
-        "Lite; faster ingestion, not yet the default: a full-suite run once saw a document's "
-        "chunks missing from ListChunks right after its job succeeded): in the background "
-        "once the collection had no write for RAGMESH_RETRIEVAL_FLUSH_IDLE_MS, at the latest "
-        "FLUSH_MAX_DELAY_MS after its first unflushed write. `always`: inside every "
+        "on Milvus Lite, deferred — in the background once the collection had no write for "
+        "RAGMESH_RETRIEVAL_FLUSH_IDLE_MS, at the latest FLUSH_MAX_DELAY_MS after its first "
+        "unflushed write (rows are searchable and durable before it; reads wait while a flush "
+        "runs); never on a Milvus server, where visibility comes from the consistency level "
+        "and a flush costs seconds. `deferred`: the same. `always`: inside every "
         "UpsertChunks. `never`.",
     )
     flush_idle_ms: float = Field(

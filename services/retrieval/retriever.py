@@ -272,10 +272,10 @@ class Retriever:
             if len(ids) < QUERY_LIMIT:
                 break
         choice = self.settings.flush_after_upsert
-        if choice == "always" or (choice == "auto" and self.store.is_lite()):
+        if choice == "always":
             with tracing.span("milvus.flush", {"db.system": "milvus"}):
                 await self._run(deadline, self.store.flush, collection)
-        elif choice == "deferred" and self.store.is_lite():
+        elif choice in ("auto", "deferred") and self.store.is_lite():
             self.flusher.wrote(collection)
         return UpsertResult(upserted=len(chunks), deleted=deleted)
 

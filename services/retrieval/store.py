@@ -33,6 +33,7 @@ from services.retrieval.collection_schema import build_schema
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import string_literal
 from services.retrieval.identifiers import expand_query
+from services.retrieval.lite_gate import GateTimeout, LiteGate
 from services.retrieval.milvus_errors import NOT_LOADED_HINTS, translate_error
 from services.retrieval.rows import dense_score, record_from_row, row_from_record
 from services.retrieval.schema import (
@@ -90,6 +91,8 @@ class MilvusStore:
         # would not see it.
         self._write_ts: dict[str, int] = {}
         self._info_cache: dict[str, CollectionInfo] = {}
+        # Milvus Lite: a flush runs alone on its collection (lite_gate explains why).
+        self._gate = LiteGate()
 
     # -- connection ---------------------------------------------------------
     def is_lite(self) -> bool:
@@ -187,7 +190,25 @@ class MilvusStore:
         except Exception as exc:
             raise translate_error(exc, what) from exc
 
+    @contextmanager
+    def _gated(self, kind: str, name: str, timeout: float | None) -> Iterator[None]:
+        """On Milvus Lite, the call waits its turn around flushes (lite_gate)."""
+        if not self.is_lite():
+            yield
+            return
+        try:
+            with getattr(self._gate, kind)(name, timeout):
+                yield
+        except GateTimeout as exc:  # only the gate raises it
+            raise Unavailable(
+                f"Milvus Lite did not finish flushing {name} in time", reason="MILVUS_UNAVAILABLE"
+            ) from exc
+
     def _read(self, name: str, what: str, timeout: float, read: Any) -> Any:
+        with self._gated("read", name, timeout):
+            return self._read_ungated(name, what, timeout, read)
+
+    def _read_ungated(self, name: str, what: str, timeout: float, read: Any) -> Any:
         """Run a read; a collection that a Milvus restart left released is
         loaded and the read retried. Concurrent reads each load it, and a read
         right after a load can still find it released (seen under the chaos
@@ -321,7 +342,7 @@ class MilvusStore:
             return sorted(str(n) for n in client.list_collections(timeout=timeout))
 
     def drop_collection(self, name: str, timeout: float) -> None:
-        with self._call("drop collection") as client:
+        with self._gated("exclusive", name, timeout), self._call("drop collection") as client:
             client.drop_collection(name, timeout=timeout)
         self._info_cache.pop(name, None)
         self._write_ts.pop(name, None)
@@ -371,7 +392,19 @@ class MilvusStore:
         """Every matching row, in batches (for collections beyond one query's cap)."""
         deadline = time.monotonic() + timeout
         kwargs = self._read_kwargs(name)
-        it = self._read(
+        with self._gated("read", name, timeout):
+            yield from self._iter_query(name, filter_expr, fields, timeout, deadline, kwargs)
+
+    def _iter_query(
+        self,
+        name: str,
+        filter_expr: str,
+        fields: Sequence[str],
+        timeout: float,
+        deadline: float,
+        kwargs: dict[str, Any],
+    ) -> Iterator[dict[str, Any]]:
+        it = self._read_ungated(
             name,
             "query iterator",
             timeout,
@@ -404,7 +437,7 @@ class MilvusStore:
         info = self._info_cache.get(name) or self.describe_collection(name, timeout)
         rows = [row_from_record(c, info) for c in chunks]
         try:
-            with self._call("upsert") as client:
+            with self._gated("write", name, timeout), self._call("upsert") as client:
                 client.upsert(name, rows, timeout=timeout)
         finally:
             self._note_write(name)
@@ -413,7 +446,7 @@ class MilvusStore:
         if not ids:
             return
         try:
-            with self._call("delete") as client:
+            with self._gated("write", name, timeout), self._call("delete") as client:
                 # Not `ids=`: pymilvus pastes those into the expression unescaped.
                 expr = f"{F_ID} in [{', '.join(string_literal(i) for i in ids)}]"
                 client.delete(name, filter=expr, timeout=timeout)
@@ -421,7 +454,7 @@ class MilvusStore:
             self._note_write(name)
 
     def flush(self, name: str, timeout: float) -> None:
-        with self._call("flush") as client:
+        with self._gated("exclusive", name, timeout), self._call("flush") as client:
             client.flush(name, timeout=timeout)
 
     # -- search ---------------------------------------------------------------
