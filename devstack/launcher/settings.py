@@ -62,7 +62,13 @@ class LauncherSettings(BaseSettings):
         description="Prometheus ports: gateway base+1, chunking +2, embedding +3, retrieval +4, "
         "generation +5.",
     )
-    worker_concurrency: int = Field(1, ge=1, description="Celery worker processes.")
+    worker_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Processes of the one Celery worker (as in the Helm chart and the compose "
+        "file): while one document is embedded, the other's service calls go on, and the "
+        "embedding service batches the two's texts together.",
+    )
     dev_api_key: str = Field(
         "",
         description="API key of the local `dev` tenant; empty: generated on first start and "
