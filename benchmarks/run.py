@@ -14,6 +14,7 @@ import importlib
 import os
 import platform
 import re
+import signal
 import sys
 import time
 import traceback
@@ -95,5 +96,12 @@ def _header_of(doc: Path) -> str:
     return text.split("\n<!-- section:", 1)[0].rstrip() + "\n"
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds the running benchmark's `finally` blocks, which stop the
+    # stacks and servers it started; the default SIGTERM action would orphan them.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main(sys.argv[1:]))
