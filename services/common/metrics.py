@@ -71,6 +71,16 @@ LLM_QUEUE_REFUSED = Counter(
 )
 
 
+MILVUS_LITE_GATE_WAIT = Histogram(
+    "ragmesh_milvus_lite_gate_wait_seconds",
+    "Time a Milvus Lite call waited for its turn in the retrieval service: read, write, or "
+    "flush (collection drops count as flushes: both run alone on their collection, "
+    "services/retrieval/lite_gate.py)",
+    ["kind"],
+    buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
 REAPER_RESENT = Counter(
     "ragmesh_reaper_resent_total",
     "Ingestion tasks the gateway's reaper sent again: its worker vanished (worker_lost) or "

@@ -23,6 +23,7 @@ from typing import Any
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from services.common import metrics
 from services.common.errors import (
     FailedPrecondition,
     NotFound,
@@ -65,6 +66,8 @@ BACKEND_LITE = "milvus-lite"
 LOAD_ATTEMPTS = 3
 LOAD_PAUSE_S = 0.2
 BACKEND_SERVER = "milvus-server"
+# LiteGate's methods by the metric label of their calls.
+GATE_KINDS = {"read": "read", "write": "write", "exclusive": "flush"}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -196,8 +199,12 @@ class MilvusStore:
         if not self.is_lite():
             yield
             return
+        started = time.monotonic()
         try:
             with getattr(self._gate, kind)(name, timeout):
+                metrics.MILVUS_LITE_GATE_WAIT.labels(GATE_KINDS[kind]).observe(
+                    time.monotonic() - started
+                )
                 yield
         except GateTimeout as exc:  # only the gate raises it
             raise Unavailable(

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from scripts.lite_flush_race import race
+
+WAITS = "ragmesh_milvus_lite_gate_wait_seconds_count"
+
+
+def _waits(kind: str) -> float:
+    return REGISTRY.get_sample_value(WAITS, {"kind": kind}) or 0.0
 
 
 def test_reads_during_flushes_see_every_acknowledged_row(tmp_path: Path) -> None:
+    before = {kind: _waits(kind) for kind in ("read", "write", "flush")}
     got = race(tmp_path / "race.db", batches=100, gated=True, flush_every=2)
     assert got.counts > 100  # the readers really ran alongside the writer
     assert got.misses == 0, got.worst
+    # Every call went through the gate, and its wait is in the metric operators see.
+    assert _waits("flush") - before["flush"] == 50
+    assert _waits("write") - before["write"] == 100
+    assert _waits("read") - before["read"] >= got.counts
