@@ -208,7 +208,9 @@ class MilvusStore:
                 yield
         except GateTimeout as exc:  # only the gate raises it
             raise Unavailable(
-                f"Milvus Lite did not finish flushing {name} in time", reason="MILVUS_UNAVAILABLE"
+                f"the call on {name} did not get its turn within the deadline (Milvus Lite "
+                "runs a flush alone and one write at a time)",
+                reason="MILVUS_UNAVAILABLE",
             ) from exc
 
     def _read(self, name: str, what: str, timeout: float, read: Any) -> Any:

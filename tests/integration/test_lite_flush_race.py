@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from scripts.lite_flush_race import race
+from services.common.errors import Unavailable
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.schema import CollectionSpec
+from services.retrieval.store import MilvusStore
 
 WAITS = "ragmesh_milvus_lite_gate_wait_seconds_count"
 
@@ -28,3 +33,19 @@ def test_reads_during_flushes_see_every_acknowledged_row(tmp_path: Path) -> None
     assert _waits("flush") - before["flush"] == 50
     assert _waits("write") - before["write"] == 100
     assert _waits("read") - before["read"] >= got.counts
+
+
+def test_a_call_that_cannot_get_its_turn_ends_unavailable(tmp_path: Path) -> None:
+    """A read held back by a flush that does not end answers UNAVAILABLE at its deadline."""
+    store = MilvusStore(RetrievalSettings(milvus_uri=str(tmp_path / "held.db")))
+    store.connect(30)
+    store.create_collection(CollectionSpec("held", 8), 30)
+    try:
+        # A flush under way that does not end:
+        with store._gate.exclusive("held"), pytest.raises(Unavailable) as refused:
+            store.count("held", "", 0.2)
+        assert refused.value.reason == "MILVUS_UNAVAILABLE"
+        assert "did not get its turn" in str(refused.value)
+        assert store.count("held", "", 5) == 0  # free again once the flush ended
+    finally:
+        store.close()
