@@ -7,8 +7,9 @@ unsafe around a flush:
   takes its segment snapshot and the *current* MemTable at different moments:
   a query or search running while a flush is under way can miss every row of
   the MemTable being flushed — rows whose writes were acknowledged. Measured
-  (scripts/lite_flush_race.py): 14 of 760 counts came back short while a
-  writer flushed every 100 rows; with this gate 0 of 1,056. This is what a
+  (scripts/lite_flush_race.py, a writer flushing every 40 rows, two readers
+  counting): 5-13 short counts in each of 4 runs of 100 batches; with this gate
+  none. This is what a
   clean-clone CI run saw as a SUCCEEDED document's chunks missing from
   ListChunks once flushes were deferred into the moments users read;
 - an insert writes its WAL and then its MemTable without a lock: one that

@@ -46,12 +46,14 @@ def test_reads_run_together_and_alongside_one_write() -> None:
         p.leave()
 
 
-def test_writes_to_one_collection_run_one_at_a_time() -> None:
+@pytest.mark.parametrize("kind", ["write", "exclusive"])
+def test_writes_and_flushes_to_one_collection_run_one_at_a_time(kind: str) -> None:
     gate = LiteGate()
-    first = Probe(lambda: gate.write("kb"))
+    enter = getattr(gate, kind)
+    first = Probe(lambda: enter("kb"))
     assert first.entered.wait(5)
-    second = Probe(lambda: gate.write("kb"))
-    other = Probe(lambda: gate.write("other_kb"))  # another collection is not held up
+    second = Probe(lambda: enter("kb"))
+    other = Probe(lambda: enter("other_kb"))  # another collection is not held up
     assert other.entered.wait(5)
     assert not second.entered.wait(SHORT)
     first.leave()
@@ -81,17 +83,6 @@ def test_a_flush_waits_for_reads_and_writes_and_holds_new_ones_back() -> None:
     late_read.leave()
     assert next_flush.entered.wait(5)
     next_flush.leave()
-
-
-def test_flushes_run_one_at_a_time() -> None:
-    gate = LiteGate()
-    first = Probe(lambda: gate.exclusive("kb"))
-    assert first.entered.wait(5)
-    second = Probe(lambda: gate.exclusive("kb"))
-    assert not second.entered.wait(SHORT)
-    first.leave()
-    assert second.entered.wait(5)
-    second.leave()
 
 
 def test_waits_end_at_the_timeout_and_a_flush_given_up_on_holds_no_one_back() -> None:
