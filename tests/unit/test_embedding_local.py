@@ -13,7 +13,13 @@ from services.common.models import minilm_model_dir
 from services.embedding.config import EmbeddingSettings
 from services.embedding.core import EmbeddingCore, InputType
 from services.embedding.embedder import l2_normalize, mean_pool
-from services.embedding.local import LocalEmbedder, OnnxEncoder, TorchEncoder, onnx_cache_path
+from services.embedding.local import (
+    LocalEmbedder,
+    OnnxEncoder,
+    TorchEncoder,
+    length_groups,
+    onnx_cache_path,
+)
 
 TEXTS = [
     "What is the capital of France?",
@@ -70,9 +76,24 @@ def test_both_runtimes_take_the_models_256_tokens_not_the_tokenizer_files_128(
 
 
 def test_a_vector_does_not_depend_on_its_batch(onnx_encoder: OnnxEncoder) -> None:
-    alone = onnx_encoder.encode(["short"])[0]
-    padded = onnx_encoder.encode(["short", "a much longer text " * 30])[0]
-    assert abs(float(alone @ padded) - 1) < 1e-5
+    texts = ["short", "a slightly longer text, padded to", "a much longer text " * 30]
+    alone = np.concatenate([onnx_encoder.encode([t]) for t in texts])
+    # The first two share a sub-batch (the first padded to the second), the third not.
+    assert length_groups([3, 10, 122], 32) == [[2], [1, 0]]
+    together = onnx_encoder.encode(texts)
+    assert np.abs(cosines(alone, together) - 1).max() < 1e-5
+
+
+def test_sub_batches_hold_texts_of_near_equal_length() -> None:
+    lengths = [200, 40, 185, 12, 181, 9, 230, 15, 179]
+    groups = length_groups(lengths, max_size=3)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    # longest first; 185 and 181 are within 10 % of 200, and make a group of three
+    # (the first is full); 179 starts a group of its own for that; 15, 12 and 9 are within
+    # the 16-token slack of each other
+    assert groups == [[6], [0, 2, 4], [8], [1], [7, 3, 5]]
+    assert all(len(g) <= 3 for g in groups)
+    assert length_groups([], 4) == []
 
 
 def test_mean_pooling_ignores_padding() -> None:
