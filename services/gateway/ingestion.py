@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.gateway import validation as v
 from services.gateway.config import GatewaySettings
+from services.gateway.job_events import JobEvents
 from services.jobs.db import async_client
+from services.jobs.jobbook import job_of
 from services.jobs.outcomes import GATEWAY_DOMAIN, UploadResult
 from services.jobs.queue import IngestionQueue
 from services.jobs.records import DocumentRecord, ErrorRecord, JobRecord, JobState
@@ -127,12 +129,18 @@ class Ingestion:
         )
         self.buffer = UploadBuffer(settings.upload_buffer_bytes)
         self.aredis: aioredis.Redis | None = None
+        self.events: JobEvents | None = None
 
     async def start(self, redis_url: str) -> None:
-        """The asyncio Redis client (pub/sub for watches) belongs to the running loop."""
+        """The asyncio Redis client (watches) belongs to the running loop."""
         self.aredis = async_client(redis_url)
+        keys = self.state.db.keys
+        self.events = JobEvents(self.aredis, pattern=keys.events("*"), prefix=keys.events(""))
+        self.events.start()
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
         if self.aredis is not None:
             await self.aredis.aclose()
 
@@ -254,27 +262,20 @@ class Ingestion:
                 yield seen
 
     async def _follow(self, tenant: str, job: JobRecord) -> AsyncIterator[JobRecord]:
-        assert self.aredis is not None
-        job_id = job.job_id
-        pubsub = self.aredis.pubsub()
-        try:
-            # Subscribe before reading again so no change slips between the two.
-            await pubsub.subscribe(self.state.db.keys.events(job.job_id))
+        assert self.aredis is not None and self.events is not None
+        job_id, key = job.job_id, self.state.db.keys.job(job.job_id)
+        with self.events.watching(job_id) as changed:
             last = None
             while True:
-                job = await self.get_job(tenant, job_id)
+                changed.clear()  # before the read: no change slips between the two
+                job = job_of(await self.aredis.hgetall(key), job_id, tenant)
                 seen = _visible(job)
                 if seen != last:
                     yield job
                     last = seen
                 if not job.active:
                     return
-                # A message means "changed"; the timeout is a safety net.
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
-                await pubsub.aclose()
+                await changed.wait()
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord:
         return await asyncio.to_thread(self.state.book.cancel_job, tenant, v.check_job_id(job_id))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -45,6 +45,15 @@ from services.jobs.records import (
     JobRecord,
     JobState,
 )
+
+
+def job_of(raw: Mapping[Any, Any], job_id: str, tenant: str | None = None) -> JobRecord:
+    """The job of a job hash as read from Redis; another tenant's job is NOT_FOUND
+    like a missing one."""
+    job: JobRecord | None = JobRecord.from_hash(raw) if raw else None
+    if job is None or (tenant is not None and job.tenant != tenant):
+        raise job_not_found(job_id)
+    return job
 
 
 class JobBook:
@@ -242,10 +251,7 @@ class JobBook:
     def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The job; another tenant's job is NOT_FOUND like a missing one."""
         raw = self.db.r.hgetall(self.keys.job(job_id)) if job_id else {}
-        job: JobRecord | None = JobRecord.from_hash(raw) if raw else None
-        if job is None or (tenant is not None and job.tenant != tenant):
-            raise job_not_found(job_id)
-        return job
+        return job_of(raw, job_id, tenant)
 
     def list_jobs(
         self,
