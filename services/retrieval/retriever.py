@@ -25,6 +25,7 @@ from services.retrieval.config import RetrievalSettings
 from services.retrieval.faults import Faults
 from services.retrieval.filters import compile_filters, string_literal
 from services.retrieval.flushing import DeferredFlusher
+from services.retrieval.known_documents import KnownDocuments
 from services.retrieval.rows import record_from_row
 from services.retrieval.schema import (
     F_CHUNK_INDEX,
@@ -88,6 +89,8 @@ class Retriever:
             settings.flush_idle_ms / 1000,
             settings.flush_max_delay_ms / 1000,
         )
+        self.known_documents = KnownDocuments()
+        self._document_scans: dict[str, asyncio.Task[None]] = {}
 
     # -- plumbing -------------------------------------------------------------
     def _timeout(self, deadline: float | None) -> float:
@@ -229,6 +232,7 @@ class Retriever:
         await self._run(deadline, self.store.describe_collection, name)
         self.flusher.forget(name)
         await self._run(deadline, self.store.drop_collection, name)
+        self.known_documents.forget(name)
 
     # -- chunks ---------------------------------------------------------------
     async def upsert_chunks(
@@ -259,10 +263,11 @@ class Retriever:
         if mode is UpsertMode.REPLACE:
             indexes = ", ".join(str(c.chunk_index) for c in chunks)
             stale = f"({stale} or not ({F_CHUNK_INDEX} in [{indexes}]))"
+        may_have_chunks = self._claim_document(collection, document_id)
         with tracing.span("milvus.upsert", {"db.system": "milvus", "ragmesh.chunks": len(chunks)}):
             await self._run(deadline, self.store.upsert, collection, chunks)
         deleted = 0
-        while True:  # a query returns at most QUERY_LIMIT rows
+        while may_have_chunks:  # a query returns at most QUERY_LIMIT rows
             rows = await self._run(
                 deadline, self.store.query, collection, f"{doc} and {stale}", [F_ID], QUERY_LIMIT
             )
@@ -278,6 +283,28 @@ class Retriever:
         elif choice in ("auto", "deferred") and self.store.is_lite():
             self.flusher.wrote(collection)
         return UpsertResult(upserted=len(chunks), deleted=deleted)
+
+    def _claim_document(self, collection: str, document_id: str) -> bool:
+        """Whether the document may have chunks already (so stale ones to delete): on
+        Milvus Lite known from the collection's documents (services.retrieval.
+        known_documents), scanned once in the background; elsewhere always."""
+        if not self.store.is_lite():
+            return True
+        if not self.known_documents.loaded(collection) and collection not in self._document_scans:
+            task = asyncio.create_task(self._scan_documents(collection))
+            self._document_scans[collection] = task
+            task.add_done_callback(lambda _: self._document_scans.pop(collection, None))
+        return self.known_documents.claim(collection, document_id)
+
+    async def _scan_documents(self, collection: str) -> None:
+        def scan(timeout: float) -> set[str]:
+            rows = self.store.iter_query(collection, "", [F_DOCUMENT_ID], timeout)
+            return {str(row[F_DOCUMENT_ID]) for row in rows}
+
+        try:
+            self.known_documents.merge_scan(collection, await self._run(None, scan))
+        except Exception as exc:  # the next write tries again; until then, writes query
+            log.info("documents of %s not scanned (%s)", collection, exc)
 
     async def _deferred_flush(self, collection: str) -> None:
         with tracing.span("milvus.flush", {"db.system": "milvus", "ragmesh.deferred": True}):
