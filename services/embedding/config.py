@@ -55,10 +55,11 @@ class EmbeddingSettings(BaseSettings):
     onnx_precision: Literal["fp32", "int8"] = Field(
         default="fp32",
         description="Weights of the local model's ONNX graph: `fp32` (the export) or `int8` "
-        "(dynamic quantisation of it, made once into the cache dir), served as a model of its "
-        "own name (`minilm-int8`: knowledge bases made with the fp32 model are refused, "
-        "never searched with int8 vectors; move one with `kb reindex --model`): measured "
-        "1.7× the speed, retrieval quality in docs/embedding.md; not the default.",
+        "(dynamic quantisation of it, one scale per output channel, made once into the cache "
+        "dir), served as a model of its own name (`minilm-int8`: knowledge bases made with the "
+        "fp32 model are refused, never searched with int8 vectors; move one with `kb reindex "
+        "--model`): measured 1.7× the speed, retrieval quality in docs/embedding.md; not the "
+        "default.",
     )
     threads: int = Field(
         default=0,

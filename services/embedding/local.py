@@ -189,17 +189,20 @@ def ensure_onnx_model(model_dir: Path, cache_dir: Path, precision: str = "fp32")
 
 
 def quantized_int8(fp32: Path) -> Path:
-    """Dynamic int8 quantisation of an exported graph (weights int8, activations
-    quantised per batch), made once beside it; renamed into place like the export."""
+    """Dynamic int8 quantisation of an exported graph, made once beside it and renamed
+    into place like the export: int8 weights with one scale per output channel (one
+    scale per tensor costs far more precision: MiniLM's vectors on squad2-sample-a
+    paragraphs at a cosine of 0.952 to fp32's on average, 0.916 at worst, against
+    0.995 and 0.992 per channel, at the same speed), activations quantised per batch."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target = fp32.with_name("model.int8.onnx")
+    target = fp32.with_name("model.int8-per-channel.onnx")
     if not target.exists():
         log.info("quantising %s to int8 (once)", fp32)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".int8.tmp.onnx")
         os.close(fd)
         try:
-            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, per_channel=True)
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         finally:
