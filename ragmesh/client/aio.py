@@ -60,6 +60,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         ca_file: str | os.PathLike[str] | None = None,
         root_certificates: bytes | None = None,
         retry: RetryPolicy | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         # TLS: explicit arguments, else RAGMESH_TLS / RAGMESH_TLS_CA_FILE, else the config
         # file when the address comes from it (ragmesh.client.config). root_certificates
@@ -79,10 +80,16 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         self.tls = settings.tls
         self._metadata = auth_metadata(api_key)
         creds = channel_credentials(settings.tls, settings.ca_file, root_certificates)
+        # `interceptors`: the caller's own, on every call (e.g. tracing: services/web)
+        chosen = list(interceptors) or None
         if creds is not None:
-            self._channel = grpc.aio.secure_channel(target, creds, options=channel_options())
+            self._channel = grpc.aio.secure_channel(
+                target, creds, options=channel_options(), interceptors=chosen
+            )
         else:
-            self._channel = grpc.aio.insecure_channel(target, options=channel_options())
+            self._channel = grpc.aio.insecure_channel(
+                target, options=channel_options(), interceptors=chosen
+            )
         self._stub = gateway_pb2_grpc.RagServiceStub(self._channel)
 
     @classmethod

@@ -17,6 +17,7 @@ from ragmesh.client.errors import RagmeshError
 from ragmesh.client.retry import NO_RETRY
 from services.common.config import ServiceAddresses
 from services.common.errors import InvalidArgument, NotFound, ServiceError
+from services.common.trace_interceptors import aio_client_interceptors
 from services.web import routes_job_actions, routes_openai, routes_rest
 from services.web.config import WebSettings
 from services.web.deps import WebState
@@ -47,7 +48,15 @@ def gateway_client(settings: WebSettings) -> AsyncRagmeshClient:
         read_file=False,
     )
     return AsyncRagmeshClient(
-        addr, "", tls=client.tls, ca_file=client.ca_file or None, retry=NO_RETRY
+        addr,
+        "",
+        tls=client.tls,
+        ca_file=client.ca_file or None,
+        retry=NO_RETRY,
+        # CLIENT spans, children of FastAPI's own span of the HTTP request (its native
+        # OpenTelemetry support, on the provider tracing.configure installed), so that
+        # the gateway continues the HTTP caller's trace
+        interceptors=aio_client_interceptors(),
     )
 
 

@@ -15,8 +15,8 @@ def run(port: int | None = None) -> None:
     common = CommonSettings()
     settings = WebSettings()
     configure_logging("web", common.log_level, common.log_format)
-    # The OTEL_* variables are checked like every service's (a mistake stops it);
-    # the web service records no spans of its own yet (docs/observability.md).
+    # The OTEL_* variables are checked like every service's (a mistake stops it); the
+    # provider it installs serves FastAPI's own request spans (docs/observability.md).
     tracing.configure("web")
     uvicorn.run(
         create_app(settings),

@@ -2,7 +2,7 @@
 OTLP exporter to a collector stand-in in this process (devstack/otlp_collector.py),
 and the span trees of one Ask and of one ingestion job are checked: one trace each,
 every span linked to its parent across the gateway, the services, the Celery hop
-and the llama.cpp call.
+and the llama.cpp call; and one HTTP request through the web service.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from devstack.otlp_collector import OtlpCollector, ReceivedSpan, children, trace_of
 from ragmesh.gateway.v1 import gateway_pb2 as pb
 from tests.e2e.conftest import ALPHA_KEY, Stack, build_stack
+from tests.e2e.web.conftest import start_web
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -233,3 +235,57 @@ def test_an_ask_is_one_trace_from_the_caller_to_the_llm(
     assert ask.end_ns >= generate.end_ns - 5_000_000
     assert not any(s.error for s in tree)
     assert len({s.trace_id for s in tree}) == 1
+
+
+def test_an_http_request_is_one_trace_from_the_web_service_to_retrieval(
+    traced_stack: Stack, collector: OtlpCollector, log_dir: Path
+) -> None:
+    if not traced_stack.search(KB, "Nile"):
+        pytest.skip("the knowledge base is empty: the ingestion test failed")
+    web, url = start_web(traced_stack.gateway, log_dir, env=collector.env())
+    try:
+        collector.clear()
+        trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+        resp = httpx.post(
+            f"{url}/api/v1/knowledge-bases/{KB}/search",
+            json={"query": "Which is the longest river in Africa?"},
+            headers={
+                "Authorization": f"Bearer {ALPHA_KEY}",
+                "traceparent": f"00-{trace_id}-{caller_span}-01",
+            },
+            timeout=60,
+        )
+        assert resp.status_code == 200, resp.text
+        route = "POST /api/v1/knowledge-bases/{kb}/search"
+
+        def complete(spans: list[ReceivedSpan]) -> bool:
+            names = {(s.service, s.name) for s in trace_of(spans, trace_id)}
+            return {
+                ("ragmesh-web", route),
+                ("ragmesh-gateway", f"{GATEWAY}/Search"),
+                ("ragmesh-retrieval", SEARCH),
+            } <= names
+
+        tree = trace_of(collector.wait_for(complete), trace_id)
+    finally:
+        web.stop()
+    # FastAPI's own span of the request (its native OpenTelemetry support)
+    http = _rpc(tree, route, "SERVER", "ragmesh-web")
+    assert http.parent_id == caller_span  # the HTTP caller's trace, continued
+    assert http.attributes["http.response.status_code"] == 200
+    client = _rpc(tree, f"{GATEWAY}/Search", "CLIENT", "ragmesh-web")
+    assert http in _ancestors(tree, client)  # the gateway call happened inside it
+    search = _child(tree, client, f"{GATEWAY}/Search")
+    assert search.kind == "SERVER" and search.service == "ragmesh-gateway"
+    assert http.start_ns <= client.start_ns and client.end_ns <= http.end_ns
+    assert not any(s.error for s in tree)
+    assert len({s.trace_id for s in tree}) == 1
+
+
+def _ancestors(spans: list[ReceivedSpan], span: ReceivedSpan) -> list[ReceivedSpan]:
+    by_id = {s.span_id: s for s in spans}
+    found = []
+    while span.parent_id in by_id:
+        span = by_id[span.parent_id]
+        found.append(span)
+    return found
