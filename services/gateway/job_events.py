@@ -24,7 +24,8 @@ import redis.asyncio as aioredis
 log = logging.getLogger("ragmesh.gateway")
 
 SAFETY_NET_S = 1.0
-RECONNECT_S = 0.5
+RECONNECT_S = 0.5  # the first wait before subscribing again, doubling up to the max
+RECONNECT_MAX_S = 5.0
 
 
 class JobSignal:
@@ -93,10 +94,14 @@ class JobEvents:
                 signal.set()
 
     async def _read(self) -> None:
+        delay = 0.0  # between attempts to subscribe: 0 while it works, then growing
         while True:
             pubsub = self.aredis.pubsub()
             try:
                 await pubsub.psubscribe(self.pattern)
+                if delay:
+                    log.info("job events subscription is back")
+                    delay = 0.0
                 # Changes made while (re)subscribing were not heard: everyone reads again.
                 self._wake_all()
                 while True:
@@ -114,8 +119,10 @@ class JobEvents:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: watchers poll meanwhile
-                log.warning("job events subscription lost (%s); subscribing again", exc)
-                await asyncio.sleep(RECONNECT_S)
+                if not delay:  # once per outage, not twice a second while it lasts
+                    log.warning("job events subscription lost (%s); subscribing again", exc)
+                delay = min(max(delay * 2, RECONNECT_S), RECONNECT_MAX_S)
+                await asyncio.sleep(delay)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -1,17 +1,20 @@
 """The gateway's job-change signals over one Redis subscription (real Redis): a message
 wakes the watchers of its job and no others, any number of watches share one
-connection, and a lost subscription comes back."""
+connection, and a lost subscription comes back (also when Redis was down at start)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from devstack.deps import start_redis
+from devstack.procs import free_port
 from services.gateway.job_events import SAFETY_NET_S, JobEvents
 from services.jobs.db import async_client
 from services.jobs.keys import Keys
@@ -100,3 +103,40 @@ async def test_a_lost_subscription_comes_back(hub: Hub, redis_url: str) -> None:
         assert signal.is_set()
     again = pubsub_connections(redis_url)
     assert hub_id not in again
+
+
+async def test_watchers_are_woken_once_redis_comes_up(tmp_path: Path) -> None:
+    # No Redis on the port yet: subscribing fails and is tried again, more slowly.
+    port = free_port()
+    client = async_client(f"redis://127.0.0.1:{port}/0")
+    keys = Keys("t")
+    events = JobEvents(client, pattern=keys.events("*"), prefix=keys.events(""))
+    events.start()
+    proc = None
+    try:
+        with events.watching("d") as signal:
+            await asyncio.sleep(1.5)  # a few attempts fail meanwhile
+            signal.clear()
+            proc, url = start_redis(tmp_path, port=port)
+            # Subscribed at last: whatever changed meanwhile was not heard, so every
+            # watcher is told to read its job again...
+            for _ in range(100):
+                if signal.is_set():
+                    break
+                await asyncio.sleep(0.1)
+            assert signal.is_set()
+            signal.clear()
+            # ...and messages reach the watchers from then on.
+            publisher = aioredis.Redis.from_url(url)
+            for _ in range(50):
+                await publisher.publish(keys.events("d"), "1")
+                await asyncio.sleep(0.1)
+                if signal.is_set():
+                    break
+            await publisher.aclose()
+            assert signal.is_set()
+    finally:
+        await events.close()
+        await client.aclose()
+        if proc is not None:
+            proc.stop()
