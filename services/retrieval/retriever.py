@@ -67,6 +67,8 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
 # Seconds kept back from the caller's deadline to answer with a status in time.
 DEADLINE_RESERVE_S = 0.05
+# After a failed scan of a Lite collection's documents, the next one waits this long.
+SCAN_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Retriever:
         )
         self.known_documents = KnownDocuments()
         self._document_scans: dict[str, asyncio.Task[None]] = {}
+        self._scan_not_before: dict[str, float] = {}
 
     # -- plumbing -------------------------------------------------------------
     def _timeout(self, deadline: float | None) -> float:
@@ -290,7 +293,11 @@ class Retriever:
         known_documents), scanned once in the background; elsewhere always."""
         if not self.store.is_lite():
             return True
-        if not self.known_documents.loaded(collection) and collection not in self._document_scans:
+        if (
+            not self.known_documents.loaded(collection)
+            and collection not in self._document_scans
+            and time.monotonic() >= self._scan_not_before.get(collection, 0.0)
+        ):
             task = asyncio.create_task(self._scan_documents(collection))
             self._document_scans[collection] = task
             task.add_done_callback(lambda _: self._document_scans.pop(collection, None))
@@ -303,7 +310,11 @@ class Retriever:
 
         try:
             self.known_documents.merge_scan(collection, await self._run(None, scan))
-        except Exception as exc:  # the next write tries again; until then, writes query
+        except Exception as exc:
+            # Writes query as before until a later write's scan succeeds; not at once (a
+            # collection too large to scan within the call timeout would be scanned by
+            # every write).
+            self._scan_not_before[collection] = time.monotonic() + SCAN_RETRY_S
             log.info("documents of %s not scanned (%s)", collection, exc)
 
     async def _deferred_flush(self, collection: str) -> None:

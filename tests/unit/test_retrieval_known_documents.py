@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from services.common.errors import Unavailable
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.known_documents import KnownDocuments
 from services.retrieval.retriever import Retriever
@@ -160,3 +161,29 @@ async def test_a_dropped_collection_is_scanned_afresh(retriever: Retriever) -> N
     await _scanned(retriever, "kb_dropped")
     await retriever.delete_collection("kb_dropped", None)
     assert not retriever.known_documents.loaded("kb_dropped")
+
+
+async def test_a_failed_scan_leaves_writes_querying_and_is_not_retried_at_once(
+    retriever: Retriever,
+) -> None:
+    # A scan that cannot finish (a collection too large for the call timeout): a fault
+    # Lite cannot be made to show here on demand, so the scan call fails by hand.
+    await retriever.create_collection(CollectionSpec("kb_unscanned", DIM), None)
+    scans: list[str] = []
+
+    def failing_scan(name: str, *rest: Any) -> Any:
+        scans.append(name)
+        raise Unavailable("Milvus did not answer within 30.00 s", reason="MILVUS_UNAVAILABLE")
+
+    retriever.store.iter_query = failing_scan  # type: ignore[method-assign,assignment]
+    queries = _count_stale_chunk_queries(retriever)
+    await _write(retriever, "kb_unscanned", "a", "1", 2)
+    for _ in range(50):
+        if "kb_unscanned" not in retriever._document_scans:
+            break
+        await asyncio.sleep(0.02)
+    assert scans == ["kb_unscanned"] and not retriever.known_documents.loaded("kb_unscanned")
+    await _write(retriever, "kb_unscanned", "b", "1", 1)
+    assert await _write(retriever, "kb_unscanned", "a", "2", 1) == 1  # stale chunk found
+    assert len(queries) == 3  # every write queried
+    assert scans == ["kb_unscanned"]  # and no second scan yet
