@@ -5,12 +5,13 @@ defaults a user gets), each data set ingested by `ragmesh eval DATASET
 --retrieval-only` into a knowledge base of the data set's language (so the model the
 language default picks: USE multilingual for Chinese, MiniLM for English); the
 figure is the one of the line it prints (`ingested N/N documents (C chunks) in S s`),
-from the first upload to the last job SUCCEEDED. Per stage, from the OpenTelemetry
-spans the worker and the retrieval service export (received by
-devstack.otlp_collector): parse/chunk (`ingest.parse`), embed (`ingest.embed`),
-upsert (`ingest.upsert`, of which `milvus.flush`) and the rest of the worker's task
-run (job bookkeeping, the stored-chunks query); queue wait is the time the jobs sat
-in the queue behind the one worker.
+from the first upload to the last job SUCCEEDED, tracing off (the default). Per stage,
+from one more pass a data set on a second stack whose worker and retrieval service
+export OpenTelemetry spans (received by devstack.otlp_collector): parse/chunk
+(`ingest.parse`), embed (`ingest.embed`), upsert (`ingest.upsert`, of which
+`milvus.flush`) and the rest of the worker's task run (job bookkeeping, the
+stored-chunks query); queue wait is the time the jobs sat in the queue behind the one
+worker.
 
 LangChain (the peer): benchmarks/ingest_peer_langchain.py in its own virtual
 environment (.bench/langchain-peer, made here when missing: langchain-text-splitters,
@@ -113,8 +114,10 @@ def _stage_seconds(spans: list[ReceivedSpan]) -> dict[str, float]:
     return stages
 
 
-def _ragmesh(stack: LaunchedStack, spans: OtlpCollector, name: str, tmp: Path) -> Run:
-    spans.clear()
+def _ragmesh(stack: LaunchedStack, spans: OtlpCollector | None, name: str, tmp: Path) -> Run:
+    """One `ragmesh eval` ingestion; per stage when the stack exports spans to `spans`."""
+    if spans is not None:
+        spans.clear()
     args = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name)), "--retrieval-only"]
     args += ["--limit", "10", "--json", str(tmp / f"{name}.json")]
     done = subprocess.run(
@@ -133,18 +136,31 @@ def _ragmesh(stack: LaunchedStack, spans: OtlpCollector, name: str, tmp: Path) -
     if ok != docs:
         raise RuntimeError(f"ragmesh eval {name}: {line.group(0)}")
     report = json.loads((tmp / f"{name}.json").read_text())
-    received = spans.wait_for(
-        lambda got: sum(s.name.endswith(" process") for s in got) >= int(docs), timeout=60
-    )
+    stages: dict[str, float] = {}
+    if spans is not None:
+        received = spans.wait_for(
+            lambda got: sum(s.name.endswith(" process") for s in got) >= int(docs), timeout=60
+        )
+        stages = _stage_seconds(received)
     return Run(
         "ragmesh",
         name,
         int(docs),
         int(chunks),
         float(seconds),
-        _stage_seconds(received),
+        stages,
         {"model": report.get("embedding_model", "")},
     )
+
+
+def _started(stack: LaunchedStack, names: list[str]) -> LaunchedStack:
+    """The stack up, each language's model loaded and each path run once."""
+    stack.wait_for_line(r"^ragmesh is up\.$", timeout=900)
+    for name in names:
+        warm = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name))]
+        warm += ["--retrieval-only", "--limit", "1", "--max-docs", "3"]
+        subprocess.run(warm, cwd=REPO, env=stack.cli_env(), capture_output=True, check=True)
+    return stack
 
 
 def _peer(python: Path, name: str, tmp: Path) -> Run:
@@ -207,28 +223,37 @@ def run() -> str:
     python = peer_python()
     load_before = os.getloadavg()
     runs: list[tuple[int, Run]] = []
+    staged: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="ragmesh-bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
-        spans = OtlpCollector().start()
-        stack = LaunchedStack(tmp / "stack", demo=False, extra_env=spans.env()).start()
+        # Timed on the defaults a user gets: tracing off (exporting spans costs every
+        # service CPU, ~0.5 s a data set here).
+        stack = LaunchedStack(tmp / "stack", demo=False).start()
         try:
-            stack.wait_for_line(r"^ragmesh is up\.$", timeout=900)
-            for name in names:  # warm up: each language's model loaded, each path once
-                warm = [sys.executable, "-m", "ragmesh.cli", "eval", str(data_dir(name))]
-                warm += ["--retrieval-only", "--limit", "1", "--max-docs", "3"]
-                subprocess.run(warm, cwd=REPO, env=stack.cli_env(), capture_output=True, check=True)
+            _started(stack, names)
             for r in range(rounds):
                 for name in names:
                     order = ("ragmesh", "peer") if r % 2 == 0 else ("peer", "ragmesh")
                     for system in order:
                         if system == "ragmesh":
-                            runs.append((r, _ragmesh(stack, spans, name, tmp)))
+                            runs.append((r, _ragmesh(stack, None, name, tmp)))
                         else:
                             runs.append((r, _peer(python, name, tmp)))
                         print(f"bench ingest: round {r} {runs[-1][1]}", flush=True)
         finally:
             stack.stop()
             stack.kill_leftovers()
+        # Per stage: one more pass a data set on a stack exporting spans (not timed).
+        spans = OtlpCollector().start()
+        traced = LaunchedStack(tmp / "traced", demo=False, extra_env=spans.env()).start()
+        try:
+            _started(traced, names)
+            for name in names:
+                staged.append(_ragmesh(traced, spans, name, tmp))
+                print(f"bench ingest: per stage {staged[-1]}", flush=True)
+        finally:
+            traced.stop()
+            traced.kill_leftovers()
             spans.stop()
     load_after = os.getloadavg()
     ours = [x for _, x in runs if x.system == "ragmesh"]
@@ -245,9 +270,11 @@ def run() -> str:
         "Both sets ingested by each system in turn, "
         f"{rounds} rounds (the order flips each round). ragmesh: `ragmesh eval DATASET "
         "--retrieval-only` on the launcher's stack (one worker, defaults; the knowledge "
-        "base's model picked by its language), seconds from its `ingested …` line; per stage "
-        "from the worker's and the retrieval service's OpenTelemetry spans, summed over the "
-        "documents: worker busy (its task runs) = parse/chunk (ChunkDocument) + embed "
+        "base's model picked by its language; tracing off, as by default), seconds from its "
+        "`ingested …` line. Per stage (the last rows, not in the ratio): one more pass a data "
+        "set on a second stack exporting OpenTelemetry spans, from the worker's and the "
+        "retrieval service's spans summed over the documents: worker busy (its task runs) = "
+        "parse/chunk (ChunkDocument) + embed "
         "(EmbedTexts) + stored-chunks lookup (ListChunks; skipped on an upload's first run) + "
         "upsert (UpsertChunks) + flush (inside UpsertChunks only with FLUSH_AFTER_UPSERT="
         "always; the default defers it) + keep originals (blob store) + other (job "
@@ -259,15 +286,17 @@ def run() -> str:
         "| round | system | data set | model | docs | chunks | seconds | docs/s | worker busy s | "
         "parse/chunk s | embed s | stored-chunks lookup s | upsert s | flush s | "
         "keep originals s | other s |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r, x in runs:
+    rows = [(str(r + 1), x.system, x) for r, x in runs]
+    rows += [("per stage", "ragmesh, spans exported", x) for x in staged]
+    for label, system, x in rows:
         model = x.extra.get("model") or "all-MiniLM-L6-v2 (torch)"
         model = model.rsplit("/", 1)[-1]
         if x.system == "LangChain" and x.extra.get("truncated_chunks"):
             model += f"; {x.extra['truncated_chunks']} chunks cut at {x.extra['token_limit']} tok"
         lines.append(
-            f"| {r + 1} | {x.system} | {x.dataset} | {model} | {x.documents} | {x.chunks} | "
+            f"| {label} | {system} | {x.dataset} | {model} | {x.documents} | {x.chunks} | "
             f"{x.seconds:.1f} | {x.documents / x.seconds:.1f} | "
             + " | ".join(_stage_cell(x, s) for s in STAGES)
             + " |"
