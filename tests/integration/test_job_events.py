@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from devstack.deps import start_redis
 from devstack.procs import free_port
-from services.gateway.job_events import SAFETY_NET_S, JobEvents
+from services.gateway.job_events import SAFETY_NET_S, JobEvents, JobSignal
 from services.jobs.db import async_client
 from services.jobs.keys import Keys
 
@@ -50,6 +50,16 @@ async def _subscribed(events: JobEvents) -> None:
         if events.messages:
             return
     raise AssertionError("the hub never received a message")
+
+
+async def _heard(publisher: aioredis.Redis, channel: str, signal: JobSignal) -> bool:
+    """Publishes on `channel` until `signal` is set (at most 5 s): whether it was."""
+    for _ in range(50):
+        await publisher.publish(channel, "1")
+        await asyncio.sleep(0.1)
+        if signal.is_set():
+            return True
+    return False
 
 
 async def test_a_message_wakes_the_watchers_of_its_job_only(
@@ -95,12 +105,7 @@ async def test_a_lost_subscription_comes_back(hub: Hub, redis_url: str) -> None:
         signal.clear()
         # What is published while it is gone is not heard (watchers read the job again
         # every SAFETY_NET_S anyway); once it is back, messages wake watchers again.
-        for _ in range(50):
-            await client.publish(keys.events("c"), "1")
-            await asyncio.sleep(0.1)
-            if signal.is_set():
-                break
-        assert signal.is_set()
+        assert await _heard(client, keys.events("c"), signal)
     again = pubsub_connections(redis_url)
     assert hub_id not in again
 
@@ -128,13 +133,8 @@ async def test_watchers_are_woken_once_redis_comes_up(tmp_path: Path) -> None:
             signal.clear()
             # ...and messages reach the watchers from then on.
             publisher = aioredis.Redis.from_url(url)
-            for _ in range(50):
-                await publisher.publish(keys.events("d"), "1")
-                await asyncio.sleep(0.1)
-                if signal.is_set():
-                    break
+            assert await _heard(publisher, keys.events("d"), signal)
             await publisher.aclose()
-            assert signal.is_set()
     finally:
         await events.close()
         await client.aclose()
