@@ -68,6 +68,7 @@ class RagmeshClient(DocumentCalls):
         ca_file: str | os.PathLike[str] | None = None,
         root_certificates: bytes | None = None,
         retry: RetryPolicy | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> None:
         # TLS: explicit arguments, else RAGMESH_TLS / RAGMESH_TLS_CA_FILE, else the config
         # file when the address comes from it (ragmesh.client.config). root_certificates
@@ -88,9 +89,11 @@ class RagmeshClient(DocumentCalls):
         self._metadata = auth_metadata(api_key)
         creds = channel_credentials(settings.tls, settings.ca_file, root_certificates)
         if creds is not None:
-            self._channel = grpc.secure_channel(target, creds, options=channel_options())
+            channel = grpc.secure_channel(target, creds, options=channel_options())
         else:
-            self._channel = grpc.insecure_channel(target, options=channel_options())
+            channel = grpc.insecure_channel(target, options=channel_options())
+        # `interceptors`: the caller's own grpc client interceptors, on every call
+        self._channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self._stub = gateway_pb2_grpc.RagServiceStub(self._channel)
 
     @classmethod

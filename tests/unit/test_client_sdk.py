@@ -327,3 +327,35 @@ async def test_async_client(gateway: Any, tmp_path: Path) -> None:
         with pytest.raises(UnavailableError):
             async for _ in rag.ask("kb", "fail midway"):
                 pass
+
+
+class _Recording(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        self.methods.append(client_call_details.method)
+        return continuation(client_call_details, request)
+
+
+class _AioRecording(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        method = client_call_details.method  # bytes on an aio channel
+        self.methods.append(method.decode() if isinstance(method, bytes) else method)
+        return await continuation(client_call_details, request)
+
+
+async def test_both_clients_run_the_callers_interceptors(gateway: Any) -> None:
+    addr, _ = gateway
+    method = "/ragmesh.gateway.v1.RagService/GetKnowledgeBase"
+    sync = _Recording()
+    with RagmeshClient(addr, API_KEY, interceptors=[sync]) as rag:
+        assert rag.get_knowledge_base("kb").knowledge_base_id == "kb"
+    assert sync.methods == [method]
+    aio = _AioRecording()
+    async with AsyncRagmeshClient(addr, API_KEY, interceptors=[aio]) as arag:
+        assert (await arag.get_knowledge_base("kb")).knowledge_base_id == "kb"
+    assert aio.methods == [method]
