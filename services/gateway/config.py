@@ -128,7 +128,9 @@ class GatewaySettings(BaseSettings):
         default=30.0,
         ge=0,
         description="An interrupted delete (Milvus or the retrieval service down) is finished "
-        "by the gateway's sweeper once it was last attempted this long ago.",
+        "by the gateway's sweeper once it was last attempted this long ago; the collection a "
+        "re-index replaced is dropped this long after the switch (searches that read the "
+        "knowledge base just before it still find it).",
     )
     failed_upload_retention_s: float = Field(
         default=7 * 24 * 3600.0,

@@ -20,7 +20,8 @@
   {p}:{t}:reindex:{kb}       set   documents still to embed into the re-index collection
   {p}:{t}:reindexed:{kb}     hash  document → "version|chunks" in the re-index collection
   {p}:reindexing             set   "t|kb" of knowledge bases being re-indexed
-  {p}:drop_collections       zset  collections nobody uses any more, by last drop attempt
+  {p}:drop_collections       zset  collections nobody uses any more, by when they stopped
+                                    being used (a re-index's switch) or were last tried
 
 Tenants, knowledge base ids and document ids are validated against patterns
 without `:`, and job ids are generated here, so no two names share a key.

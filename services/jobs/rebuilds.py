@@ -228,7 +228,7 @@ class Rebuilds:
     def switch_if_done(self, tenant: str, kb: str) -> str | None:
         """When every document is in the new collection: the knowledge base uses
         it from now on (one transaction); the old collection, returned, is queued
-        to be dropped. None while work remains."""
+        to be dropped after the sweeper's delay. None while work remains."""
         k = self.keys
         kkey, pending_key = k.kb(tenant, kb), k.reindex_pending(tenant, kb)
 
@@ -261,7 +261,9 @@ class Rebuilds:
             )
             pipe.delete(k.reindexed(tenant, kb), reindex_jobs_key(k, tenant, kb))
             pipe.srem(k.reindexing, f"{tenant}|{kb}")
-            pipe.zadd(k.drop_collections, {record.collection: 0})
+            # Dropped once unused for the sweeper's delay, counted from now: a search that
+            # read the record just before the switch still reaches the old collection.
+            pipe.zadd(k.drop_collections, {record.collection: time.time()})
             return record.collection
 
         return self.db.txn(body, kkey, pending_key, k.reindexed(tenant, kb))

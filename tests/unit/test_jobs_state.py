@@ -447,3 +447,20 @@ def test_a_held_lock_is_renewed_beyond_its_ttl_and_freed_after(store: Store, ten
     assert locks.acquire(tenant, "kb1", "dead.md") is not None
     time.sleep(0.4)
     assert locks.acquire(tenant, "kb1", "dead.md") is not None
+
+
+def test_a_reindex_switch_drops_the_old_collection_only_after_the_grace(
+    store: Store, tenant: str
+) -> None:
+    """A search that read the knowledge base just before the switch still reaches the old
+    collection: it is dropped once unused for the sweeper's delay, not at the next sweep
+    (a clean-clone CI run saw such a search answer NOT_FOUND)."""
+    kb = make_kb(store, tenant, "kb1")
+    store.rebuilds.start_reindex(tenant, "kb1", f"{kb.collection}_g2", "m", 384)
+    assert store.rebuilds.switch_if_done(tenant, "kb1") == kb.collection  # no documents
+    assert store.catalogue.get_kb(tenant, "kb1").collection == f"{kb.collection}_g2"
+    assert kb.collection not in store.rebuilds.collections_to_drop(idle_s=30)
+    time.sleep(0.2)
+    assert kb.collection in store.rebuilds.collections_to_drop(idle_s=0.1)
+    store.rebuilds.dropped(kb.collection)
+    assert kb.collection not in store.rebuilds.collections_to_drop(idle_s=0)
