@@ -64,6 +64,7 @@ class MicroBatcher:
         self.run_batch = run_batch
         self.max_batch_texts = max_batch_texts
         self.max_wait_s = max_wait_s
+        self.max_concurrent_batches = max_concurrent_batches
         self.stats = BatcherStats()
         self._pending: deque[_Job] = deque()
         self._arrived = asyncio.Event()

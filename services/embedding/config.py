@@ -64,12 +64,10 @@ class EmbeddingSettings(BaseSettings):
     threads: int = Field(
         default=0,
         ge=0,
-        description="Intra-op threads of the local runtime; 0 = the library default.",
-    )
-    onnx_spinning: bool = Field(
-        default=False,
-        description="Let ONNX Runtime's worker threads spin-wait between operators: a little "
-        "faster on an idle machine, much slower when the cores are shared (the default here).",
+        description="Forward passes of a local model run side by side, one thread each (a "
+        "call's texts cut into that many sub-batches; concurrent calls too); 0 = the cores "
+        "this process may use (its CPU affinity and cgroup CPU limit). torch "
+        "(RAGMESH_EMBEDDING_RUNTIME=torch) runs one call at a time on this many threads.",
     )
     forward_batch_size: int = Field(
         default=32, ge=1, description="Texts per forward pass of the local model (length-sorted)."
@@ -93,10 +91,11 @@ class EmbeddingSettings(BaseSettings):
         "concurrent, before calling the backend (a lone call on an idle service never waits).",
     )
     max_concurrent_batches: int = Field(
-        default=1,
-        ge=1,
-        description="Backend calls in flight at once (1 suits a local CPU model; raise it for "
-        "tei/openai).",
+        default=0,
+        ge=0,
+        description="Backend calls in flight at once; 0 = as many as a local model runs side "
+        "by side (RAGMESH_EMBEDDING_THREADS), 1 for tei/openai (raise it for a server with "
+        "spare capacity).",
     )
     query_prefix: str = Field(
         default="",

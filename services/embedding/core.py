@@ -70,7 +70,6 @@ def create_embedder(settings: EmbeddingSettings, counter: TokenCounter) -> Embed
         settings.cache_dir,
         batch_size=settings.forward_batch_size,
         threads=settings.threads,
-        spinning=settings.onnx_spinning,
         precision=settings.onnx_precision,
     )
 
@@ -107,7 +106,6 @@ def _multilingual_slot(settings: EmbeddingSettings, make_batcher: Any) -> ModelS
         embedder = UsemEmbedder(
             settings.cache_dir,
             threads=settings.threads,
-            spinning=settings.onnx_spinning,
             token_budget=settings.multilingual_token_budget,
         )
         counter = UsemTokenizer(embedder.model_dir)
@@ -145,7 +143,7 @@ class EmbeddingCore:
             call,
             max_batch_texts=self.settings.micro_batch_max_texts,
             max_wait_s=self.settings.micro_batch_wait_ms / 1000,
-            max_concurrent_batches=self.settings.max_concurrent_batches,
+            max_concurrent_batches=self.settings.max_concurrent_batches or embedder.parallel_calls,
         )
 
     async def start(self) -> None:

@@ -33,6 +33,9 @@ class Embedder(Protocol):
     Failures are raised as `services.common.errors.ServiceError`s.
     """
 
+    #: calls it serves at once well (the micro-batcher's default limit)
+    parallel_calls: int
+
     async def info(self) -> ModelInfo:
         """Describe the model; loads it or asks the server (raises Unavailable if down)."""
         ...

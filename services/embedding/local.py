@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +37,58 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class Encoder(Protocol):
-    """A synchronous in-process model (called from one worker thread)."""
+    """A synchronous in-process model. `encode` may be called from `parallel` threads at
+    once."""
 
     runtime: str
     dimension: int
     max_tokens: int
+    parallel: int
 
     def encode(self, texts: Sequence[str]) -> Vectors: ...
+
+
+def available_cores(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota
+    (a Kubernetes CPU limit of 2 on a 32-core node is 2, not 32)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity alone
+    return cores
+
+
+class PassPool:
+    """Runs a call's forward passes side by side, one thread each.
+
+    ONNX Runtime sessions here run a pass on one thread (intra-op 1): a pass over one
+    paragraph is too small to split across cores efficiently (MiniLM, 240 paragraphs of
+    this repository's docs, one at a time: on ONNX Runtime's own 2 threads 35.1 ms of CPU
+    and 20.7 ms of wall a text; on 1 thread, two texts at once, 30.7 and 15.5 ms). So a
+    call's texts are cut into at least as many sub-batches as there are threads, and
+    the sub-batches run in parallel; concurrent calls run in parallel too."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads or available_cores()
+        self._pool = (
+            ThreadPoolExecutor(self.threads, thread_name_prefix="forward")
+            if self.threads > 1
+            else None
+        )
+
+    def map(self, run: Any, groups: list[list[int]]) -> list[Any]:
+        if self._pool is None or len(groups) < 2:
+            return [run(group) for group in groups]
+        return list(self._pool.map(run, groups))
+
+    def share(self, total: int) -> int:
+        """The most a sub-batch may hold of `total` (texts, tokens) so that every thread
+        gets one."""
+        return max(1, -(-total // self.threads))
 
 
 def model_name(model_dir: Path, precision: str = "fp32") -> str:
@@ -72,9 +119,11 @@ def _check_pipeline(model_dir: Path) -> None:
 
 
 class TorchEncoder:
-    """sentence-transformers on torch: the reference pipeline."""
+    """sentence-transformers on torch: the reference pipeline. One call at a time: torch
+    spreads each forward pass over its own threads."""
 
     runtime = "torch"
+    parallel = 1
 
     def __init__(self, model_dir: Path, *, batch_size: int = 32, threads: int = 0) -> None:
         import torch
@@ -87,14 +136,16 @@ class TorchEncoder:
         self.max_tokens = int(self.model.max_seq_length or 512)
         dim = self.model.get_embedding_dimension()
         self.dimension = int(dim) if dim else 0
+        self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> Vectors:
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         # The model's own Normalize module already ran; this only fixes the dtype.
         return np.asarray(vectors, dtype=np.float32)
 
@@ -211,6 +262,19 @@ def quantized_int8(fp32: Path) -> Path:
     return target
 
 
+def single_thread_session(path: Path) -> Any:
+    """An ONNX Runtime session whose passes each run on the calling thread alone
+    (intra-op 1: no worker threads, so nothing spin-waits; PassPool runs passes side by
+    side). `run` is safe to call from several threads at once."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder:
     """ONNX Runtime on the exported transformer; tokenisation with `tokenizers`,
     mean pooling and L2 normalisation in numpy, exactly as sentence-transformers does."""
@@ -225,29 +289,17 @@ class OnnxEncoder:
         batch_size: int = 32,
         threads: int = 0,
         onnx_path: Path | None = None,
-        spinning: bool = False,
         precision: str = "fp32",
     ) -> None:
-        import onnxruntime as ort
-
         _check_pipeline(model_dir)
         self.max_tokens = int(_sentence_bert_config(model_dir).get("max_seq_length", 512))
         self.batch_size = batch_size
         self.onnx_path = onnx_path or ensure_onnx_model(model_dir, cache_dir, precision)
         if precision == "int8":
             self.runtime = "onnxruntime-int8"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        # Spin-waiting worker threads win a little on an idle machine and lose a lot when
-        # the cores are shared (measured: 50 queries 663 -> 435 ms with spinning off).
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if spinning else "0"
-        )
-        self.session = ort.InferenceSession(
-            str(self.onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = single_thread_session(self.onnx_path)
+        self.passes = PassPool(threads)
+        self.parallel = self.passes.threads
         self._input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = load_tokenizer(model_dir / "tokenizer.json")
         self.tokenizer.enable_truncation(max_length=self.max_tokens)  # padded in _forward
@@ -268,13 +320,15 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        out: Vectors | None = None
-        for idx in length_groups([len(e.ids) for e in encodings], self.batch_size):
-            vectors = self._forward([encodings[i] for i in idx])
-            if out is None:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        if not encodings:
+            return np.empty((0, 0), dtype=np.float32)
+        size = min(self.batch_size, self.passes.share(len(encodings)))
+        groups = length_groups([len(e.ids) for e in encodings], size)
+        parts = self.passes.map(lambda idx: self._forward([encodings[i] for i in idx]), groups)
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        for idx, vectors in zip(groups, parts, strict=True):
             out[idx] = vectors
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        return out
 
 
 # A text joins a sub-batch only if padding it to the sub-batch's longest text adds at
@@ -310,7 +364,6 @@ def create_encoder(
     *,
     batch_size: int = 32,
     threads: int = 0,
-    spinning: bool = False,
     precision: str = "fp32",
 ) -> Encoder:
     """`onnx`, `torch`, or `auto`: ONNX Runtime (faster here, see docs/benchmarks.md),
@@ -328,7 +381,6 @@ def create_encoder(
             cache_dir,
             batch_size=batch_size,
             threads=threads,
-            spinning=spinning,
             precision=precision,
         )
 
@@ -342,8 +394,9 @@ def create_encoder(
 
 
 class LocalEmbedder:
-    """The `local` backend: one encoder, called from a single worker thread so the
-    event loop stays free and forward passes never overlap on the CPU."""
+    """The `local` backend: one encoder, called from worker threads so the event loop
+    stays free; as many calls run at once as the encoder runs passes side by side
+    (`parallel_calls`: the threads, or every core)."""
 
     def __init__(
         self,
@@ -353,7 +406,6 @@ class LocalEmbedder:
         *,
         batch_size: int = 32,
         threads: int = 0,
-        spinning: bool = False,
         precision: str = "fp32",
     ) -> None:
         self.runtime = runtime
@@ -361,10 +413,10 @@ class LocalEmbedder:
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.threads = threads
-        self.spinning = spinning
         self.precision = precision
         self.encoder: Encoder | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self.parallel_calls = 1 if runtime == "torch" else threads or available_cores()
+        self._executor = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="embed")
         self._lock = asyncio.Lock()
 
     async def _load(self) -> Encoder:
@@ -382,7 +434,6 @@ class LocalEmbedder:
             self.cache_dir,
             batch_size=self.batch_size,
             threads=self.threads,
-            spinning=self.spinning,
             precision=self.precision,
         )
 
@@ -422,12 +473,10 @@ class UsemEmbedder(LocalEmbedder):
     """USE multilingual v3 in process: the ONNX graph built from the package's weights
     (services.embedding.usem), behind the same single worker thread."""
 
-    def __init__(
-        self, cache_dir: Path, *, threads: int = 0, spinning: bool = False, token_budget: int
-    ) -> None:
+    def __init__(self, cache_dir: Path, *, threads: int = 0, token_budget: int) -> None:
         from services.embedding.usem import resources_dir
 
-        super().__init__("onnx", resources_dir(), cache_dir, threads=threads, spinning=spinning)
+        super().__init__("onnx", resources_dir(), cache_dir, threads=threads)
         self.token_budget = token_budget
 
     def _create(self) -> Encoder:
@@ -436,7 +485,6 @@ class UsemEmbedder(LocalEmbedder):
         return UsemOnnxEncoder(
             self.cache_dir,
             threads=self.threads,
-            spinning=self.spinning,
             token_budget=self.token_budget,
             resources=self.model_dir,
         )

@@ -63,6 +63,8 @@ def _vectors(rows: Any, expected: int, backend: str) -> Vectors:
 class TeiEmbedder:
     """A HuggingFace text-embeddings-inference server."""
 
+    parallel_calls = 1
+
     def __init__(
         self, base_url: str, *, timeout_s: float = 30.0, connect_timeout_s: float = 3.0
     ) -> None:
@@ -144,6 +146,8 @@ class TeiEmbedder:
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible /v1/embeddings (OpenAI, vLLM, llama.cpp, Infinity...)."""
+
+    parallel_calls = 1
 
     def __init__(
         self,

@@ -13,7 +13,8 @@ module
   TensorFlow, no export tool): the three n-gram CNN branches become Conv1D operators
   over all the texts of a batch laid end to end, with zero gaps between texts so no
   window reaches into a neighbour — exactly the per-sentence zero padding of the
-  reference. ONNX Runtime runs it with fused kernels and its own threads.
+  reference. ONNX Runtime runs it with fused kernels, a pass on one thread, passes side
+  by side (services.embedding.local.PassPool).
 
 `NumpyReference` keeps the package's own forward pass (fed the same token ids) as the
 reference that tests hold the ONNX graph to (cosine ≥ 0.999).
@@ -33,6 +34,7 @@ import numpy as np
 
 from services.common.models import MULTILINGUAL_NAME
 from services.embedding.embedder import Vectors
+from services.embedding.local import PassPool, single_thread_session
 
 log = logging.getLogger("ragmesh.embedding")
 
@@ -344,34 +346,29 @@ class UsemOnnxEncoder:
         cache_dir: Path,
         *,
         threads: int = 0,
-        spinning: bool = False,
         token_budget: int = 1024,
         max_tokens: int = MAX_TOKENS,
         resources: Path | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         self.resources = resources or resources_dir()
         self.tokenizer = UsemTokenizer(self.resources)
         self.max_tokens = max_tokens
         self.token_budget = token_budget
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if spinning else "0"
-        )
-        self.session = ort.InferenceSession(
-            str(ensure_graph(self.resources, cache_dir)),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        self.session = single_thread_session(ensure_graph(self.resources, cache_dir))
+        self.passes = PassPool(threads)
+        self.parallel = self.passes.threads
 
     def encode_ids(self, batch: Sequence[Sequence[int]]) -> Vectors:
         out = np.empty((len(batch), DIMENSION), dtype=np.float32)
-        for group in token_batches([len(ids) for ids in batch], self.token_budget):
+        lengths = [len(ids) for ids in batch]
+        budget = min(self.token_budget, self.passes.share(sum(lengths)))
+        groups = token_batches(lengths, budget)
+
+        def run(group: list[int]) -> Vectors:
             (vectors,) = self.session.run(["embeddings"], pack([batch[i] for i in group]))
+            return vectors
+
+        for group, vectors in zip(groups, self.passes.map(run, groups), strict=True):
             out[group] = vectors
         return out
 

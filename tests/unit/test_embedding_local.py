@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,9 @@ from services.embedding.embedder import l2_normalize, mean_pool
 from services.embedding.local import (
     LocalEmbedder,
     OnnxEncoder,
+    PassPool,
     TorchEncoder,
+    available_cores,
     length_groups,
     onnx_cache_path,
 )
@@ -82,6 +87,83 @@ def test_a_vector_does_not_depend_on_its_batch(onnx_encoder: OnnxEncoder) -> Non
     assert length_groups([3, 10, 122], 32) == [[2], [1, 0]]
     together = onnx_encoder.encode(texts)
     assert np.abs(cosines(alone, together) - 1).max() < 1e-5
+
+
+def test_a_pass_pool_runs_sub_batches_side_by_side_in_order() -> None:
+    pool = PassPool(threads=2)
+    both_running = threading.Barrier(2, timeout=30)
+
+    def run(group: list[int]) -> tuple[list[int], int]:
+        both_running.wait()  # breaks (BrokenBarrierError) unless two passes overlap
+        return group, threading.get_ident()
+
+    out = pool.map(run, [[0, 1], [2]])
+    assert [g for g, _ in out] == [[0, 1], [2]]
+    assert out[0][1] != out[1][1]
+    # every thread gets a sub-batch: of 5 texts at most 3 each, of 1 text 1
+    assert (pool.share(5), pool.share(1), PassPool(threads=1).share(5)) == (3, 1, 5)
+    # a lone sub-batch runs on the caller's thread
+    assert pool.map(lambda g: threading.get_ident(), [[0]]) == [threading.get_ident()]
+
+
+def test_the_default_threads_follow_a_cgroup_cpu_limit(tmp_path: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    limit = tmp_path / "cpu.max"
+    limit.write_text("max 100000\n")
+    assert available_cores(limit) == cores
+    limit.write_text("150000 100000\n")  # 1.5 CPUs: two threads, a pass each
+    assert available_cores(limit) == min(cores, 2)
+    limit.write_text("50000 100000\n")
+    assert available_cores(limit) == 1
+    assert available_cores(tmp_path / "absent") == cores
+
+
+def test_vectors_do_not_depend_on_threads_or_concurrent_calls(
+    settings: EmbeddingSettings,
+) -> None:
+    one = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=1)
+    two = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=2)
+    assert (one.parallel, two.parallel) == (1, 2)
+    session, passes = two.session, []
+
+    class Recorded:
+        def run(self, *args: object) -> object:
+            passes.append(args)
+            return session.run(*args)
+
+    two.session = Recorded()
+    serial = one.encode(TEXTS)
+    assert np.abs(cosines(serial, two.encode(TEXTS)) - 1).max() < 1e-5
+    assert len(passes) >= 2  # even texts of one length go in one sub-batch a thread
+    passes.clear()
+    two.encode(["same length text"] * 8)
+    assert len(passes) == 2
+    # one session, called from four threads at once (ONNX Runtime's run is thread-safe)
+    with ThreadPoolExecutor(4) as callers:
+        rows = list(callers.map(lambda t: two.encode([t])[0], TEXTS * 3))
+    assert np.abs(cosines(np.tile(serial, (3, 1)), np.stack(rows)) - 1).max() < 1e-5
+
+
+async def test_the_local_model_serves_as_many_calls_at_once_as_it_has_threads() -> None:
+    core = EmbeddingCore(EmbeddingSettings(threads=3, multilingual=False))
+    try:
+        assert core.batcher.max_concurrent_batches == 3
+    finally:
+        await core.close()
+    pinned = EmbeddingCore(
+        EmbeddingSettings(threads=3, max_concurrent_batches=1, multilingual=False)
+    )
+    try:
+        assert pinned.batcher.max_concurrent_batches == 1
+    finally:
+        await pinned.close()
+    # torch spreads one call over its own threads: one call at a time
+    assert (
+        LocalEmbedder("torch", minilm_model_dir(), EmbeddingSettings().cache_dir).parallel_calls
+        == 1
+    )
 
 
 def test_sub_batches_hold_texts_of_near_equal_length() -> None:

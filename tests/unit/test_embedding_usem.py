@@ -82,6 +82,22 @@ def test_a_text_embeds_the_same_alone_and_in_any_batch(onnx_encoder: UsemOnnxEnc
     assert (split * together).sum(axis=1).min() >= 0.99999
 
 
+def test_passes_side_by_side_give_the_same_vectors(onnx_encoder: UsemOnnxEncoder) -> None:
+    two = UsemOnnxEncoder(EmbeddingSettings().cache_dir, threads=2)
+    session, runs = two.session, []
+
+    class Recorded:
+        def run(self, *args: object) -> object:
+            runs.append(args)
+            return session.run(*args)
+
+    two.session = Recorded()
+    texts = ENGLISH + CHINESE  # far fewer tokens than one run's budget
+    together = two.encode(texts)
+    assert len(runs) >= 2  # the call's tokens shared out: a run (or more) a thread
+    assert (onnx_encoder.encode(texts) * together).sum(axis=1).min() >= 0.99999
+
+
 def test_chinese_paraphrase_is_nearer_than_an_unrelated_passage(
     onnx_encoder: UsemOnnxEncoder,
 ) -> None:
