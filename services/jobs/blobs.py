@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from services.common.errors import Unavailable
@@ -53,13 +53,16 @@ class FileBlobStore:
     """Objects as files under `root` (keys are relative paths of validated ids)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        # Checked by its text, not by resolving it against the disk (several system calls
+        # a component, on every put and get): a relative path without `..` stays under
+        # the root, as nothing here makes symbolic links.
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or ".." in parts or "\\" in key or "\0" in key:
             raise ValueError(f"blob key {key!r} leaves the store")
-        return path
+        return self.root / key
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)

@@ -243,9 +243,8 @@ class Ingestor:
                     "(RAGMESH_WORKER_MAX_CHUNKS_PER_DOCUMENT): split it",
                 )
             )
-        beat.progress(stage=JobStage.CHUNKING, chunks_total=total, chunks_done=0)
         if total == 0:
-            with self._doc_lock(job, beat):
+            with self._doc_lock(job, beat, stage=JobStage.INDEXING, chunks_total=0, chunks_done=0):
                 self.clients.delete_chunks(target, doc.document_id)
         embedded = self._index(job, target, kb, doc, chunked, beat)
         if keep and originals is not None:
@@ -312,9 +311,10 @@ class Ingestor:
             for start in range(0, len(missing), batch_size):
                 batch = missing[start : start + batch_size]
                 # One progress call a step (each one is a Redis round trip and an event
-                # the gateway relays to whoever waits on the job); finish_job records
-                # the last batch's chunks_done.
-                beat.progress(stage=JobStage.EMBEDDING, chunks_done=done)
+                # the gateway relays to whoever waits on the job); the chunk count travels
+                # with the first (parsing and chunking are one call: no step of their own),
+                # finish_job records the last batch's chunks_done.
+                beat.progress(stage=JobStage.EMBEDDING, chunks_total=total, chunks_done=done)
                 with tracing.span("ingest.embed", {"ragmesh.batch_size": len(batch)}):
                     vectors = self.clients.embed_documents(
                         [c.text for c in batch], embedding_model(job, kb)

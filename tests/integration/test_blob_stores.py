@@ -61,9 +61,13 @@ def test_objects_round_trip(store: BlobStore) -> None:
 
 def test_file_store_refuses_keys_outside_its_root(tmp_path: Path) -> None:
     store = FileBlobStore(tmp_path / "blobs")
-    with pytest.raises(ValueError, match="leaves the store"):
-        store.put("../escape", b"x")
+    for key in ("../escape", "a/../../escape", "/escape", "", "a\\..\\..\\escape", "a\0b"):
+        with pytest.raises(ValueError, match="leaves the store"):
+            store.put(key, b"x")
+        with pytest.raises(ValueError, match="leaves the store"):
+            store.get(key)
     assert not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
 
 
 def test_file_store_never_shows_a_partial_object(tmp_path: Path) -> None:
