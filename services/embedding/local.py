@@ -37,13 +37,12 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class Encoder(Protocol):
-    """A synchronous in-process model. `encode` may be called from `parallel` threads at
+    """A synchronous in-process model. `encode` may be called from several threads at
     once."""
 
     runtime: str
     dimension: int
     max_tokens: int
-    parallel: int
 
     def encode(self, texts: Sequence[str]) -> Vectors: ...
 
@@ -123,7 +122,6 @@ class TorchEncoder:
     spreads each forward pass over its own threads."""
 
     runtime = "torch"
-    parallel = 1
 
     def __init__(self, model_dir: Path, *, batch_size: int = 32, threads: int = 0) -> None:
         import torch
@@ -299,7 +297,6 @@ class OnnxEncoder:
             self.runtime = "onnxruntime-int8"
         self.session = single_thread_session(self.onnx_path)
         self.passes = PassPool(threads)
-        self.parallel = self.passes.threads
         self._input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = load_tokenizer(model_dir / "tokenizer.json")
         self.tokenizer.enable_truncation(max_length=self.max_tokens)  # padded in _forward

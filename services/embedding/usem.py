@@ -356,7 +356,6 @@ class UsemOnnxEncoder:
         self.token_budget = token_budget
         self.session = single_thread_session(ensure_graph(self.resources, cache_dir))
         self.passes = PassPool(threads)
-        self.parallel = self.passes.threads
 
     def encode_ids(self, batch: Sequence[Sequence[int]]) -> Vectors:
         out = np.empty((len(batch), DIMENSION), dtype=np.float32)

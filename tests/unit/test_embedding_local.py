@@ -125,7 +125,7 @@ def test_vectors_do_not_depend_on_threads_or_concurrent_calls(
 ) -> None:
     one = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=1)
     two = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=2)
-    assert (one.parallel, two.parallel) == (1, 2)
+    assert (one.passes.threads, two.passes.threads) == (1, 2)
     session, passes = two.session, []
 
     class Recorded:
