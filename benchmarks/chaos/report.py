@@ -32,7 +32,8 @@ def markdown(out: Outcome) -> str:
         f"{s.docs} small documents (text, Markdown, HTML, PDF; English and Chinese, two "
         f"knowledge bases) plus 2 broken files uploaded through {s.gateways} gateway"
         f"{'s' * (s.gateways > 1)} to {s.workers} Celery worker{'s' * (s.workers > 1)}, sharing "
-        "one Redis (AOF) and one `milvus-lite server`, while faults were injected one at a time "
+        "one Redis (AOF) and one Milvus Lite server (`services.retrieval.lite_server`), while "
+        "faults were injected one at a time "
         f"{s.gap_s:g} s apart and {s.clients} clients asked (max_tokens {s.max_tokens}) and "
         f"searched in turn. Every {s.mutate_every} uploads a new version of an earlier document "
         "was uploaded and another deleted. `make chaos` (`python -m benchmarks.chaos`).",

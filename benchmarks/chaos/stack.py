@@ -37,9 +37,10 @@ TENANT = "chaos"
 
 def milvus_lite_process(data_dir: Path, port: int, log_dir: Path) -> ManagedProcess:
     """`milvus-lite server` (Milvus Lite behind its gRPC port), stopped with SIGINT."""
-    exe = str(Path(sys.executable).parent / "milvus-lite")
+    # milvus-lite's own server, with ragmesh's fixes to Lite installed first
+    exe = [sys.executable, "-m", "services.retrieval.lite_server"]
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [exe, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [*exe, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
     return ManagedProcess("milvus-lite", argv, log_dir=log_dir, stop_signal=signal.SIGINT)
 
 

@@ -26,7 +26,8 @@ class RetrievalSettings(BaseSettings):
         default_factory=default_milvus_uri,
         description="Milvus to use: a path ending in `.db` opens a Milvus Lite database in "
         "this process (its parent directory is created); `http://host:port` connects to a "
-        "Milvus server or a `milvus-lite server`.",
+        "Milvus server or a Milvus Lite server (`python -m services.retrieval.lite_server "
+        "server --data-dir D --port P`: `milvus-lite server` with ragmesh's fixes).",
     )
     milvus_token: str = Field(
         default="", description="Milvus token (`user:password` or an API key); empty for none."

@@ -30,7 +30,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-from services.retrieval import lite_bm25
+from services.retrieval import lite_server
 from services.retrieval.collection_schema import build_schema
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import string_literal
@@ -115,8 +115,8 @@ class MilvusStore:
                 if self.settings.is_lite_file:
                     Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
                     uri = str(Path(uri).expanduser())
-                    # Lite runs in this process: BM25 over the collection's statistics.
-                    lite_bm25.install()
+                    # Lite runs in this process: with ragmesh's fixes (lite_server).
+                    lite_server.install()
                 try:
                     self._client = MilvusClient(
                         uri=uri,

@@ -761,8 +761,9 @@ def test_bad_inputs_are_rejected_without_effect(corpus: KB) -> None:
 
 
 def _milvus_lite_server(data_dir: Path, port: int, log_dir: Path) -> ManagedProcess:
-    exe = str(Path(sys.executable).parent / "milvus-lite")
-    argv = [exe, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    # milvus-lite's own server, with ragmesh's fixes to Lite installed first
+    exe = [sys.executable, "-m", "services.retrieval.lite_server"]
+    argv = [*exe, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
     proc = ManagedProcess("milvus-lite", argv, log_dir=log_dir, stop_signal=signal.SIGINT)
     proc.start()
     proc.wait_until(lambda: port_open("127.0.0.1", port), 60, "Milvus Lite port")
