@@ -22,6 +22,7 @@ count. A version of Lite without the internals this relies on is left as it is (
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -48,7 +49,6 @@ class CollectionStats:
 _STATS: contextvars.ContextVar[CollectionStats | None] = contextvars.ContextVar(
     "ragmesh_bm25_stats", default=None
 )
-_installed = False
 
 
 def collection_stats(collection: Any, vector_field: str, params: dict[str, Any]) -> CollectionStats:
@@ -126,11 +126,9 @@ def scored_search(
     return ids, distances
 
 
+@functools.cache  # once per process
 def install() -> bool:
-    """Patch Milvus Lite (once per process); False when this Lite lacks what it needs."""
-    global _installed  # noqa: PLW0603 - one patch per process
-    if _installed:
-        return True
+    """Patch Milvus Lite; False when this Lite lacks what it needs."""
     try:
         from milvus_lite.engine.collection import Collection
         from milvus_lite.index.sparse_inverted import SparseInvertedIndex
@@ -182,5 +180,4 @@ def install() -> bool:
 
     Collection._search_sparse = search_sparse
     SparseInvertedIndex.search = index_search
-    _installed = True
     return True

@@ -12,20 +12,17 @@ came back, its chunk missing at the end. `install()` makes the opening one at a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
 
 log = logging.getLogger("ragmesh.retrieval")
 
-_installed = False
 
-
+@functools.cache  # once per process
 def install() -> bool:
-    """Patch Milvus Lite (once per process); False when this Lite has no such method."""
-    global _installed  # noqa: PLW0603 - one patch per process
-    if _installed:
-        return True
+    """Patch Milvus Lite; False when this Lite has no such method."""
     try:
         from milvus_lite.db import MilvusLite
     except ImportError as exc:
@@ -41,5 +38,4 @@ def install() -> bool:
             return original(self, *args, **kwargs)
 
     MilvusLite.get_collection = get_collection
-    _installed = True
     return True
