@@ -142,6 +142,7 @@ def install() -> bool:
         log.warning("Milvus Lite BM25 keeps per-segment statistics: unknown Lite internals")
         return False
     original_sparse: Callable[..., Any] = Collection._search_sparse
+    fallen_back: list[bool] = []
     original_index_search: Callable[..., Any] = SparseInvertedIndex.search
 
     def search_sparse(
@@ -164,7 +165,9 @@ def install() -> bool:
             spec = self._index_specs.get(vector_field)
             stats = collection_stats(self, vector_field, spec.build_params if spec else {})
         except Exception:  # Lite's internals changed under us: its own statistics
-            log.exception("Milvus Lite BM25: collection statistics unavailable")
+            if not fallen_back:  # once: it would fail the same way on every search
+                fallen_back.append(True)
+                log.exception("Milvus Lite BM25: collection statistics unavailable")
             return lite()
         token = _STATS.set(stats)
         try:
