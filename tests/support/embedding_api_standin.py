@@ -42,7 +42,11 @@ class _Model:
         self.lock = threading.Lock()
 
     def token_count(self, text: str) -> int:
-        return len(self.model.tokenizer(text)["input_ids"])
+        # Under the lock too: the tokenizer is shared with encode(), which sets its padding
+        # and truncation; a count from another request's thread in between made encode()
+        # fail ("Unable to create tensor ... padding=True") in a clean-clone CI run.
+        with self.lock:
+            return len(self.model.tokenizer(text)["input_ids"])
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         with self.lock:
