@@ -468,7 +468,7 @@ class LocalEmbedder:
 
 class UsemEmbedder(LocalEmbedder):
     """USE multilingual v3 in process: the ONNX graph built from the package's weights
-    (services.embedding.usem), behind the same single worker thread."""
+    (services.embedding.usem), served like the MiniLM model (calls and passes side by side)."""
 
     def __init__(self, cache_dir: Path, *, threads: int = 0, token_budget: int) -> None:
         from services.embedding.usem import resources_dir

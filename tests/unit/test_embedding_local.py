@@ -25,6 +25,7 @@ from services.embedding.local import (
     length_groups,
     onnx_cache_path,
 )
+from tests.support.sessions import record_runs
 
 TEXTS = [
     "What is the capital of France?",
@@ -126,14 +127,7 @@ def test_vectors_do_not_depend_on_threads_or_concurrent_calls(
     one = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=1)
     two = OnnxEncoder(minilm_model_dir(), settings.cache_dir, threads=2)
     assert (one.passes.threads, two.passes.threads) == (1, 2)
-    session, passes = two.session, []
-
-    class Recorded:
-        def run(self, *args: object) -> object:
-            passes.append(args)
-            return session.run(*args)
-
-    two.session = Recorded()
+    passes = record_runs(two)
     serial = one.encode(TEXTS)
     assert np.abs(cosines(serial, two.encode(TEXTS)) - 1).max() < 1e-5
     assert len(passes) >= 2  # even texts of one length go in one sub-batch a thread

@@ -18,6 +18,7 @@ from services.embedding.usem import (
     pack,
     token_batches,
 )
+from tests.support.sessions import record_runs
 
 ENGLISH = [
     "What is the capital of France?",
@@ -84,14 +85,7 @@ def test_a_text_embeds_the_same_alone_and_in_any_batch(onnx_encoder: UsemOnnxEnc
 
 def test_passes_side_by_side_give_the_same_vectors(onnx_encoder: UsemOnnxEncoder) -> None:
     two = UsemOnnxEncoder(EmbeddingSettings().cache_dir, threads=2)
-    session, runs = two.session, []
-
-    class Recorded:
-        def run(self, *args: object) -> object:
-            runs.append(args)
-            return session.run(*args)
-
-    two.session = Recorded()
+    runs = record_runs(two)
     texts = ENGLISH + CHINESE  # far fewer tokens than one run's budget
     together = two.encode(texts)
     assert len(runs) >= 2  # the call's tokens shared out: a run (or more) a thread
