@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from google.protobuf import struct_pb2
 
+from ragmesh.client.errors import DeadlineExceededError
 from ragmesh.client.media import SNIFF_BYTES, guess_media_type
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2
@@ -360,6 +361,16 @@ TERMINAL_JOB_STATES = frozenset(
 
 def job_is_done(job: gateway_pb2.IngestionJob) -> bool:
     return job.state in TERMINAL_JOB_STATES
+
+
+def job_wait_timeout(
+    job_id: str, job: gateway_pb2.IngestionJob | None, timeout: float
+) -> DeadlineExceededError:
+    """wait_for_job's error when `timeout` passed first (`job`: the state last seen)."""
+    state = short_name(gateway_pb2.JobState, job.state) if job is not None else "not seen"
+    return DeadlineExceededError(
+        f"job {job_id} still {state} after {timeout:.0f}s", reason="JOB_WAIT_TIMEOUT"
+    )
 
 
 Page = TypeVar("Page")

@@ -322,15 +322,13 @@ class RagmeshClient(DocumentCalls):
         """Block until the job ends and return it; with `check`, raise JobFailedError
         unless it SUCCEEDED. `on_update` sees every state the watch stream reports."""
         deadline = time.monotonic() + timeout
-        job = self.get_ingestion_job(job_id)
-        while not builders.job_is_done(job):
+        # No GetIngestionJob first: a watch starts with the job as it is now (and ends at
+        # once for a job already over), so reading it before would cost a call a job.
+        job: gateway_pb2.IngestionJob | None = None
+        while job is None or not builders.job_is_done(job):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeadlineExceededError(
-                    f"job {job_id} still {builders.short_name(gateway_pb2.JobState, job.state)} "
-                    f"after {timeout:.0f}s",
-                    reason="JOB_WAIT_TIMEOUT",
-                )
+                raise builders.job_wait_timeout(job_id, job, timeout)
             try:
                 with contextlib.closing(self.watch_ingestion_job(job_id, timeout=left)) as jobs:
                     for job in jobs:
@@ -340,8 +338,8 @@ class RagmeshClient(DocumentCalls):
                             break
             except DeadlineExceededError:
                 continue
-            if not builders.job_is_done(job):
-                # The stream ended early (gateway restart): look again, then re-watch.
+            if job is None or not builders.job_is_done(job):
+                # The stream ended early (a gateway restart): read the job, then watch again.
                 job = self.get_ingestion_job(job_id)
         if check:
             raise_for_job(job)

@@ -44,6 +44,7 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
     def __init__(self) -> None:
         self.uploads: list[tuple[gateway_pb2.UploadHeader, bytes, int]] = []
         self.calls: dict[str, int] = {}
+        self.job_calls: list[tuple[str, str]] = []  # (Get|Watch, job id), in order
 
     def _auth(self, context: grpc.ServicerContext) -> None:
         if dict(context.invocation_metadata()).get("authorization") != f"Bearer {API_KEY}":
@@ -125,10 +126,12 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
 
     def GetIngestionJob(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._auth(context)
+        self.job_calls.append(("Get", request.job_id))
         return J.GetIngestionJobResponse(job=_job(request.job_id, J.JOB_STATE_QUEUED))
 
     def WatchIngestionJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self._auth(context)
+        self.job_calls.append(("Watch", request.job_id))
         yield J.WatchIngestionJobResponse(
             job=_job(
                 request.job_id,
@@ -138,6 +141,8 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
                 chunks_total=2,
             )
         )
+        if request.job_id == "j-cut" and self.job_calls.count(("Watch", "j-cut")) == 1:
+            return  # the first stream ends with the job still running (a gateway restart)
         if request.job_id == "j-bad":
             yield J.WatchIngestionJobResponse(
                 job=_job(
@@ -281,6 +286,33 @@ def test_watch_and_wait_for_job(gateway: Any) -> None:
             rag.wait_for_job("j-bad", check=True)
     assert info.value.reason == "CORRUPT_DOCUMENT"
     assert "broken PDF" in str(info.value)
+
+
+def test_wait_for_job_watches_without_reading_the_job_first(gateway: Any) -> None:
+    """A watch starts with the job as it is: one call a job, not a Get and a Watch; a
+    stream that ends early (a gateway restart) is followed by a Get and a new watch."""
+    addr, servicer = gateway
+    with RagmeshClient(addr, API_KEY) as rag:
+        servicer.job_calls.clear()
+        assert rag.wait_for_job("j1").state == J.JOB_STATE_SUCCEEDED
+        assert servicer.job_calls == [("Watch", "j1")]
+        servicer.job_calls.clear()
+        seen: list[int] = []
+        job = rag.wait_for_job("j-cut", on_update=lambda j: seen.append(j.state))
+        assert job.state == J.JOB_STATE_SUCCEEDED
+        assert servicer.job_calls == [("Watch", "j-cut"), ("Get", "j-cut"), ("Watch", "j-cut")]
+        assert seen == [J.JOB_STATE_RUNNING, J.JOB_STATE_RUNNING, J.JOB_STATE_SUCCEEDED]
+
+
+async def test_async_wait_for_job_watches_without_reading_the_job_first(gateway: Any) -> None:
+    addr, servicer = gateway
+    async with AsyncRagmeshClient(addr, API_KEY) as rag:
+        servicer.job_calls.clear()
+        assert (await rag.wait_for_job("j1")).state == J.JOB_STATE_SUCCEEDED
+        assert servicer.job_calls == [("Watch", "j1")]
+        servicer.job_calls.clear()
+        assert (await rag.wait_for_job("j-cut")).state == J.JOB_STATE_SUCCEEDED
+        assert servicer.job_calls == [("Watch", "j-cut"), ("Get", "j-cut"), ("Watch", "j-cut")]
 
 
 def test_ask_stream_and_collect(gateway: Any) -> None:
