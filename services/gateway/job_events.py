@@ -29,6 +29,8 @@ log = logging.getLogger("ragmesh.gateway")
 SAFETY_NET_S = 1.0
 RECONNECT_S = 0.5  # the first wait before subscribing again, doubling up to the max
 RECONNECT_MAX_S = 5.0
+# How long close() waits for the reader to stop once cancelled (see close()).
+CLOSE_WAIT_S = 2.0
 
 
 class JobSignal:
@@ -62,16 +64,27 @@ class JobEvents:
         self.prefix = prefix
         self._watchers: dict[str, set[JobSignal]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self.messages = 0  # received, for tests
 
     def start(self) -> None:
         self._reader = asyncio.create_task(self._read(), name="job-events")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        """Stops the reader, waiting at most CLOSE_WAIT_S. A cancelled reader sometimes
+        stayed in redis-py's `get_message` (timeout 1 s) for good — seen here while
+        closing right after a watch, the close then never returned (a gateway that
+        would not shut down). The flag ends the loop at its next turn; the bounded wait
+        covers a read that never returns (closing the Redis client ends it)."""
+        if self._reader is None:
+            return
+        self._closing = True
+        self._reader.cancel()
+        await asyncio.wait({self._reader}, timeout=CLOSE_WAIT_S)
+        if not self._reader.done():
+            log.warning(
+                "job events reader still stopping after %.0f s; not waited for", CLOSE_WAIT_S
+            )
 
     @contextlib.contextmanager
     def watching(self, job_id: str) -> Iterator[JobSignal]:
@@ -98,7 +111,7 @@ class JobEvents:
 
     async def _read(self) -> None:
         delay = 0.0  # between attempts to subscribe: 0 while it works, then growing
-        while True:
+        while not self._closing:
             pubsub = self.aredis.pubsub()
             try:
                 await pubsub.psubscribe(self.pattern)
@@ -107,7 +120,7 @@ class JobEvents:
                     delay = 0.0
                 # Changes made while (re)subscribing were not heard: everyone reads again.
                 self._wake_all()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=SAFETY_NET_S
                     )
@@ -122,6 +135,8 @@ class JobEvents:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarted: watchers poll meanwhile
+                if self._closing:
+                    return
                 if not delay:  # once per outage, not twice a second while it lasts
                     log.warning("job events subscription lost (%s); subscribing again", exc)
                 delay = min(max(delay * 2, RECONNECT_S), RECONNECT_MAX_S)
