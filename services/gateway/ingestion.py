@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.gateway import validation as v
 from services.gateway.config import GatewaySettings
-from services.gateway.job_events import JobEvents
+from services.gateway.job_events import JobEvents, JobSignal
 from services.jobs.db import async_client
 from services.jobs.jobbook import job_of
 from services.jobs.outcomes import GATEWAY_DOMAIN, UploadResult
@@ -255,27 +255,32 @@ class Ingestion:
 
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobRecord]:
         """The job now and on every change, until it ends."""
-        job = await self.get_job(tenant, job_id)
-        assert self.aredis is not None, "start() first"
-        with self.watches.take(tenant):
-            async for seen in self._follow(tenant, job):
-                yield seen
-
-    async def _follow(self, tenant: str, job: JobRecord) -> AsyncIterator[JobRecord]:
-        assert self.aredis is not None and self.events is not None
-        job_id, key = job.job_id, self.state.db.keys.job(job.job_id)
+        assert self.aredis is not None and self.events is not None, "start() first"
+        job_id = v.check_job_id(job_id)
+        # Listening before the first read, so that read is also the watch's first: a change
+        # after it wakes the loop (before, the record was read twice at the start).
         with self.events.watching(job_id) as changed:
-            last = None
-            while True:
-                changed.clear()  # before the read: no change slips between the two
-                job = job_of(await self.aredis.hgetall(key), job_id, tenant)
-                seen = _visible(job)
-                if seen != last:
-                    yield job
-                    last = seen
-                if not job.active:
-                    return
-                await changed.wait()
+            job = await self.get_job(tenant, job_id)  # NOT_FOUND, or another tenant's
+            with self.watches.take(tenant):
+                async for seen in self._follow(tenant, job, changed):
+                    yield seen
+
+    async def _follow(
+        self, tenant: str, job: JobRecord, changed: JobSignal
+    ) -> AsyncIterator[JobRecord]:
+        assert self.aredis is not None
+        key = self.state.db.keys.job(job.job_id)
+        last = None
+        while True:
+            seen = _visible(job)
+            if seen != last:
+                yield job
+                last = seen
+            if not job.active:
+                return
+            await changed.wait()
+            changed.clear()  # before the read: no change slips between the two
+            job = job_of(await self.aredis.hgetall(key), job.job_id, tenant)
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord:
         return await asyncio.to_thread(self.state.book.cancel_job, tenant, v.check_job_id(job_id))
