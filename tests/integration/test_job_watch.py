@@ -16,9 +16,10 @@ from services.common.errors import NotFound
 from services.gateway.config import GatewaySettings
 from services.gateway.ingestion import Ingestion
 from services.jobs.queue import IngestionQueue, QueueSnapshot
-from services.jobs.records import DocumentRecord, JobRecord, JobState, KnowledgeBaseRecord
+from services.jobs.records import JobState
 from services.jobs.settings import JobsSettings
 from services.jobs.state import JobsState
+from tests.support.jobs import uploaded_job
 
 
 class NoQueue(IngestionQueue):
@@ -49,47 +50,30 @@ class CountedReads:
         return await self._client.hgetall(key)
 
 
-Setup = tuple[Ingestion, JobsState, str, CountedReads]
+Setup = tuple[Ingestion, JobsState, CountedReads]
 
 
 @contextlib.asynccontextmanager
 async def gateway_watches(redis_url: str) -> AsyncIterator[Setup]:
-    """An Ingestion on a real Redis with one knowledge base of a fresh tenant. Closing it
-    after a watch hung 3 runs in ~15 before JobEvents.close() was bounded."""
+    """An Ingestion on a real Redis. Closing it after a watch hung 3 runs in ~15 before
+    JobEvents.close() was bounded."""
     state = JobsState.from_settings(JobsSettings(redis_url=redis_url))
     ingestion = Ingestion(state, NoQueue(), GatewaySettings())
     await ingestion.start(redis_url)
     assert ingestion.aredis is not None
     counted = CountedReads(ingestion.aredis)
     ingestion.aredis = counted  # type: ignore[assignment]
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    state.catalogue.create_kb(
-        KnowledgeBaseRecord(
-            tenant=tenant, knowledge_base_id="kb1", collection=f"c_{tenant}", dimension=384
-        )
-    )
     try:
-        yield ingestion, state, tenant, counted
+        yield ingestion, state, counted
     finally:
         await ingestion.close()
         state.close()
 
 
-def upload(state: JobsState, tenant: str) -> JobRecord:
-    document = DocumentRecord(
-        tenant=tenant,
-        knowledge_base_id="kb1",
-        document_id="a.md",
-        file_name="a.md",
-        version="v1",
-        content_sha256="v1",
-    )
-    return state.book.register_upload(tenant, "kb1", document, b"# A\n\ntext").job
-
-
 async def test_a_job_already_over_is_read_once(redis_url: str) -> None:
-    async with gateway_watches(redis_url) as (ingestion, state, tenant, counted):
-        job = upload(state, tenant)
+    async with gateway_watches(redis_url) as (ingestion, state, counted):
+        job = uploaded_job(state)
+        tenant = job.tenant
         state.book.cancel_job(tenant, job.job_id)
         seen = [j.state async for j in ingestion.watch(tenant, job.job_id)]
         assert seen == [JobState.CANCELLED]
@@ -97,8 +81,9 @@ async def test_a_job_already_over_is_read_once(redis_url: str) -> None:
 
 
 async def test_the_job_then_each_change_until_it_ends(redis_url: str) -> None:
-    async with gateway_watches(redis_url) as (ingestion, state, tenant, counted):
-        job = upload(state, tenant)
+    async with gateway_watches(redis_url) as (ingestion, state, counted):
+        job = uploaded_job(state)
+        tenant = job.tenant
         seen: list[str] = []
         reached = {s: asyncio.Event() for s in (JobState.QUEUED, JobState.RUNNING)}
 
@@ -121,8 +106,8 @@ async def test_the_job_then_each_change_until_it_ends(redis_url: str) -> None:
 
 
 async def test_another_tenant_s_job_is_not_found_and_leaves_no_watch(redis_url: str) -> None:
-    async with gateway_watches(redis_url) as (ingestion, state, tenant, _):
-        job = upload(state, tenant)
+    async with gateway_watches(redis_url) as (ingestion, state, _):
+        job = uploaded_job(state)
         with pytest.raises(NotFound):
             async for _ in ingestion.watch("someone-else", job.job_id):
                 pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +17,13 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from services.common.config import ServiceAddresses
-from services.jobs.records import DocumentRecord, JobState, KnowledgeBaseRecord
+from services.jobs.records import JobState
 from services.jobs.settings import JobsSettings
 from services.jobs.state import JobsState
 from services.worker.clients import Clients, Timeouts
 from services.worker.config import WorkerSettings
 from services.worker.pipeline import Ingestor
+from tests.support.jobs import uploaded_job
 
 DOC = "\n\n".join(f"Paragraph {i}. " + "The zebra finch sings at dawn. " * 60 for i in range(12))
 
@@ -36,19 +36,7 @@ def store(redis_url: str) -> Iterator[JobsState]:
 
 
 def _job(store: JobsState, content: bytes) -> str:
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    store.catalogue.create_kb(
-        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
-    )
-    record = DocumentRecord(
-        tenant=tenant,
-        knowledge_base_id="kb",
-        document_id="d.md",
-        file_name="d.md",
-        media_type="text/markdown",
-        version="v",
-    )
-    return str(store.book.register_upload(tenant, "kb", record, content).job.job_id)
+    return uploaded_job(store, content).job_id
 
 
 def _ingestor(store: JobsState, chunking: str, **settings: Any) -> Ingestor:
