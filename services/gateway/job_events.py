@@ -75,7 +75,7 @@ class JobEvents:
         stayed in redis-py's `get_message` (timeout 1 s) for good — seen here while
         closing right after a watch, the close then never returned (a gateway that
         would not shut down). The flag ends the loop at its next turn; the bounded wait
-        covers a read that never returns (closing the Redis client ends it)."""
+        covers a read that never returns."""
         if self._reader is None:
             return
         self._closing = True
