@@ -256,11 +256,11 @@ class Ingestion:
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobRecord]:
         """The job now and on every change, until it ends."""
         assert self.aredis is not None and self.events is not None, "start() first"
-        job_id = v.check_job_id(job_id)
         # Listening before the first read, so that read is also the watch's first: a change
         # after it wakes the loop (before, the record was read twice at the start).
         with self.events.watching(job_id) as changed:
-            job = await self.get_job(tenant, job_id)  # NOT_FOUND, or another tenant's
+            # Checks the id too (INVALID_ARGUMENT); NOT_FOUND, or another tenant's job.
+            job = await self.get_job(tenant, job_id)
             with self.watches.take(tenant):
                 async for seen in self._follow(tenant, job, changed):
                     yield seen

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.common.errors import NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.gateway.config import GatewaySettings
 from services.gateway.ingestion import Ingestion
 from services.jobs.queue import IngestionQueue, QueueSnapshot
@@ -111,4 +111,13 @@ async def test_another_tenant_s_job_is_not_found_and_leaves_no_watch(redis_url: 
         with pytest.raises(NotFound):
             async for _ in ingestion.watch("someone-else", job.job_id):
                 pass
+        assert ingestion.events is not None and ingestion.events.watched() == 0
+
+
+async def test_a_malformed_job_id_is_invalid_and_leaves_no_watch(redis_url: str) -> None:
+    async with gateway_watches(redis_url) as (ingestion, _, _):
+        for bad in ("", "x" * 10_000, "../jobs/abc", "j\x00"):
+            with pytest.raises(InvalidArgument):
+                async for _ in ingestion.watch("any-tenant", bad):
+                    pass
         assert ingestion.events is not None and ingestion.events.watched() == 0
