@@ -87,15 +87,31 @@ def _child(spans: list[ReceivedSpan], parent: ReceivedSpan, name: str) -> Receiv
     return found[0]
 
 
+def _calls_answered(tree: list[ReceivedSpan]) -> bool:
+    """Every ragmesh gRPC call in the trace has its server's span. Each process exports
+    on its own schedule, so a caller's span can arrive before the callee's; a server's
+    inner spans end before it, so they arrive with it or earlier."""
+    servers = {s.parent_id for s in tree if s.kind == "SERVER"}
+    return all(
+        s.span_id in servers
+        for s in tree
+        if s.kind == "CLIENT" and s.name.startswith("ragmesh.") and "/" in s.name
+    )
+
+
 def _ingestion_done(queue: str) -> Any:
     def check(spans: list[ReceivedSpan]) -> bool:
-        names = {(s.service, s.name) for s in spans}
-        return {
+        required = {
             ("ragmesh-gateway", f"{GATEWAY}/UploadDocument"),
             ("ragmesh-worker", f"{queue} process"),
             ("ragmesh-retrieval", UPSERT),
             ("ragmesh-retrieval", "milvus.upsert"),
-        } <= names
+        }
+        if not required <= {(s.service, s.name) for s in spans}:
+            return False
+        # The worker's process span ends after all of the worker's other spans of the job.
+        process = next(s for s in spans if s.name == f"{queue} process")
+        return _calls_answered(trace_of(spans, process.trace_id))
 
     return check
 
@@ -197,7 +213,7 @@ def test_an_ask_is_one_trace_from_the_caller_to_the_llm(
             ("ragmesh-generation", GENERATE),
             ("ragmesh-generation", "llm.chat"),
             ("ragmesh-retrieval", SEARCH),
-        } <= names
+        } <= names and _calls_answered(trace_of(spans, trace_id))
 
     tree = trace_of(collector.wait_for(complete), trace_id)
     ask = _rpc(tree, f"{GATEWAY}/Ask", "SERVER", "ragmesh-gateway")
@@ -264,7 +280,7 @@ def test_an_http_request_is_one_trace_from_the_web_service_to_retrieval(
                 ("ragmesh-web", route),
                 ("ragmesh-gateway", f"{GATEWAY}/Search"),
                 ("ragmesh-retrieval", SEARCH),
-            } <= names
+            } <= names and _calls_answered(trace_of(spans, trace_id))
 
         tree = trace_of(collector.wait_for(complete), trace_id)
     finally:
