@@ -31,6 +31,10 @@ from devstack.procs import health_status, port_open, worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_TENANT = "dev"
+#: The LLM server's log line for an answered GET /v1/models: the generation service asks
+#: it every RAGMESH_READINESS_INTERVAL_S (its readiness check), a line every 2 s that
+#: would bury the rest of the terminal. Kept in llm.log; a failing probe still shows.
+LLM_PROBE_LINE = r'"GET /v1/models HTTP/1\.[01]" 200'
 
 
 class LaunchError(RuntimeError):
@@ -204,7 +208,12 @@ class Stack:
         self.llm_base_url = f"http://127.0.0.1:{port}/v1"
         models_url = f"{self.llm_base_url}/models"
         self.started_deps.append("llm")
-        return ProcessSpec("llm", argv, health=lambda: deps.http_ok(models_url))
+        return ProcessSpec(
+            "llm",
+            argv,
+            health=lambda: deps.http_ok(models_url),
+            quiet_line=LLM_PROBE_LINE,
+        )
 
     def service_env(self) -> dict[str, str]:
         env = {f"RAGMESH_{s.upper()}_ADDR": addr for s, addr in self.addrs.items()}

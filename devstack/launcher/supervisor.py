@@ -91,6 +91,9 @@ class ProcessSpec:
     health: Callable[[], bool] | None = None
     #: a regular expression: the process is healthy once a log line matches it
     ready_line: str | None = None
+    #: a regular expression: matching lines go to the log file only, not the terminal
+    #: (routine lines that would bury the rest, such as the answers to health probes)
+    quiet_line: str | None = None
     stop_signal: int = signal.SIGTERM
     stop_timeout_s: float = 20.0
     cwd: Path | None = None
@@ -124,6 +127,7 @@ class Supervised:
         self.ready_seen = threading.Event()
         self._reader: threading.Thread | None = None
         self._ready_re = re.compile(spec.ready_line) if spec.ready_line else None
+        self._quiet_re = re.compile(spec.quiet_line) if spec.quiet_line else None
 
     @property
     def name(self) -> str:
@@ -169,6 +173,8 @@ class Supervised:
                 line = raw.decode(errors="replace").rstrip("\n")
                 if self._ready_re is not None and self._ready_re.search(line):
                     self.ready_seen.set()
+                if self._quiet_re is not None and self._quiet_re.search(line):
+                    continue
                 with _print_lock:
                     self.out.write(prefix + line + "\n")
                     self.out.flush()

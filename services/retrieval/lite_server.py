@@ -5,17 +5,19 @@ the arguments of the `milvus-lite` command. In the retrieval service's own proce
 
 - services.retrieval.lite_open: each collection opened once (no lost writes after a
   restart);
-- services.retrieval.lite_bm25: BM25 with the collection's statistics.
+- services.retrieval.lite_bm25: BM25 with the collection's statistics;
+- services.retrieval.milvus_logs: its server's expected complaints kept out of the log.
 """
 
 from __future__ import annotations
 
-from services.retrieval import lite_bm25, lite_open
+from services.retrieval import lite_bm25, lite_open, milvus_logs
 
 
 def install() -> None:
     lite_open.install()
     lite_bm25.install()
+    milvus_logs.quiet_lite_server()
 
 
 def main() -> int:

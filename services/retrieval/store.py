@@ -30,7 +30,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-from services.retrieval import lite_server
+from services.retrieval import lite_server, milvus_logs
 from services.retrieval.collection_schema import build_schema
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.filters import string_literal
@@ -132,6 +132,7 @@ class MilvusStore:
         except Exception as exc:
             raise translate_error(exc, "server version") from exc
         self.capabilities = self._detect(version)
+        milvus_logs.quiet_store(lite=self.is_lite())
         log.info(
             "connected to %s %s (BM25: %s)",
             self.capabilities.backend,

@@ -99,6 +99,34 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
 
 
+def test_quiet_lines_go_to_the_log_file_only(tmp_path: Path) -> None:
+    # The lines as llama-cpp-python's server (uvicorn) writes them.
+    script = (
+        "print('INFO:     127.0.0.1:47642 - \"GET /v1/models HTTP/1.1\" 200 OK')\n"
+        "print('INFO:     127.0.0.1:47650 - \"POST /v1/chat/completions HTTP/1.1\" 200 OK')\n"
+        "print('INFO:     127.0.0.1:47642 - \"GET /v1/models HTTP/1.1\" 503 Service Unavailable')\n"
+    )
+    out = io.StringIO()
+    proc = Supervised(
+        ProcessSpec(
+            "llm",
+            [sys.executable, "-c", script],
+            quiet_line=stack_module.LLM_PROBE_LINE,
+        ),
+        2,
+        tmp_path,
+        out=out,
+    )
+    proc.start()
+    _wait(lambda: not proc.alive() and "503" in out.getvalue())
+    proc.stop()
+    shown = out.getvalue()
+    assert "POST /v1/chat/completions" in shown
+    assert "503 Service Unavailable" in shown  # a failing probe still shows
+    assert '/v1/models HTTP/1.1" 200' not in shown
+    assert '/v1/models HTTP/1.1" 200' in (tmp_path / "llm.log").read_text()
+
+
 def test_dev_api_key_is_generated_once_and_kept(tmp_path: Path) -> None:
     settings = LauncherSettings(data_dir=tmp_path)  # type: ignore[call-arg]
     first = dev_api_key(settings)
