@@ -55,6 +55,8 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Third-party chatter that drowns the access log at INFO.
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "jieba", "openai"):
+    # Third-party chatter that drowns the access log at INFO. faiss (Milvus Lite's) reports
+    # at INFO each per-CPU build it looks for and does not have, as "Could not load library
+    # … ModuleNotFoundError": faiss-cpu ships one build that picks AVX2/AVX-512 at run time.
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "jieba", "openai", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
