@@ -167,7 +167,10 @@ def test_a_waiting_ask_is_told_its_place_and_a_full_queue_refuses_before_any_mes
     sent = time.monotonic()
     refused = Asking(stack, SHORT, ALPHA_KEY)
     refused.run()
-    assert time.monotonic() - sent < 1.0  # milliseconds on a quiet machine
+    # Refused at once, not after waiting for room: room comes only when A's answer ends,
+    # so an A still answering proves it; if A happened to end meanwhile, the refusal
+    # must have been quick (milliseconds on a quiet machine; a busy one stretches it).
+    assert not holder.ended or time.monotonic() - sent < 1.0
     assert searches(stack) == searched
     assert refused.events == []
     assert refused.error is not None

@@ -27,8 +27,9 @@ def echo(state: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def sleep(state: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
+    started = time.time()  # wall clock: comparable across the worker processes
     time.sleep(float(payload))
-    return {"pid": os.getpid()}, b"slept"
+    return {"pid": os.getpid(), "started": started, "ended": time.time()}, b"slept"
 
 
 def spin(state: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:

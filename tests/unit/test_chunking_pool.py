@@ -52,10 +52,12 @@ async def test_round_trip_and_concurrency(pool: WorkerPool) -> None:
     summary, data = await pool.run(pool_tasks.echo, b"payload" * 1000, 30)
     assert data == b"payload" * 1000 and summary["tag"] == "t"
     assert summary["pid"] in pool.pids() and os.getpid() not in pool.pids()
-    start = time.monotonic()
     results = await asyncio.gather(*(pool.run(pool_tasks.sleep, b"0.6", 30) for _ in range(2)))
-    assert time.monotonic() - start < 1.1  # in parallel, one per worker
-    assert len({r[0]["pid"] for r in results}) == 2
+    # In parallel, one per worker: each ran while the other did (by the times the
+    # workers report, not by how long the test waited, which a busy machine stretches).
+    (first, _), (second, _) = results
+    assert first["pid"] != second["pid"]
+    assert first["started"] < second["ended"] and second["started"] < first["ended"]
 
 
 async def test_a_third_call_waits_for_a_free_worker(pool: WorkerPool) -> None:
