@@ -252,9 +252,16 @@ class _Call:
             elapsed * 1000,
             extra={"method": self.method, "code": code, "ms": round(elapsed * 1000, 2)},
         )
+        try:
+            request_id_var.reset(token)
+            in_call_context = True
+        except ValueError:
+            # A stream whose client went away while a response was being written is closed
+            # later by the event loop's async-generator finalizer, in a task of its own: this
+            # `finally` then runs in another Context, where the call's values were never set.
+            in_call_context = False
         if self.trace is not None:
-            self.trace.end(code)
-        request_id_var.reset(token)
+            self.trace.end(code, detach=in_call_context)
 
     async def _abort(self, error: errors.ServiceError, context: grpc.aio.ServicerContext) -> None:
         """Ends the call with `error`'s status and ErrorInfo (context.abort raises)."""

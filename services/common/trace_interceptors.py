@@ -86,8 +86,10 @@ class ServerCallSpan:
         )
         self._token = tracing.attach(self.span)
 
-    def end(self, code: str) -> None:
-        tracing.detach(self._token)
+    def end(self, code: str, *, detach: bool = True) -> None:
+        """`detach` False: ending in another Context than `begin`'s (nothing to detach there)."""
+        if detach:
+            tracing.detach(self._token)
         finish(self.span, code, client=False)
 
 

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.common import errors
+from services.common import errors, tracing
 from services.common.channels import retry_service_config
 from services.common.config import default_metrics_port
+from services.common.interceptors import _Call
 from services.common.logs import JsonFormatter, request_id_var
 from services.common.status import to_status
+from services.common.trace_interceptors import ServerCallSpan
 
 
 def test_to_status_carries_code_message_and_error_info() -> None:
@@ -63,3 +73,51 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert line["request_id"] == "rid-123"
     assert line["service"] == "toy"
     assert line["method"] == "/a.B/C"
+
+
+class _StreamContext:
+    """What the interceptor's stream wrapper asks of a grpc.aio.ServicerContext."""
+
+    def set_trailing_metadata(self, metadata: object) -> None:
+        self.trailing = metadata
+
+
+async def _close_in_a_task_of_its_own(stream: Any) -> None:
+    # What the event loop's async-generator finalizer does with a stream left suspended
+    # at a `yield` (its client went away while that response was being written).
+    await asyncio.get_running_loop().create_task(stream.aclose(), context=contextvars.Context())
+
+
+@pytest.mark.parametrize("traced", [False, True])
+async def test_a_stream_closed_from_another_context_ends_as_cancelled(
+    traced: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen on `make run` (~1 watch in 10): `Task exception was never retrieved … ValueError:
+    <Token …> was created in a different Context` after `WatchIngestionJob CANCELLED`."""
+
+    async def two_responses(request: object, context: object) -> AsyncIterator[str]:
+        yield "first"
+        yield "second"
+
+    memory = InMemorySpanExporter()
+    if traced:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracing.install(provider)
+    try:
+        call = _Call("gateway", "/ragmesh.gateway.v1.Rag/WatchIngestionJob", "rid-1")
+        if traced:
+            call.trace = ServerCallSpan(call.method, ())
+        stream = call.stream(two_responses)(object(), _StreamContext())
+        with caplog.at_level(logging.DEBUG):
+            assert await anext(stream) == "first"
+            assert request_id_var.get() == "rid-1"
+            await _close_in_a_task_of_its_own(stream)  # raised ValueError before the fix
+    finally:
+        tracing.install(None)
+    ended = [r.getMessage() for r in caplog.records if r.name == "ragmesh.access"]
+    assert ended == ["WatchIngestionJob CANCELLED " + ended[0].rsplit(" ", 1)[1]]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nor OTel's detach
+    if traced:
+        (span,) = memory.get_finished_spans()
+        assert (span.attributes or {})["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
