@@ -116,7 +116,7 @@ async def test_a_stream_closed_from_another_context_ends_as_cancelled(
     finally:
         tracing.install(None)
     ended = [r.getMessage() for r in caplog.records if r.name == "ragmesh.access"]
-    assert ended == ["WatchIngestionJob CANCELLED " + ended[0].rsplit(" ", 1)[1]]
+    assert len(ended) == 1 and ended[0].startswith("WatchIngestionJob CANCELLED ")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nor OTel's detach
     if traced:
         (span,) = memory.get_finished_spans()
