@@ -328,11 +328,10 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
                 raise builders.job_wait_timeout(job_id, job, timeout)
             stream = self.watch_ingestion_job(job_id, timeout=left)
             try:
+                # To the stream's end, right after the job's (as RagmeshClient.wait_for_job).
                 async for job in stream:
                     if on_update is not None:
                         on_update(job)
-                    if builders.job_is_done(job):
-                        break
             except DeadlineExceededError:
                 continue
             finally:

@@ -331,11 +331,12 @@ class RagmeshClient(DocumentCalls):
                 raise builders.job_wait_timeout(job_id, job, timeout)
             try:
                 with contextlib.closing(self.watch_ingestion_job(job_id, timeout=left)) as jobs:
+                    # Read to the stream's end, which comes right after the job's end:
+                    # leaving at the terminal state cancelled the call whenever its status
+                    # had not arrived yet, and the gateway logged that watch as CANCELLED.
                     for job in jobs:
                         if on_update is not None:
                             on_update(job)
-                        if builders.job_is_done(job):
-                            break
             except DeadlineExceededError:
                 continue
             if job is None or not builders.job_is_done(job):

@@ -265,10 +265,10 @@ async def watch_job(job_id: str, request: Request, rag: Gateway) -> StreamingRes
         if not job_is_done(job):
             stream = rag.watch_ingestion_job(job_id)
             try:
+                # The stream ends right after the job does; read to its end rather than
+                # cancel it (a cancelled watch is logged CANCELLED by the gateway).
                 async for update in stream:
                     yield sse.event(message_json(update), "job")
-                    if job_is_done(update):
-                        break
             except RagmeshError as exc:
                 yield sse.event(from_exception(exc).body(), "error")
                 return

@@ -8,6 +8,7 @@ iterators and waiting for jobs. The real gateway is exercised in tests/e2e.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -45,6 +46,7 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
         self.uploads: list[tuple[gateway_pb2.UploadHeader, bytes, int]] = []
         self.calls: dict[str, int] = {}
         self.job_calls: list[tuple[str, str]] = []  # (Get|Watch, job id), in order
+        self.lingering_watch_ends: list[bool] = []  # j-linger: the call still live at its end
 
     def _auth(self, context: grpc.ServicerContext) -> None:
         if dict(context.invocation_metadata()).get("authorization") != f"Bearer {API_KEY}":
@@ -160,6 +162,11 @@ class ScriptedGateway(gateway_pb2_grpc.RagServiceServicer):
             yield J.WatchIngestionJobResponse(
                 job=_job(request.job_id, J.JOB_STATE_SUCCEEDED, chunks_done=2, chunks_total=2)
             )
+        if request.job_id == "j-linger":
+            # The stream's end (its OK status) comes a moment after the terminal state: a
+            # client that cancels the call on seeing that state leaves it inactive here.
+            time.sleep(0.3)
+            self.lingering_watch_ends.append(context.is_active())
 
     def Ask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self._auth(context)
@@ -313,6 +320,24 @@ async def test_async_wait_for_job_watches_without_reading_the_job_first(gateway:
         servicer.job_calls.clear()
         assert (await rag.wait_for_job("j-cut")).state == J.JOB_STATE_SUCCEEDED
         assert servicer.job_calls == [("Watch", "j-cut"), ("Get", "j-cut"), ("Watch", "j-cut")]
+
+
+def test_wait_for_job_reads_the_watch_to_its_end_instead_of_cancelling_it(gateway: Any) -> None:
+    """The client waits for the stream's status after the terminal state: cancelling the
+    call there made the gateway log ~1 watch in 15 as CANCELLED (its status not yet sent)."""
+    addr, servicer = gateway
+    servicer.lingering_watch_ends.clear()
+    with RagmeshClient(addr, API_KEY) as rag:
+        assert rag.wait_for_job("j-linger").state == J.JOB_STATE_SUCCEEDED
+    assert servicer.lingering_watch_ends == [True]
+
+
+async def test_async_wait_for_job_reads_the_watch_to_its_end(gateway: Any) -> None:
+    addr, servicer = gateway
+    servicer.lingering_watch_ends.clear()
+    async with AsyncRagmeshClient(addr, API_KEY) as rag:
+        assert (await rag.wait_for_job("j-linger")).state == J.JOB_STATE_SUCCEEDED
+    assert servicer.lingering_watch_ends == [True]
 
 
 def test_ask_stream_and_collect(gateway: Any) -> None:
