@@ -11,11 +11,13 @@ users fetch the real ones with `helm dependency update`.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -1338,6 +1340,39 @@ def test_dockerfile_shape() -> None:
     torch_at = text.index("download.pytorch.org/whl/cpu")
     assert torch_at < text.index('pip install --no-cache-dir ".[server,web]"')
     assert "EXPOSE 50051" in text
+
+
+def _in_build_context(path: str, ignore: list[str]) -> bool:
+    """Whether deploy/Dockerfile.dockerignore lets `path` into the build context: the
+    last pattern that matches it decides (`!` lets it in), as Docker reads the file."""
+    included = True
+    for pattern in ignore:
+        allow = pattern.startswith("!")
+        glob = pattern.removeprefix("!")
+        if fnmatch.fnmatch(path, glob) or fnmatch.fnmatch(path, glob.removesuffix("/**")):
+            included = allow
+    return included
+
+
+def test_the_build_context_holds_what_the_image_build_reads() -> None:
+    """Every file the Dockerfile copies from the context exists and passes its
+    .dockerignore, and so do the licence files pyproject.toml names (pip install of the
+    project reads them: without them the image's package has no licence text)."""
+    ignore = [
+        line.strip()
+        for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        src
+        for line in re.findall(r"^COPY\s+(?!--from)(.+)$", DOCKERFILE.read_text(), re.M)
+        for src in line.split()[:-1]
+    ]
+    licence_files = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license-files"]
+    assert licence_files and set(licence_files) <= set(copied)
+    for src in copied:
+        assert (REPO / src).exists(), src
+        assert _in_build_context(src, ignore), f"{src} is left out by Dockerfile.dockerignore"
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
