@@ -178,9 +178,5 @@ def create_app(
 
     mount_page(app)  # the web page at /
 
-    app.add_middleware(
-        BodyLimit,
-        max_body_bytes=settings.max_body_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
-    )
+    app.add_middleware(BodyLimit, settings=settings)
     return app

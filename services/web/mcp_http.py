@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from ragmesh.client.aio import AsyncRagmeshClient
 from services.web.config import WebSettings
 from services.web.deps import FORWARDED_FOR, REQUEST_ID
+from services.web.limits import mcp_body_limit
 from services.web.mcp_tools import build_mcp
 
 PATH = "/mcp"
@@ -39,6 +40,8 @@ def build_http_mcp(
         stateless_http=True,
         json_response=True,
         transport_security=security,
+        # The SDK's default (4 MiB) would cap `upload` at a ~3 MiB file, under REST's limit.
+        max_request_body_size=mcp_body_limit(settings),
         host="0.0.0.0",
     )
     return mcp, app

@@ -4,6 +4,8 @@ gateway that cannot be reached (a real closed port: 503 with Retry-After)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from devstack.procs import free_port
 from services.web.app import create_app
 from services.web.config import WebSettings
+from services.web.limits import mcp_body_limit
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +159,75 @@ def test_the_schema_and_docs_are_served(client: TestClient) -> None:
         assert path in schema["paths"], path
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+MCP = "/mcp"
+MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+# The fixture's limits: the MCP `upload` tool carries a file of up to max_upload_bytes as
+# base64 (4 bytes for every 3) inside a JSON-RPC envelope of up to max_body_bytes.
+MCP_LIMIT = mcp_body_limit(WebSettings(max_body_bytes=4096, max_upload_bytes=8192))
+
+
+def initialize(padding: int) -> bytes:
+    """An MCP `initialize` request (answered without the gateway), padded with blanks."""
+    message = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    return json.dumps(message).encode() + b" " * padding
+
+
+def test_the_mcp_limit_fits_a_base64_upload_in_its_envelope() -> None:
+    assert len(base64.b64encode(b"x" * 8192)) + 4096 == MCP_LIMIT
+
+
+def test_mcp_takes_a_file_as_large_as_rest_does() -> None:
+    # The MCP SDK's own default limit (4 MiB) refused `upload` of a ~3 MiB file with a bare
+    # "Request body too large", though REST takes 32 MiB: a 5 MiB request must reach MCP.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAGMESH_GATEWAY_ADDR", f"127.0.0.1:{free_port()}")
+        with TestClient(create_app(WebSettings())) as default:
+            resp = default.post(MCP, content=initialize(5 * 1024 * 1024), headers=MCP_HEADERS)
+    assert resp.status_code == 200, resp.text
+
+
+def test_an_mcp_body_over_its_limit_is_413_before_reading(client: TestClient) -> None:
+    # The MCP SDK reads a POST's body whole, with no limit of its own: without ours an
+    # unauthenticated caller could make the web service hold any number of bytes.
+    resp = client.post(MCP, content=initialize(MCP_LIMIT), headers=MCP_HEADERS)
+    assert resp.status_code == 413
+    body = resp.json()
+    assert (body["jsonrpc"], body["id"]) == ("2.0", None)
+    assert body["error"]["code"] == -32600  # JSON-RPC "invalid request", as the SDK answers
+    assert str(MCP_LIMIT) in body["error"]["message"]
+    assert body["error"]["data"] == {"reason": "BODY_TOO_LARGE", "limit_bytes": MCP_LIMIT}
+
+
+def test_a_chunked_mcp_body_over_its_limit_is_cut_off(client: TestClient) -> None:
+    def pieces() -> Iterator[bytes]:
+        yield initialize(0)
+        for _ in range(MCP_LIMIT // 1000 + 1):
+            yield b" " * 1000  # no Content-Length: counted as it arrives
+
+    # Counted by the MCP SDK, with the same limit (its own plain-text answer).
+    resp = client.post(MCP, content=pieces(), headers=MCP_HEADERS)
+    assert (resp.status_code, resp.text) == (413, "Request body too large")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_mcp_body_under_its_limit_reaches_mcp(client: TestClient, chunked: bool) -> None:
+    # Over the JSON limit (an `upload` of a file near the upload limit is), under MCP's.
+    message = initialize(MCP_LIMIT - len(initialize(0)))
+    assert 4096 < len(message) == MCP_LIMIT
+    content: bytes | Iterator[bytes] = message
+    if chunked:
+        content = iter([message[i : i + 1000] for i in range(0, len(message), 1000)])
+    resp = client.post(MCP, content=content, headers=MCP_HEADERS)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["result"]["serverInfo"]["name"]

@@ -4,6 +4,7 @@ web service) and over stdio (`ragmesh mcp` as a subprocess), against the real st
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.conftest import ALPHA_KEY
-from tests.e2e.web.conftest import KB, WebStack
+from tests.e2e.web.conftest import KB, MAX_WEB_UPLOAD, WebStack
 
+DEFAULT_MAX_BODY = 1024 * 1024  # RAGMESH_WEB_MAX_BODY_BYTES, not set by the fixture
 REPO = Path(__file__).resolve().parents[3]
 TOOLS = {"list_knowledge_bases", "search", "ask", "upload", "get_job"}
 
@@ -107,6 +109,24 @@ async def test_http_needs_the_key(web: WebStack) -> None:
     async with http_client(web, key="wrong-key-456") as mcp:
         result = await mcp.call_tool("list_knowledge_bases", {})
         assert result.is_error and "UNAUTHENTICATED" in result.content[0].text
+
+
+async def test_http_refuses_a_body_over_its_limit_before_reading_it(web: WebStack) -> None:
+    # The limit fits an `upload` of a file at the web upload limit (as base64, in its
+    # envelope); one byte more is refused from the declared length, in JSON-RPC's shape.
+    limit = 4 * math.ceil(MAX_WEB_UPLOAD / 3) + DEFAULT_MAX_BODY
+    async with httpx2.AsyncClient(timeout=30) as http:
+        resp = await http.post(
+            f"{web.url}/mcp",
+            content=b" " * (limit + 1),
+            headers={
+                "Authorization": f"Bearer {ALPHA_KEY}",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+    assert resp.status_code == 413
+    assert resp.json()["error"]["data"] == {"reason": "BODY_TOO_LARGE", "limit_bytes": limit}
 
 
 async def test_stdio_tools(web: WebStack, tmp_path: Path) -> None:
