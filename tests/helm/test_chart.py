@@ -1468,3 +1468,15 @@ def test_compose_runs_every_service_with_real_dependencies() -> None:
         if k.startswith("RAGMESH_")
     } - known
     assert not unknown, f"compose sets settings that do not exist: {unknown}"
+
+
+def test_the_ingress_lets_through_an_upload_at_the_web_limit_over_mcp() -> None:
+    # An MCP `upload` carries its file as base64 in a JSON-RPC envelope: the default
+    # ingress-nginx body size must fit that request for a file at the web upload limit
+    # (services/web/limits.py mcp_body_limit), not only the multipart one.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    web = values["config"]["web"]
+    needed = 4 * -(-web["maxUploadBytes"] // 3) + web["maxBodyBytes"]
+    size = values["web"]["ingress"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert size.endswith("m")
+    assert int(size[:-1]) * 1024 * 1024 >= needed
