@@ -159,6 +159,11 @@ class JobBook:
                 create_time=old.create_time if old else now,
                 chunk_count=old.chunk_count if old else 0,
                 title=old.title if old else "",
+                # The version indexed so far stays the one whose original is kept until
+                # the new one succeeds: search finds its chunks meanwhile (and after a
+                # failed replacement), and the success drops (and uncounts) it.
+                original_version=old.original_version if old else "",
+                original_bytes=old.original_bytes if old else 0,
             )
             job.blob_bytes = len(content)
             if not stored_blob:

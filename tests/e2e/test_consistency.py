@@ -249,3 +249,30 @@ def _wait_answering(stack: Stack) -> None:
         except grpc.RpcError:
             assert time.monotonic() < deadline, "the gateway did not come back"
             time.sleep(0.3)
+
+
+def test_a_failed_replacement_leaves_the_indexed_version_readable_and_consistent(
+    stack: Stack,
+) -> None:
+    stack.call("CreateKnowledgeBase", pb.CreateKnowledgeBaseRequest(knowledge_base_id="repl"))
+    ingest(stack, "repl", {"volcano.txt": TOPICS["volcano.txt"]})
+    blobs = Path(stack.worker_env["RAGMESH_BLOB_DIR"]) / "originals/alpha/repl/volcano.txt"
+    kept = [p.name for p in blobs.iterdir()]
+    assert len(kept) == 1
+    # A replacement that fails (no text in it): search still finds the version indexed,
+    # so its text stays readable (citations open it) and the check finds nothing to repair.
+    failed = stack.wait(stack.upload("repl", "volcano.txt", b"  \n\n ").job.job_id)
+    assert failed.state == pb.JOB_STATE_FAILED and failed.error.reason == "NO_TEXT_CONTENT"
+    hit = stack.search("repl", "Which volcano on Sicily erupts often?", top_k=1)[0]
+    page = stack.call(
+        "GetDocumentText",
+        pb.GetDocumentTextRequest(knowledge_base_id="repl", document_id="volcano.txt"),
+    )
+    assert hit.document_id == "volcano.txt"
+    assert page.text[hit.start_offset : hit.end_offset] in hit.text and "Etna" in page.text
+    assert page.document_version and page.document_version in kept[0]
+    assert list(check(stack, "repl").findings) == []
+    # A replacement that succeeds drops the earlier version's original and text.
+    ingest(stack, "repl", {"volcano.txt": TOPICS["volcano.txt"] + " It is 3,357 m high."})
+    now = [p.name for p in blobs.iterdir()]
+    assert len(now) == 1 and now != kept

@@ -21,6 +21,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.jobs.blobs import FileBlobStore, original_key, text_key
 from services.jobs.locks import DocumentLocks
 from services.jobs.queue import IngestionQueue, QueueSnapshot
 from services.jobs.quotas import Quotas, Usage
@@ -415,6 +416,63 @@ def test_quotas_count_documents_and_stored_bytes(redis_url: str, tenant: str) ->
     assert exc.value.reason == "DOCUMENT_QUOTA_EXCEEDED"
     run_to_success(store, b.job_id, 1)  # indexed: its bytes are dropped
     assert Usage.read(store.db.r, store.db.keys, tenant) == Usage(documents=2, stored_bytes=8)
+
+
+def kept_store(redis_url: str, tmp_path: Path) -> Store:
+    """A store that keeps originals (in files), as the launcher's and the chart's do."""
+    db = Store.from_settings(JobsSettings(redis_url=redis_url)).db
+    return Store.open(db, originals=FileBlobStore(tmp_path / "originals"))
+
+
+def index_keeping_original(store: Store, tenant: str, job_id: str, version: str) -> None:
+    """What the worker does for an upload: keeps the original and its text, then
+    finishes the job with the original's size."""
+    assert store.originals is not None
+    assert store.runs.claim_job(job_id, "tok", 30) == "ok"
+    store.originals.put(original_key(tenant, "kb1", "a.md", version), b"orig-" + version.encode())
+    store.originals.put(text_key(tenant, "kb1", "a.md", version), b"text-" + version.encode())
+    assert store.runs.finish_job(job_id, "tok", 2, "Title", original_bytes=7) is not None
+
+
+@pytest.mark.parametrize("outcome", ["failed", "cancelled", "succeeded"])
+def test_a_replacement_keeps_the_indexed_versions_original_until_it_succeeds(
+    redis_url: str, tmp_path: Path, tenant: str, outcome: str
+) -> None:
+    store = kept_store(redis_url, tmp_path)
+    originals = store.originals
+    assert originals is not None
+    make_kb(store, tenant)
+    first = store.book.register_upload(tenant, "kb1", doc(tenant), b"one").job
+    index_keeping_original(store, tenant, first.job_id, "v1")
+    assert Usage.read(store.db.r, store.db.keys, tenant).stored_bytes == 7
+    second = store.book.register_upload(tenant, "kb1", doc(tenant, version="v2"), b"two").job
+    # While v2 is under way, search finds v1's chunks: v1's text stays readable.
+    pending = store.catalogue.get_doc(tenant, "kb1", "a.md")
+    assert (pending.state, pending.original_version, pending.original_bytes) == (
+        "PENDING",
+        "v1",
+        7,
+    )
+    if outcome == "succeeded":
+        index_keeping_original(store, tenant, second.job_id, "v2")
+        indexed = store.catalogue.get_doc(tenant, "kb1", "a.md")
+        assert (indexed.state, indexed.original_version) == ("INDEXED", "v2")
+        # v1's original and text are dropped, and no longer counted.
+        assert originals.get(original_key(tenant, "kb1", "a.md", "v1")) is None
+        assert originals.get(text_key(tenant, "kb1", "a.md", "v1")) is None
+        assert Usage.read(store.db.r, store.db.keys, tenant).stored_bytes == 7
+        return
+    if outcome == "failed":
+        assert store.runs.claim_job(second.job_id, "tok", 30) == "ok"
+        err = ErrorRecord("INVALID_ARGUMENT", "NO_TEXT_CONTENT", "no text")
+        store.runs.fail_job(second.job_id, err, token="tok")
+    else:
+        store.book.cancel_job(tenant, second.job_id)
+    # The record says the last upload did not get through; what search finds (v1) is
+    # still the version whose original and text are kept.
+    ended = store.catalogue.get_doc(tenant, "kb1", "a.md")
+    assert (ended.state, ended.original_version, ended.original_bytes) == ("FAILED", "v1", 7)
+    assert originals.get(text_key(tenant, "kb1", "a.md", "v1")) == b"text-v1"
 
 
 def test_bytes_of_failed_jobs_expire_and_a_late_retry_says_so(store: Store, tenant: str) -> None:
