@@ -749,9 +749,10 @@ _CATALOGUE = (
     ),
     Reason(
         "KNOWLEDGE_BASE_RECREATED",
-        "(none)",
-        "Worker log only: a job's knowledge base was deleted and made again since its upload.",
-        "Nothing.",
+        "CANCELLED",
+        "Job error: the job's knowledge base was deleted and made again (or re-indexed) since "
+        "the job was made; its collection is not the knowledge base's any more.",
+        "Nothing (upload the document again to index it).",
         dynamic=True,
     ),
     # ------------------------------------------------------------- web (HTTP) service

@@ -87,12 +87,23 @@ class Deletes:
                 raise doc_not_found(kb, doc_id)
             doc: DocumentRecord = DocumentRecord.from_hash(raw)
             job = self.book._watch_job(pipe, doc.last_job_id)
+            reindex_jobs = reindex_jobs_key(k, tenant, kb)
+            pipe.watch(reindex_jobs)
+            reindex_job_id = pipe.hget(reindex_jobs, doc_id)
+            reindex_job = self.book._watch_job(
+                pipe, reindex_job_id.decode() if reindex_job_id else ""
+            )
             pipe.multi()
             if doc.state != DocumentState.DELETING:
                 pipe.hset(dkey, mapping={"state": DocumentState.DELETING, "update_time": str(now)})
                 pipe.sadd(k.deleting_docs_of(tenant, kb), doc_id)
                 pipe.srem(k.reindex_pending(tenant, kb), doc_id)
                 pipe.hdel(k.reindexed(tenant, kb), doc_id)
+                pipe.hdel(reindex_jobs, doc_id)
+            if reindex_job is not None and reindex_job.active:
+                # Its document is going: it would only find the record gone.
+                reason = cancelled("DOCUMENT_DELETED", "the document was deleted")
+                self.book.queue_end(pipe, reindex_job, JobState.CANCELLED, reason, now)
             # Scored by the last attempt: the sweeper leaves a fresh one to its caller.
             pipe.zadd(k.deleting_docs, {PendingDoc(tenant, kb, doc_id).member: now})
             if job is not None:

@@ -92,6 +92,12 @@ class JobRuns:
             original_bytes=original_bytes,
         )
 
+    def cancel_run(self, job_id: str, token: str, error: ErrorRecord) -> JobRecord | None:
+        """RUNNING → CANCELLED by the run that owns it (what it was for is gone)."""
+        return self.book.end_job(
+            job_id, JobState.CANCELLED, error, from_states=(JobState.RUNNING,), token=token
+        )
+
     def fail_job(
         self,
         job_id: str,

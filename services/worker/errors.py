@@ -25,3 +25,13 @@ class PermanentError(Exception):
 
 class JobLost(Exception):
     """The job is no longer this run's (cancelled, deleted, taken over)."""
+
+
+class JobGone(JobLost):
+    """What the job was for is gone (its document or knowledge base deleted): the job is
+    still this run's, so the run ends it (CANCELLED with `error`) rather than leaving it
+    to the reaper."""
+
+    def __init__(self, error: ErrorRecord) -> None:
+        super().__init__(error.reason)
+        self.error = error

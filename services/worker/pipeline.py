@@ -26,6 +26,7 @@ from services.common import tracing
 from services.common.errors import NotFound
 from services.common.text import truncate_utf8
 from services.jobs.blobs import original_key, text_key
+from services.jobs.outcomes import cancelled
 from services.jobs.records import (
     DocumentRecord,
     ErrorRecord,
@@ -37,7 +38,7 @@ from services.jobs.records import (
 from services.jobs.state import JobsState
 from services.worker.clients import Clients
 from services.worker.config import WorkerSettings
-from services.worker.errors import JobLost, PermanentError, TransientError
+from services.worker.errors import JobGone, JobLost, PermanentError, TransientError
 
 log = logging.getLogger("ragmesh.worker")
 
@@ -55,11 +56,23 @@ INDEX_PASSES = 3
 def target_collection(job: JobRecord, kb: KnowledgeBaseRecord) -> str:
     """The collection a job writes into: its knowledge base's (a REINDEX job: the
     one being filled). A job made for a collection that is not that any more
-    (the knowledge base deleted and made again, a re-index switched) is lost."""
+    (the knowledge base deleted and made again, a re-index switched) is gone."""
     current = kb.reindex_collection if job.kind == JobKind.REINDEX else kb.collection
     if not current or (job.collection and job.collection != current):
-        raise JobLost("KNOWLEDGE_BASE_RECREATED")
+        raise JobGone(
+            cancelled(
+                "KNOWLEDGE_BASE_RECREATED",
+                "the collection the job was made for is no longer the knowledge base's",
+            )
+        )
     return current
+
+
+# Why a job ends when the record it was made for is gone (NotFound's reason → the job's).
+GONE: dict[str, tuple[str, str]] = {
+    "DOCUMENT_NOT_FOUND": ("DOCUMENT_DELETED", "the document was deleted"),
+    "KNOWLEDGE_BASE_NOT_FOUND": ("KNOWLEDGE_BASE_DELETED", "the knowledge base was deleted"),
+}
 
 
 def embedding_model(job: JobRecord, kb: KnowledgeBaseRecord) -> str:
@@ -159,6 +172,10 @@ class Ingestor:
         with Heartbeat(self.state, job_id, token, self.settings.heartbeat_interval_s) as beat:
             try:
                 embedded = self._ingest(job, token, beat)
+            except JobGone as gone:
+                log.info("job %s ended: %s", job_id, gone.error.message)
+                runs.cancel_run(job_id, token, gone.error)
+                return Outcome(job_id, f"lost:{gone}")
             except JobLost as lost:
                 log.info("job %s abandoned: %s", job_id, lost)
                 return Outcome(job_id, f"lost:{lost}")
@@ -210,7 +227,8 @@ class Ingestor:
             kb = self.state.catalogue.get_kb(job.tenant, job.knowledge_base_id)
             doc = self.state.catalogue.get_doc(job.tenant, job.knowledge_base_id, job.document_id)
         except NotFound as exc:
-            raise JobLost(exc.reason) from exc
+            reason, message = GONE.get(exc.reason, (exc.reason, exc.message))
+            raise JobGone(cancelled(reason, message)) from exc
         target = target_collection(job, kb)
         content = self._content(job)
         originals = self.state.originals

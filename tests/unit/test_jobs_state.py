@@ -26,7 +26,13 @@ from services.jobs.locks import DocumentLocks
 from services.jobs.queue import IngestionQueue, QueueSnapshot
 from services.jobs.quotas import Quotas, Usage
 from services.jobs.reaper import Reaper, ReaperPolicy
-from services.jobs.records import DocumentRecord, ErrorRecord, JobState, KnowledgeBaseRecord
+from services.jobs.records import (
+    DocumentRecord,
+    ErrorRecord,
+    JobKind,
+    JobState,
+    KnowledgeBaseRecord,
+)
 from services.jobs.settings import JobsSettings
 from services.jobs.state import JobsState as Store
 
@@ -522,3 +528,26 @@ def test_a_reindex_switch_drops_the_old_collection_only_after_the_grace(
     assert kb.collection in store.rebuilds.collections_to_drop(idle_s=0.1)
     store.rebuilds.dropped(kb.collection)
     assert kb.collection not in store.rebuilds.collections_to_drop(idle_s=0)
+
+
+def test_deleting_a_document_cancels_its_reindex_job(
+    redis_url: str, tmp_path: Path, tenant: str
+) -> None:
+    """A re-index job of a deleted document used to stay active: the worker found the
+    document gone and left it to the reaper, which sent it again until it FAILED as
+    WORKER_LOST ("the workers running the job vanished") ~90 s later."""
+    store = kept_store(redis_url, tmp_path)
+    kb = make_kb(store, tenant)
+    up = store.book.register_upload(tenant, "kb1", doc(tenant), b"one").job
+    index_keeping_original(store, tenant, up.job_id, "v1")
+    assert store.rebuilds.start_reindex(tenant, "kb1", f"{kb.collection}_g2", "m", 384) == ["a.md"]
+    reindex = store.rebuilds.register_from_original(tenant, "kb1", "a.md", JobKind.REINDEX)
+    assert reindex is not None and reindex.state == JobState.QUEUED
+    store.deletes.mark_doc_deleting(tenant, "kb1", "a.md")
+    ended = store.book.get_job(reindex.job_id)
+    assert ended.state == JobState.CANCELLED and ended.error is not None
+    assert ended.error.reason == "DOCUMENT_DELETED"
+    assert store.runs.claim_job(reindex.job_id, "w", 30) == JobState.CANCELLED
+    assert store.db.r.zscore(store.db.keys.active_jobs, reindex.job_id) is None
+    # Nothing holds the switch back.
+    assert store.rebuilds.switch_if_done(tenant, "kb1") == kb.collection

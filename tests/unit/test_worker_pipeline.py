@@ -144,3 +144,40 @@ def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: Job
         assert "gave up after 3 attempts" in job.error.message
     finally:
         clients.close()
+
+
+def test_a_job_whose_document_is_gone_ends_instead_of_waiting_for_the_reaper(
+    store: JobsState,
+) -> None:
+    """The run finds its document's record gone while the job is still its own (a delete
+    that did not end the job): it cancels the job, which would otherwise stay RUNNING
+    until the reaper sent it again and finally failed it as WORKER_LOST."""
+    from services.common.config import ServiceAddresses
+    from services.worker.config import WorkerSettings
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    store.catalogue.create_kb(
+        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
+    )
+    job_id = store.book.register_upload(
+        tenant,
+        "kb",
+        DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
+        b"hello",
+    ).job.job_id
+    store.db.r.delete(store.db.keys.doc(tenant, "kb", "d"))
+    down = f"127.0.0.1:{free_port()}"  # never called: the record is read first
+    clients = Clients(
+        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down),  # type: ignore[call-arg]
+        Timeouts(chunk_s=10, embed_s=10, index_s=10),
+    )
+    ingestor = Ingestor(store, clients, WorkerSettings(), heartbeat_timeout_s=30)  # type: ignore[call-arg]
+    try:
+        outcome = ingestor.run(job_id)
+    finally:
+        clients.close()
+    assert outcome.result == "lost:DOCUMENT_DELETED"
+    job = store.book.get_job(job_id)
+    assert job.state == JobState.CANCELLED and job.error is not None
+    assert job.error.reason == "DOCUMENT_DELETED"
+    assert store.db.r.zscore(store.db.keys.active_jobs, job_id) is None
