@@ -315,11 +315,13 @@ class JobBook:
         chunk_count: int | None = None,
         title: str | None = None,
         original_bytes: int | None = None,
+        media_type: str | None = None,
     ) -> JobRecord | None:
         """Moves a job to a final state and its document along with it (when it
         is the document's latest job; a REINDEX job records its chunks for the
         switch instead). None when the job was not in `from_states` (or not owned
-        by `token`). `original_bytes`: the job kept its document's original."""
+        by `token`). `original_bytes`: the job kept its document's original;
+        `media_type`: the one the parse detected (the upload may not declare one)."""
         now = time.time()
         jkey = self.keys.job(job_id)
         allowed = tuple(from_states)
@@ -360,7 +362,7 @@ class JobBook:
                 and doc.last_job_id == job_id
                 and doc.state != DocumentState.DELETING
             ):
-                outcome = DocOutcome(state, now, chunk_count, title, original_bytes)
+                outcome = DocOutcome(state, now, chunk_count, title, original_bytes, media_type)
                 replaced.extend(
                     self._queue_doc_end(pipe, job, doc, outcome, kkey if kb_exists else "")
                 )
@@ -390,6 +392,8 @@ class JobBook:
         }
         if outcome.title is not None:
             fields["title"] = outcome.title
+        if outcome.media_type:
+            fields["media_type"] = outcome.media_type
         if outcome.chunk_count is not None:
             fields["chunk_count"] = str(outcome.chunk_count)
             if kkey:

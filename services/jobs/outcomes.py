@@ -38,6 +38,7 @@ class DocOutcome:
     chunk_count: int | None
     title: str | None
     original_bytes: int | None
+    media_type: str | None = None
 
 
 @dataclass

@@ -79,8 +79,10 @@ class JobRuns:
         chunk_count: int,
         title: str,
         original_bytes: int | None = None,
+        media_type: str | None = None,
     ) -> JobRecord | None:
-        """SUCCEEDED; `original_bytes` when the job kept its document's original."""
+        """SUCCEEDED; `original_bytes` when the job kept its document's original,
+        `media_type` as the parse detected it."""
         return self.book.end_job(
             job_id,
             JobState.SUCCEEDED,
@@ -90,6 +92,7 @@ class JobRuns:
             chunk_count=chunk_count,
             title=title,
             original_bytes=original_bytes,
+            media_type=media_type,
         )
 
     def cancel_run(self, job_id: str, token: str, error: ErrorRecord) -> JobRecord | None:

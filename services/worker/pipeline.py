@@ -272,7 +272,12 @@ class Ingestor:
                     originals.put(original_key(t, kbid, d, job.version), content)
                 originals.put(text_key(t, kbid, d, job.version), chunked.normalized_text.encode())
         ended = self.state.runs.finish_job(
-            job.job_id, token, total, chunked.title, len(content) if keep else None
+            job.job_id,
+            token,
+            total,
+            chunked.title,
+            len(content) if keep else None,
+            media_type=chunked.media_type,
         )
         if ended is None:
             raise JobLost("finish refused")

@@ -186,6 +186,8 @@ def test_identical_upload_is_deduplicated_and_changed_content_replaces(stack: St
         "GetDocument", pb.GetDocumentRequest(knowledge_base_id="dedup", document_id="notes.txt")
     ).document
     assert doc.chunk_count == expected and doc.last_job_id == job.job_id
+    # Uploaded without a media type: the record carries the one detected.
+    assert doc.media_type == "text/plain"
 
 
 def test_concurrent_uploads_and_a_corrupt_pdf(stack: Stack) -> None:

@@ -91,7 +91,7 @@ def make_reaper(store: Store, **policy: float) -> Reaper:
 
 def run_to_success(store: Store, job_id: str, chunks: int) -> None:
     assert store.runs.claim_job(job_id, "tok", 30) == "ok"
-    assert store.runs.finish_job(job_id, "tok", chunks, "Title") is not None
+    assert store.runs.finish_job(job_id, "tok", chunks, "Title", media_type="text/plain")
 
 
 def test_kb_create_get_list_delete(store: Store, tenant: str) -> None:
@@ -127,7 +127,8 @@ def test_upload_queues_a_job_and_success_indexes_the_document(store: Store, tena
     assert (job.state, job.chunks_done, job.chunks_total, job.attempt) == ("SUCCEEDED", 7, 7, 1)
     assert job.end_time >= job.start_time > 0
     d = store.catalogue.get_doc(tenant, "kb1", "a.md")
-    assert (d.state, d.chunk_count, d.title) == ("INDEXED", 7, "Title")
+    # Uploaded without a media type: the record gets the one the parse detected.
+    assert (d.state, d.chunk_count, d.title, d.media_type) == ("INDEXED", 7, "Title", "text/plain")
     assert store.catalogue.get_kb(tenant, "kb1").chunk_count == 7
     assert store.blobs.get(up.job.job_id) is None  # bytes dropped once indexed
     assert store.db.r.zscore(store.db.keys.active_jobs, up.job.job_id) is None
