@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,16 +29,25 @@ RESERVATION_METADATA = "x-ragmesh-admission-reservation"
 _TOKEN_VERSION = 1
 
 
-def encode_page_token(after: str | int) -> str:
-    """An opaque page token carrying the last key of the page (a string or an int)."""
-    raw = json.dumps({"v": _TOKEN_VERSION, "after": after}, separators=(",", ":"))
+def _scope_tag(scope: str) -> str:
+    """A short digest of what a token pages: tokens do not spell out key names."""
+    return hashlib.sha256(scope.encode()).hexdigest()[:16]
+
+
+def encode_page_token(after: str | int, scope: str) -> str:
+    """An opaque page token carrying the last key of the page (a string or an int),
+    bound to `scope`: what it pages (the list and, e.g., its knowledge base)."""
+    data = {"v": _TOKEN_VERSION, "after": after, "s": _scope_tag(scope)}
+    raw = json.dumps(data, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str, kind: type[str] | type[int] = str) -> Any:
+def decode_page_token(token: str, scope: str, kind: type[str] | type[int] = str) -> Any:
     """The key a token from `encode_page_token` carries; None for the first page.
 
-    Anything this server did not issue (or of another kind) is INVALID_ARGUMENT.
+    Anything this server did not issue, of another kind, or issued for another list
+    (another scope) is INVALID_ARGUMENT: a token of one list used on another would
+    silently skip part of it.
     """
     if not token:
         return None
@@ -45,11 +55,18 @@ def decode_page_token(token: str, kind: type[str] | type[int] = str) -> Any:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         after = data["after"] if data.get("v") == _TOKEN_VERSION else None
+        tag = data.get("s")
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        after = None
+        after, tag = None, None
     if not isinstance(after, kind) or isinstance(after, bool):
         raise InvalidArgument(
             "page_token is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+        )
+    if tag != _scope_tag(scope):
+        raise InvalidArgument(
+            "page_token belongs to another list: pass it back to the call (and with the "
+            "arguments) that returned it",
+            reason="INVALID_PAGE_TOKEN",
         )
     return after
 

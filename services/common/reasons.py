@@ -153,8 +153,9 @@ _CATALOGUE = (
     Reason(
         "INVALID_PAGE_TOKEN",
         "INVALID_ARGUMENT",
-        "A page_token this server did not issue.",
-        "Pass next_page_token unchanged, or empty for the first page.",
+        "A page_token this server did not issue, or issued for another list (another "
+        "call, knowledge base or document).",
+        "Pass next_page_token unchanged to the call that returned it, or empty for the first page.",
     ),
     Reason("INVALID_JOB_STATE", "INVALID_ARGUMENT", "An unknown job state filter."),
     Reason("INVALID_ENUM", "INVALID_ARGUMENT", "An enum number the service does not know."),

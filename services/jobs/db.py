@@ -55,14 +55,15 @@ class RedisDb:
                     continue
 
     def page(self, index: str, page_size: int, page_token: str) -> tuple[list[str], str]:
-        """A page of a lexicographically ordered zset, after the token's member."""
-        after = decode_page_token(page_token, str)
+        """A page of a lexicographically ordered zset, after the token's member (a
+        token of this zset's pages only)."""
+        after = decode_page_token(page_token, index, str)
         start = "-" if after is None else "(" + after
         raw = self.r.zrangebylex(index, start, "+", start=0, num=page_size + 1)
         members = [m.decode() for m in raw]
         if len(members) > page_size:
             members = members[:page_size]
-            return members, encode_page_token(members[-1])
+            return members, encode_page_token(members[-1], index)
         return members, ""
 
     def hashes(self, keys: Iterable[str]) -> list[dict[bytes, bytes]]:

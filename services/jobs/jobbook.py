@@ -281,7 +281,7 @@ class JobBook:
                     out.append(job)
                 if len(out) == page_size:
                     if member != members[-1] or token:
-                        return out, encode_page_token(member)
+                        return out, encode_page_token(member, index)
                     return out, ""
             if not token:
                 return out, ""

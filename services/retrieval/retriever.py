@@ -211,7 +211,7 @@ class Retriever:
         self, page_size: int, page_token: str, deadline: float | None
     ) -> tuple[list[CollectionInfo], str]:
         size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = api.decode_page_token(page_token, str)
+        after = api.decode_page_token(page_token, "collections", str)
         names = [
             n
             for n in await self._run(deadline, self.store.list_collections)
@@ -226,7 +226,8 @@ class Retriever:
             if len(found) == size:
                 break
         more = bool(found) and len(found) == size and found[-1].spec.name != names[-1]
-        return found, api.encode_page_token(found[-1].spec.name) if more else ""
+        token = api.encode_page_token(found[-1].spec.name, "collections") if more else ""
+        return found, token
 
     async def delete_collection(self, name: str, deadline: float | None) -> None:
         validate_collection_name(name)
@@ -341,7 +342,8 @@ class Retriever:
         self, collection: str, page_size: int, page_token: str, deadline: float | None
     ) -> tuple[list[DocumentSummary], str, int]:
         size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = api.decode_page_token(page_token, str)
+        scope = f"documents|{collection}"
+        after = api.decode_page_token(page_token, scope, str)
         await self._info(collection, deadline)
 
         def scan(timeout: float) -> dict[str, tuple[int, str]]:
@@ -358,7 +360,7 @@ class Retriever:
         names = sorted(d for d in docs if after is None or d > after)
         page = names[:size]
         summaries = [DocumentSummary(d, docs[d][0], docs[d][1]) for d in page]
-        token = api.encode_page_token(page[-1]) if len(names) > size else ""
+        token = api.encode_page_token(page[-1], scope) if len(names) > size else ""
         return summaries, token, len(docs)
 
     async def list_chunks(
@@ -376,7 +378,8 @@ class Retriever:
         the full rows of one page."""
         validate_document_id(document_id)
         size = api.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = api.decode_page_token(page_token, int)
+        scope = f"chunks|{collection}|{document_id}|{version}"
+        after = api.decode_page_token(page_token, scope, int)
         info = await self._info(collection, deadline)
         expr = f"{F_DOCUMENT_ID} == {string_literal(document_id)}"
         if version:
@@ -401,7 +404,7 @@ class Retriever:
         page_expr = f"{expr} and {F_CHUNK_INDEX} in [{', '.join(map(str, page))}]"
         full = await self._run(deadline, self.store.query, collection, page_expr, fields, len(page))
         chunks = sorted((record_from_row(r) for r in full), key=lambda c: c.chunk_index)
-        token = api.encode_page_token(page[-1]) if len(indexes) > size else ""
+        token = api.encode_page_token(page[-1], scope) if len(indexes) > size else ""
         return chunks, token
 
     # -- search ---------------------------------------------------------------

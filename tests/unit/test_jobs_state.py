@@ -114,6 +114,23 @@ def test_kb_create_get_list_delete(store: Store, tenant: str) -> None:
         store.catalogue.get_kb(tenant, "kb1")
     with pytest.raises(InvalidArgument):
         store.catalogue.list_kbs(tenant, 2, "%%%not-a-token")
+    # A token is good for the list that issued it only.
+    for kb_id in ("kb2", "kb3"):
+        for name in ("a.md", "b.md"):
+            store.book.register_upload(tenant, kb_id, doc(tenant, name), b"x")
+    _, docs_token = store.catalogue.list_docs(tenant, "kb2", 1, "")
+    assert docs_token
+    for other in (
+        lambda: store.catalogue.list_docs(tenant, "kb3", 1, docs_token),
+        lambda: store.catalogue.list_kbs(tenant, 1, docs_token),
+        lambda: store.book.list_jobs(tenant, "kb2", None, 1, docs_token),
+    ):
+        with pytest.raises(InvalidArgument) as exc:
+            other()
+        assert exc.value.reason == "INVALID_PAGE_TOKEN"
+    assert [d.document_id for d in store.catalogue.list_docs(tenant, "kb2", 1, docs_token)[0]] == [
+        "b.md"
+    ]
 
 
 def test_upload_queues_a_job_and_success_indexes_the_document(store: Store, tenant: str) -> None:

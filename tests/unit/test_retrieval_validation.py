@@ -37,12 +37,20 @@ def test_bad_document_ids(doc: str) -> None:
 
 
 def test_page_tokens_round_trip_and_reject_forgeries() -> None:
-    assert decode_page_token(encode_page_token("doc-7"), str) == "doc-7"
-    assert decode_page_token(encode_page_token(41), int) == 41
-    assert decode_page_token("", str) is None
-    for bad in ["nope", encode_page_token(3), encode_page_token(True), "e30="]:
+    assert decode_page_token(encode_page_token("doc-7", "docs|a"), "docs|a", str) == "doc-7"
+    assert decode_page_token(encode_page_token(41, "chunks|a"), "chunks|a", int) == 41
+    assert decode_page_token("", "docs|a", str) is None
+    forged = [
+        "nope",
+        encode_page_token(3, "docs|a"),
+        encode_page_token(True, "docs|a"),  # type: ignore[arg-type]
+        "e30=",
+        # Another list's token: it would silently skip that list's keys before "doc-7".
+        encode_page_token("doc-7", "docs|b"),
+    ]
+    for bad in forged:
         with pytest.raises(InvalidArgument) as err:
-            decode_page_token(bad, str)
+            decode_page_token(bad, "docs|a", str)
         assert err.value.reason == "INVALID_PAGE_TOKEN"
 
 
