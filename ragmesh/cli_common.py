@@ -14,13 +14,15 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.markup import escape
 
 from ragmesh.client import RagmeshClient, RagmeshError
 from ragmesh.client.config import ClientSettings
 
 # Exit codes: documented in docs/cli.md.
 EXIT_OK = 0
-EXIT_FAILURES = 1  # the command ran, but something it did failed (a job, a health check)
+# the command ran, but something it did failed (a job, a health check, writing its output file)
+EXIT_FAILURES = 1
 EXIT_USAGE = 2  # bad arguments (also what Typer uses for usage errors)
 EXIT_NOT_FOUND = 3
 EXIT_ALREADY_EXISTS = 4
@@ -45,6 +47,17 @@ _EXIT_BY_CODE = {
 
 def exit_code_for(err: RagmeshError) -> int:
     return _EXIT_BY_CODE.get(err.code, EXIT_SERVER)
+
+
+def literal(value: object) -> str:
+    """`value` as Rich markup that prints exactly as it is.
+
+    Everything the CLI did not write itself (server messages, ids and names the user
+    typed or the server sent, paths, document text) goes through this before it is put
+    into a markup string, a table cell or a progress description: `[a-z0-9]` in a
+    server's message would otherwise vanish as a tag and `[/x]` raise a MarkupError.
+    """
+    return escape(str(value))
 
 
 AddrOption = Annotated[
@@ -118,7 +131,9 @@ class Cli:
         try:
             settings = ClientSettings.resolve(addr, api_key, tls=tls, ca_file=ca_file)
         except ValueError as exc:
-            Console(stderr=True).print(f"[red]error:[/] {exc}")
+            Console(stderr=True).print(
+                f"[red]error:[/] {literal(exc)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(EXIT_USAGE) from None
         return cls(settings, as_json, Console(), Console(stderr=True))
 
@@ -140,7 +155,8 @@ class Cli:
         return kb
 
     def fail(self, message: str, code: int = EXIT_FAILURES) -> None:
-        self.err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        """Print `message` (plain text, never markup) as the one error line and exit."""
+        self.err.print(f"[red]error:[/] {literal(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code)
 
     def print_json(self, data: Any) -> None:
@@ -172,7 +188,7 @@ class Cli:
                 hint = "\n  (too many wrong API keys from this address: fix the key, then wait)"
             reason = f" [{err.reason}]" if err.reason else ""
             self.err.print(
-                f"[red]error:[/] {err.code.name}{reason}: {err.message}{hint}",
+                f"[red]error:[/] {literal(f'{err.code.name}{reason}: {err.message}{hint}')}",
                 highlight=False,
                 soft_wrap=True,
             )

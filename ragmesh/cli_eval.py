@@ -27,6 +27,7 @@ from ragmesh.cli_common import (
     Cli,
     TlsOption,
     examples,
+    literal,
 )
 from ragmesh.client import InvalidArgumentError, RagmeshClient, RagmeshError
 from ragmesh.client.builders import short_name
@@ -359,10 +360,9 @@ def eval_command(
     DATASET is a folder with corpus.jsonl + qa.jsonl ({question, answers, doc_id}), or BEIR's corpus.jsonl + queries.jsonl + qrels.tsv (or qrels/test.tsv), or documents/ (real files) + questions.jsonl ({question, document, passage, page, page_label}). Every passage or file becomes one document of a fresh knowledge base, deleted at the end unless --keep.
     """  # noqa: E501 - one line per paragraph: Typer's rich help keeps line breaks
     cli = Cli.create(addr, api_key, tls=tls, ca_file=ca_file)
-    try:
-        full = load_dataset(dataset)
-    except DatasetError as exc:
-        cli.fail(str(exc), EXIT_USAGE)
+    full = _load(dataset)
+    if isinstance(full, str):
+        cli.fail(full, EXIT_USAGE)
         return
     data = full.sample(limit, max_docs, seed)
     if not data.questions:
@@ -371,20 +371,23 @@ def eval_command(
     if isinstance(modes, str):
         cli.fail(modes, EXIT_USAGE)
         return
+    if json_file is not None and (problem := _unwritable(json_file)):
+        # Before the run, not after it: an evaluation takes minutes to hours.
+        cli.fail(f"cannot write {json_file}: {problem}", EXIT_USAGE)
     language = data.language()
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     kb_id = kb or f"eval-{''.join(c if c.isalnum() else '-' for c in data.name.lower())}-{stamp}"
     kb_id = kb_id[:63]
     k = top_k or (100 if data.graded else 10)
     cli.err.print(
-        f"{data.name}: {len(data.passages) or len(data.files)} "
+        f"{literal(data.name)}: {len(data.passages) or len(data.files)} "
         f"{'passages' if data.passages else 'documents'}, {len(data.questions)} questions "
-        f"({data.layout}, {language}) → knowledge base {kb_id}"
+        f"({data.layout}, {language}) → knowledge base {literal(kb_id)}"
     )
     if full.skipped_questions:
         cli.err.print(
             f"left out {len(full.skipped_questions)} questions with empty text: "
-            f"{', '.join(full.skipped_questions[:5])}"
+            f"{literal(', '.join(full.skipped_questions[:5]))}"
         )
     report: dict[str, Any] = {
         "dataset": str(dataset),
@@ -437,7 +440,7 @@ def eval_command(
                 try:
                     rag.delete_knowledge_base(kb_id)
                 except RagmeshError as err:
-                    cli.err.print(f"[yellow]could not delete {kb_id}: {err}[/]")
+                    cli.err.print(f"[yellow]could not delete {literal(kb_id)}: {literal(err)}[/]")
     report["metrics"] = board.summary()
     if len(modes) > 1:
         report["metrics_by_mode"] = {modes[0]: report["metrics"], **metrics_by_mode}
@@ -450,13 +453,49 @@ def eval_command(
         }
     report["timings"] = timings
     report["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if json_file is not None:
-        json_file.write_text(
-            json.dumps({**report, "per_question": details}, indent=2, ensure_ascii=False) + "\n"
-        )
-    _print_report(cli, report, json_file)
+    _write_and_print(cli, report, details, json_file)
     ingest_failed = report["ingest"]["failed"]
     raise typer.Exit(EXIT_FAILURES if ingest_failed else EXIT_OK)
+
+
+def _load(dataset: Path) -> Dataset | str:
+    """The data set, or the message of why it cannot be used."""
+    try:
+        return load_dataset(dataset)
+    except DatasetError as exc:
+        return str(exc)
+    except OSError as exc:  # a file of it that cannot be read (permissions, a folder)
+        return f"cannot read {exc.filename or dataset}: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        return f"cannot read the data set {dataset}: not UTF-8 text ({exc})"
+
+
+def _write_and_print(
+    cli: Cli, report: dict[str, Any], details: list[dict[str, Any]], json_file: Path | None
+) -> None:
+    """The figures to `json_file` (with the per-question results) and the terminal; exit
+    code 1 when the file cannot be written after all (checked before the run)."""
+    error = ""
+    if json_file is not None:
+        data = {**report, "per_question": details}
+        try:
+            json_file.write_text(
+                json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+        except OSError as exc:
+            error = f"cannot write {json_file}: {exc.strerror or exc}"
+    _print_report(cli, report, None if error else json_file)
+    if error:
+        cli.fail(error, EXIT_FAILURES)
+
+
+def _unwritable(path: Path) -> str:
+    """Why `path` cannot be written as a file ("" if it looks writable)."""
+    if path.is_dir():
+        return "it is a folder"
+    if not path.parent.is_dir():
+        return f"no such folder {path.parent}"
+    return ""
 
 
 def search_modes(value: str | None) -> list[str | None] | str:
@@ -488,15 +527,14 @@ def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> N
         f"({ingest['chunks']} chunks) in {ingest['seconds']:.1f} s"
     )
     for failure in ingest["failures"][:5]:
-        cli.out.print(
-            f"  [red]failed[/] {failure['document']}: {failure['reason']} {failure['message']}"
-        )
+        what = f"{failure['document']}: {failure['reason']} {failure['message']}"
+        cli.out.print(f"  [red]failed[/] {literal(what)}")
     by_mode = report.get("metrics_by_mode") or {report["mode"]: report["metrics"]}
     timings_by_mode = report.get("timings_by_mode") or {report["mode"]: report["timings"]}
     table = Table(
         "metric",
         *(by_mode if len(by_mode) > 1 else ["value"]),
-        title=f"ragmesh eval: {Path(report['dataset']).name}",
+        title=f"ragmesh eval: {literal(Path(report['dataset']).name)}",
     )
     for name in report["metrics"]:
         table.add_row(name, *(_fmt(m.get(name)) for m in by_mode.values()))
@@ -524,7 +562,7 @@ def _print_report(cli: Cli, report: dict[str, Any], json_file: Path | None) -> N
             "chunks (the gateway's top_k limit)[/]"
         )
     if json_file is not None:
-        cli.out.print(f"figures written to {json_file}")
+        cli.out.print(f"figures written to {literal(json_file)}")
 
 
 def _modes_table(by_mode: dict[str, dict[str, Any]]) -> Table:
@@ -541,7 +579,7 @@ def _modes_table(by_mode: dict[str, dict[str, Any]]) -> Table:
     )
     for mode, m in by_mode.items():
         table.add_row(
-            mode,
+            literal(mode),
             str(m["asked"]),
             _fmt(m["answer_contains_gold"]),
             _fmt(m["abstained_answerable"]),

@@ -31,6 +31,7 @@ from ragmesh.cli_common import (
     JsonOption,
     TlsOption,
     examples,
+    literal,
 )
 from ragmesh.client import NotFoundError, RagmeshClient
 from ragmesh.client.builders import short_name
@@ -132,7 +133,8 @@ def _ingest_all(
     """Uploads every file (4 at a time) and, with `wait`, follows every job,
     with a progress bar per file being ingested."""
     uploads = [Upload(i.path, file_name=i.file_name, document_id=i.document_id) for i in items]
-    names = {id(u): i.path.name for u, i in zip(uploads, items, strict=True)}
+    # progress descriptions are markup: file names go in as they are
+    names = {id(u): literal(i.path.name) for u, i in zip(uploads, items, strict=True)}
     overall = progress.add_task("uploading", total=len(items)) if progress else None
     bars: dict[int, TaskID] = {}
     ended: set[int] = set()
@@ -227,7 +229,7 @@ def ingest(
                 )
             rag.create_knowledge_base(kb)
             if not as_json:
-                cli.err.print(f"created knowledge base [bold]{kb}[/]")
+                cli.err.print(f"created knowledge base [bold]{literal(kb)}[/]")
         show = not as_json
         progress = _progress(cli) if show else None
         if progress is not None:
@@ -255,7 +257,7 @@ def ingest(
 def _print_summary(
     cli: Cli, kb: str, results: list[IngestResult], skipped: list[Path], waited: bool
 ) -> None:
-    table = Table(title=f"ingest into {kb}")
+    table = Table(title=f"ingest into {literal(kb)}")
     for name in ("file", "document", "state", "chunks", "reason"):
         table.add_column(name)
     table.add_column("job", no_wrap=True)  # copied into `ragmesh jobs retry`: never cut
@@ -265,12 +267,12 @@ def _print_summary(
         if r.deduplicated:
             detail = detail or "unchanged"
         table.add_row(
-            r.file,
-            r.document_id,
+            literal(r.file),
+            literal(r.document_id),
             f"[{color}]{r.state}[/]",
             str(r.chunks) if waited else "",
-            detail,
-            r.job_id,
+            literal(detail),
+            literal(r.job_id),
         )
     cli.out.print(table)
     ok = sum(1 for r in results if r.ok)
@@ -282,4 +284,4 @@ def _print_summary(
         summary += f"; {len(skipped)} skipped (unsupported extension)"
     cli.out.print(summary)
     if not waited and ok:
-        cli.out.print("follow them with: ragmesh jobs --kb " + kb)
+        cli.out.print("follow them with: ragmesh jobs --kb " + literal(kb))

@@ -23,6 +23,7 @@ from ragmesh.cli_common import (
     KbOption,
     TlsOption,
     examples,
+    literal,
     message_dict,
     timestamp_text,
 )
@@ -44,7 +45,7 @@ jobs_app = typer.Typer(help="Ingestion jobs: list (the default), cancel, retry."
 
 def _kb_row(kb: gateway_pb2.KnowledgeBase) -> list[str]:
     return [
-        kb.knowledge_base_id,
+        literal(kb.knowledge_base_id),
         str(kb.document_count)
         + (
             f" (re-indexing: {kb.reindex.documents_done} done,"
@@ -56,9 +57,9 @@ def _kb_row(kb: gateway_pb2.KnowledgeBase) -> list[str]:
         short_name(common_pb2.TextLanguage, kb.language) if kb.language else "",
         f"{short_name(common_pb2.IndexType, kb.index_type) if kb.index_type else ''}"
         f"/{short_name(common_pb2.Metric, kb.metric) if kb.metric else ''}",
-        f"{kb.embedding_model} ({kb.dimension})" if kb.embedding_model else "",
+        f"{literal(kb.embedding_model)} ({kb.dimension})" if kb.embedding_model else "",
         timestamp_text(kb.create_time),
-        kb.description,
+        literal(kb.description),
     ]
 
 
@@ -131,8 +132,8 @@ def kb_create(
         cli.print_json(message_dict(kb))
     else:
         cli.out.print(
-            f"created knowledge base [bold]{kb.knowledge_base_id}[/] "
-            f"({kb.embedding_model}, {kb.dimension} dimensions)"
+            f"created knowledge base [bold]{literal(kb.knowledge_base_id)}[/] "
+            f"({literal(kb.embedding_model)}, {kb.dimension} dimensions)"
         )
 
 
@@ -190,7 +191,7 @@ def kb_delete(
     if as_json:
         cli.print_json({"deleted": name})
     else:
-        cli.out.print(f"deleted knowledge base [bold]{name}[/]")
+        cli.out.print(f"deleted knowledge base [bold]{literal(name)}[/]")
 
 
 # -- docs ---------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def docs_list(
     if as_json:
         cli.print_json([message_dict(d) for d in docs])
         return
-    table = Table(title=f"knowledge base {kb_id}")
+    table = Table(title=f"knowledge base {literal(kb_id)}")
     table.add_column("document", no_wrap=True)
     for name in ("file", "type", "state", "chunks", "bytes", "updated", "title"):
         table.add_column(name)
@@ -223,16 +224,19 @@ def docs_list(
         state = short_name(gateway_pb2.DocumentState, d.state)
         color = {"indexed": "green", "failed": "red"}.get(state, "yellow")
         table.add_row(
-            d.document_id,
-            d.file_name,
-            d.media_type,
+            literal(d.document_id),
+            literal(d.file_name),
+            literal(d.media_type),
             f"[{color}]{state}[/]",
             str(d.chunk_count),
             str(d.size_bytes),
             timestamp_text(d.update_time),
-            d.title,
+            literal(d.title),
         )
-    cli.out.print(table if docs else f"no documents in {kb_id}: ragmesh ingest PATH --kb {kb_id}")
+    kb_text = literal(kb_id)
+    cli.out.print(
+        table if docs else f"no documents in {kb_text}: ragmesh ingest PATH --kb {kb_text}"
+    )
 
 
 @docs_app.command("delete", epilog=examples("ragmesh docs delete handbook.pdf --kb manuals"))
@@ -252,7 +256,7 @@ def docs_delete(
         for doc in document_ids:
             rag.delete_document(kb_id, doc)
             if not as_json:
-                cli.out.print(f"deleted {doc} from {kb_id}")
+                cli.out.print(f"deleted {literal(doc)} from {literal(kb_id)}")
     if as_json:
         cli.print_json({"deleted": document_ids, "knowledge_base_id": kb_id})
 
@@ -271,15 +275,15 @@ def job_row(job: gateway_pb2.IngestionJob) -> list[str]:
     if job.deduplicated:
         reason = reason or "unchanged content: not embedded again"
     return [
-        job.job_id,
-        job.knowledge_base_id,
-        job.file_name,
+        literal(job.job_id),
+        literal(job.knowledge_base_id),
+        literal(job.file_name),
         f"[{color}]{state}[/]",
         stage,
         progress,
         str(job.attempt),
         timestamp_text(job.update_time),
-        reason,
+        literal(reason),
     ]
 
 
@@ -437,10 +441,14 @@ def status(
         table = Table("service", "address", "health")
         for r in rows:
             color = "green" if r["status"] == "SERVING" else "red"
-            table.add_row(r["service"], r["address"], f"[{color}]{r['status']}[/]")
+            table.add_row(
+                literal(r["service"]), literal(r["address"]), f"[{color}]{literal(r['status'])}[/]"
+            )
         cli.out.print(table)
         color = "green" if auth == "accepted" else "red"
-        cli.out.print(f"API key: [{color}]{auth}[/]   (settings from {cli.settings.source})")
+        cli.out.print(
+            f"API key: [{color}]{literal(auth)}[/]   (settings from {literal(cli.settings.source)})"
+        )
     if healthy:
         raise typer.Exit(EXIT_OK)
     gateway_down = any(r["service"] == "gateway" and r["status"] == "UNREACHABLE" for r in rows)

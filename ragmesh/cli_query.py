@@ -19,6 +19,7 @@ from ragmesh.cli_common import (
     KbOption,
     TlsOption,
     examples,
+    literal,
     message_dict,
     snippet,
 )
@@ -125,17 +126,17 @@ def search(
         "document",
         "where",
         "text",
-        title=f"{len(resp.hits)} hits in {kb_id} ({mode_name})",
+        title=f"{len(resp.hits)} hits in {literal(kb_id)} ({literal(mode_name)})",
     )
     for rank, hit in enumerate(resp.hits, start=1):
         table.add_row(
             str(rank),
             f"{hit.score:.4f}",
-            hit.file_name or hit.document_id,
-            f"{location(hit)}\nchunk {hit.chunk_index}",
-            snippet(hit.text, 160),
+            literal(hit.file_name or hit.document_id),
+            literal(f"{location(hit)}\nchunk {hit.chunk_index}"),
+            literal(snippet(hit.text, 160)),
         )
-    cli.out.print(table if resp.hits else f"no hits in {kb_id}")
+    cli.out.print(table if resp.hits else f"no hits in {literal(kb_id)}")
 
 
 ASK_EXAMPLES = examples(
@@ -250,7 +251,7 @@ def print_quotes(cli: Cli, result: AskResult) -> None:
     cli.out.print("\n[bold]Quoted[/]")
     for c in quotes:
         cli.out.print(
-            f"[bold][{c.number}][/] {c.file_name or c.document_id}  "
+            f"[bold][{c.number}][/] {literal(c.file_name or c.document_id)}  "
             f"[dim]chars {c.quote_start_offset}–{c.quote_end_offset}[/]",
             highlight=False,
         )
@@ -268,8 +269,8 @@ def print_sources(cli: Cli, result: AskResult, which: str) -> None:
             continue
         mark = "[green]✓ cited[/]" if number in cited else "[dim]not cited[/]"
         cli.out.print(
-            f"[bold][{number}][/] {hit.file_name or hit.document_id}  "
-            f"[dim]{location(hit)}, score {hit.score:.3f}[/]  {mark}",
+            f"[bold][{number}][/] {literal(hit.file_name or hit.document_id)}  "
+            f"[dim]{literal(location(hit))}, score {hit.score:.3f}[/]  {mark}",
             highlight=False,
         )
         cli.out.print(f"    {snippet(hit.text, 200)}", highlight=False, markup=False)

@@ -23,6 +23,7 @@ from ragmesh.cli_common import (
     KbOption,
     TlsOption,
     examples,
+    literal,
     message_dict,
 )
 from ragmesh.client.builders import short_name
@@ -73,12 +74,12 @@ def _print_report(cli: Cli, report: gateway_pb2.CheckKnowledgeBaseResponse, repa
     table.add_column("repaired by" if repair else "--repair would", no_wrap=False)
     for f in report.findings:
         table.add_row(
-            f.knowledge_base_id,
-            f.document_id or f.collection,
+            literal(f.knowledge_base_id),
+            literal(f.document_id or f.collection),
             short_name(gateway_pb2.Inconsistency, f.kind),
             str(f.recorded_chunks),
             str(f.indexed_chunks),
-            f"{f.action} {f.job_id}".strip(),
+            literal(f"{f.action} {f.job_id}".strip()),
         )
     cli.out.print(table)
     if repair and any(f.job_id for f in report.findings):
@@ -118,9 +119,9 @@ def kb_reindex(
         cli.print_json(message_dict(started))
         return
     cli.out.print(
-        f"re-indexing [bold]{name}[/] into {started.collection}: {started.documents} documents "
-        "queued; searches use the current index until it is complete (ragmesh jobs --kb "
-        f"{name})"
+        f"re-indexing [bold]{literal(name)}[/] into {literal(started.collection)}: "
+        f"{started.documents} documents queued; searches use the current index until it is "
+        f"complete (ragmesh jobs --kb {literal(name)})"
     )
 
 
@@ -143,7 +144,10 @@ def docs_download(
     ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Download a document's original, as it was uploaded."""
+    """Download a document's original, as it was uploaded.
+
+    Exit code 1 when the file cannot be written (a missing folder, no permission).
+    """
     cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
     kb_id = cli.kb(kb)
     with cli.errors(), cli.client(timeout=300) as rag:
@@ -152,11 +156,14 @@ def docs_download(
         sys.stdout.buffer.write(data)
         return
     path = output or Path(Path(header.file_name).name or document_id)
-    path.write_bytes(data)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        cli.fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_FAILURES)
     if as_json:
         cli.print_json({**message_dict(header), "path": str(path)})
     else:
-        cli.out.print(f"wrote {path} ({len(data)} bytes, {header.media_type})")
+        cli.out.print(f"wrote {literal(path)} ({len(data)} bytes, {literal(header.media_type)})")
 
 
 def docs_text(

@@ -73,11 +73,31 @@ def test_kb_create_list_delete_and_exit_codes(stack: LaunchedStack) -> None:
     assert "cli-scratch" in table.stdout and "demo" in table.stdout
     bad = ragmesh(stack, "kb", "create", "Bad Name!")
     assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
+    # The server's message verbatim: not read as Rich markup, never a MarkupError traceback.
+    assert "'Bad Name!' must match ^[a-z0-9][a-z0-9_-]{0,62}$" in bad.stderr, bad.stderr
+    odd = ragmesh(stack, "docs", "list", "--kb", "[/x]")
+    assert odd.returncode == 2 and "'[/x]'" in odd.stderr, odd.stderr
+    odd_filter = ragmesh(stack, "search", "q", "--filter", "metadata.[/b]=1")
+    assert odd_filter.returncode == 2 and "'metadata.[/b]'" in odd_filter.stderr, odd_filter.stderr
+    assert "Traceback" not in odd.stderr + odd_filter.stderr
     assert ragmesh(stack, "kb", "delete", "cli-scratch", "--yes").returncode == 0
     missing = ragmesh(stack, "kb", "delete", "cli-scratch", "--yes")
     assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
     wrong_key = ragmesh(stack, "kb", "list", env={"RAGMESH_API_KEY": "not-a-valid-key"})
     assert wrong_key.returncode == 5 and "UNAUTHENTICATED" in wrong_key.stderr
+
+
+def test_docs_download_writes_the_original_or_says_why_not(
+    stack: LaunchedStack, tmp_path: Path
+) -> None:
+    out = tmp_path / "overview.md"
+    done = ragmesh(stack, "docs", "download", "ragmesh-overview.md", "-o", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_text().startswith("# ragmesh overview")
+    missing = tmp_path / "missing" / "overview.md"
+    failed = ragmesh(stack, "docs", "download", "ragmesh-overview.md", "-o", str(missing))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr == f"error: cannot write {missing}: No such file or directory\n"
 
 
 @pytest.fixture(scope="module")
