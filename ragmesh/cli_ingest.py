@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Typer commands receive every option as a parameter.
-import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from ragmesh.cli_common import (
 from ragmesh.client import NotFoundError, RagmeshClient
 from ragmesh.client.builders import short_name
 from ragmesh.client.bulk import IngestOutcome, Upload
+from ragmesh.client.document_ids import derive_document_id
 from ragmesh.client.media import is_supported_file
 from ragmesh.gateway.v1 import gateway_pb2
 
@@ -63,11 +63,6 @@ class IngestResult:
     @property
     def ok(self) -> bool:
         return self.state in {"succeeded", "queued", "running"}
-
-
-def _doc_id_from(rel: str) -> str:
-    """The gateway's derivation rule, applied to a relative path (keeps folders apart)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", rel).strip("-._")[:128]
 
 
 def collect_files(paths: list[Path]) -> tuple[list[IngestItem], list[Path]]:
@@ -99,7 +94,8 @@ def collect_files(paths: list[Path]) -> tuple[list[IngestItem], list[Path]]:
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            doc_id = "" if len(rel.parts) == 1 else _doc_id_from("-".join(rel.parts))
+            # The gateway's rule, applied to the relative path: keeps folders apart.
+            doc_id = "" if len(rel.parts) == 1 else derive_document_id("-".join(rel.parts))
             items.append(IngestItem(path, path.name, doc_id, rel.as_posix()))
     # A file skipped in a folder walk but also named on its own is not skipped.
     return items, [p for p in skipped if p.resolve() not in seen]

@@ -14,7 +14,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.gateway import validation as v
 from services.gateway.config import GatewaySettings
 from services.gateway.job_events import JobEvents, JobSignal
@@ -160,6 +166,8 @@ class Ingestion:
         """Reads the bytes, stores them with a QUEUED job and sends its task."""
         kb, doc_id, media_type = self.check_header(spec)
         await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)  # before the bytes flow
+        if not spec.document_id:
+            doc_id = await asyncio.to_thread(self._derived_id, tenant, kb, doc_id, spec.file_name)
         with self.buffer.account() as take:
             content = await self._read(pieces, take)
             # One copy of the bytes only: hashed and stored from the buffer itself.
@@ -183,6 +191,23 @@ class Ingestion:
         if result.enqueue:
             await self._send(result.job)
         return result
+
+    def _derived_id(self, tenant: str, kb: str, doc_id: str, file_name: str) -> str:
+        """`doc_id` derived from `file_name`, or the id the rule before digests gave it when
+        that document exists under the same file name and `doc_id` does not: uploading
+        that file again still replaces it (and makes no second copy)."""
+        legacy = v.legacy_document_id_for(file_name)
+        if not legacy:
+            return doc_id
+        catalogue, name = self.state.catalogue, v.truncate_file_name(file_name)
+        for candidate in (doc_id, legacy):
+            try:
+                found = catalogue.get_doc(tenant, kb, candidate)
+            except NotFound:
+                continue
+            if candidate == doc_id or found.file_name == name:
+                return candidate
+        return doc_id
 
     async def _read(self, pieces: AsyncIterator[bytes], take: Callable[[int], None]) -> bytearray:
         """The upload's bytes, counted against the buffer, each piece within the

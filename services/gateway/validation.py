@@ -8,6 +8,7 @@ import re
 import uuid
 from typing import Any
 
+from ragmesh.client.document_ids import derive_document_id, legacy_document_id
 from services.common.errors import InvalidArgument
 
 KB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -50,16 +51,30 @@ def check_document_id(doc: str) -> str:
 
 def document_id_for(document_id: str, file_name: str) -> str:
     """The given id, or one derived from the file name (`a/b/My Report.pdf` →
-    `My-Report.pdf`): the same file uploaded again replaces its document."""
+    `My-Report.pdf`; a digest keeps non-ASCII names apart, ragmesh/client/document_ids.py):
+    the same file uploaded again replaces its document."""
     if document_id:
         return check_document_id(document_id)
-    base = file_name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    derived = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:128]
+    derived = derive_document_id(_base_name(file_name))
     if not derived:
         raise InvalidArgument(
             "give a document_id or a file_name to derive it from", reason="MISSING_DOCUMENT_ID"
         )
     return check_document_id(derived)
+
+
+def legacy_document_id_for(file_name: str) -> str:
+    """The id the rule before digests derived from `file_name`, where it differs from
+    today's ("" otherwise): a document made under it is still the one its file replaces."""
+    base = _base_name(file_name)
+    legacy = legacy_document_id(base)
+    if not legacy or legacy == derive_document_id(base) or not DOC_ID_RE.fullmatch(legacy):
+        return ""
+    return legacy
+
+
+def _base_name(file_name: str) -> str:
+    return file_name.replace("\\", "/").rsplit("/", 1)[-1].strip()
 
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")

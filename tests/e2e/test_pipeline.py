@@ -501,3 +501,21 @@ def test_cancel_retry_delete_of_running_jobs_and_kb_delete(stack: Stack) -> None
     )
     listed = stack.call("ListKnowledgeBases", pb.ListKnowledgeBasesRequest())
     assert "cancel" not in [k.knowledge_base_id for k in listed.knowledge_bases]
+
+
+def test_files_with_non_ascii_names_stay_separate_documents(stack: Stack) -> None:
+    """Ids derived from names like 报告.txt and 摘要.txt were both `txt`: the second
+    upload replaced the first without a word."""
+    stack.call("CreateKnowledgeBase", pb.CreateKnowledgeBaseRequest(knowledge_base_id="names"))
+    texts = {"报告.txt": "年度报告介绍了收入。", "摘要.txt": "摘要列出了三个发现。"}
+    jobs = [stack.wait(stack.upload("names", n, t.encode()).job.job_id) for n, t in texts.items()]
+    assert all(j.state == pb.JOB_STATE_SUCCEEDED for j in jobs)
+    assert jobs[0].document_id != jobs[1].document_id
+    # A document made under the rule before digests (given that id here) is still the one
+    # its file replaces: no second copy of it.
+    made = stack.upload("names", "Café menu.txt", b"Soup of the day.", document_id="Caf-menu.txt")
+    assert stack.wait(made.job.job_id).state == pb.JOB_STATE_SUCCEEDED
+    again = stack.wait(stack.upload("names", "Café menu.txt", b"Soup and bread.").job.job_id)
+    assert again.state == pb.JOB_STATE_SUCCEEDED and again.document_id == "Caf-menu.txt"
+    docs = stack.call("ListDocuments", pb.ListDocumentsRequest(knowledge_base_id="names")).documents
+    assert sorted(d.file_name for d in docs) == sorted(["Café menu.txt", *texts])

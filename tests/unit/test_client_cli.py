@@ -56,6 +56,16 @@ def test_collect_files_walks_folders_and_keeps_named_files(tmp_path: Path) -> No
     assert [p.name for p in skipped] == ["image.png"]
 
 
+def test_collect_files_keeps_non_ascii_names_in_folders_apart(tmp_path: Path) -> None:
+    # Both were `docs-.md`: the second file replaced the first.
+    (tmp_path / "docs").mkdir()
+    for name in ("说明.md", "指南.md"):
+        (tmp_path / "docs" / name).write_text("# x")
+    items, _ = collect_files([tmp_path])
+    ids = {i.document_id for i in items}
+    assert len(ids) == 2 and all(i.startswith("docs-") and i.endswith(".md") for i in ids)
+
+
 def test_collect_files_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         collect_files([tmp_path / "missing"])

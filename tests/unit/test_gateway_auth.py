@@ -95,6 +95,24 @@ def test_document_ids() -> None:
     assert exc.value.reason == "MISSING_DOCUMENT_ID"
 
 
+def test_document_ids_of_non_ascii_names_stay_apart() -> None:
+    # Before: both were `txt`, and the second upload silently replaced the first.
+    names = ["报告📄.txt", "摘要.txt", "会议纪要.md", "Café menu.pdf", "Cafe\u0301 menu 2.pdf"]
+    ids = [v.document_id_for("", n) for n in names]
+    assert len(set(ids)) == len(ids), ids
+    assert ids[0].endswith(".txt") and ids[2].endswith(".md")
+    assert ids[3].startswith("Caf-menu-") and ids[3].endswith(".pdf")
+    # The same name (in any Unicode normal form, from any folder) gives the same id.
+    assert v.document_id_for("", "x/Café menu.pdf") == ids[3]
+    assert v.document_id_for("", "Cafe\u0301 menu.pdf") == ids[3]
+    for name in ["报告", "é", "x" * 300 + "é.md", "中文/说明.md"]:
+        assert v.DOC_ID_RE.fullmatch(v.document_id_for("", name)), name
+    # The id the rule before digests gave, for a document made under it.
+    assert v.legacy_document_id_for("Café menu.pdf") == "Caf-menu.pdf"
+    assert v.legacy_document_id_for("My Report.pdf") == ""  # unchanged: no fallback
+    assert v.legacy_document_id_for("报告.txt") == "txt"
+
+
 def test_limits_and_names() -> None:
     assert api.top_k(0, 5, 50) == 5
     with pytest.raises(InvalidArgument) as exc:
