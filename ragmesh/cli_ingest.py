@@ -35,7 +35,7 @@ from ragmesh.cli_common import (
 from ragmesh.client import NotFoundError, RagmeshClient
 from ragmesh.client.builders import short_name
 from ragmesh.client.bulk import IngestOutcome, Upload
-from ragmesh.client.document_ids import derive_document_id
+from ragmesh.client.document_ids import folder_document_id
 from ragmesh.client.media import is_supported_file
 from ragmesh.gateway.v1 import gateway_pb2
 
@@ -94,8 +94,7 @@ def collect_files(paths: list[Path]) -> tuple[list[IngestItem], list[Path]]:
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            # The gateway's rule, applied to the relative path: keeps folders apart.
-            doc_id = "" if len(rel.parts) == 1 else derive_document_id("-".join(rel.parts))
+            doc_id = folder_document_id(rel.as_posix())
             items.append(IngestItem(path, path.name, doc_id, rel.as_posix()))
     # A file skipped in a folder walk but also named on its own is not skipped.
     return items, [p for p in skipped if p.resolve() not in seen]

@@ -135,7 +135,11 @@ def to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
     if values is None:
         return None
     struct = struct_pb2.Struct()
-    struct.update(dict(values))
+    try:
+        struct.update(dict(values))
+    except OverflowError as exc:
+        # A Struct's numbers are doubles: an int past their range (JSON allows any).
+        raise ValueError(f"a number out of range (numbers are doubles, ±1.8e308): {exc}") from exc
     return struct
 
 

@@ -43,3 +43,11 @@ def derive_document_id(name: str) -> str:
     parts = [stem_id[:room].rstrip("-._"), digest]
     derived = "-".join(p for p in parts if p)
     return f"{derived}.{ext_id}" if ext_id else derived
+
+
+def folder_document_id(path_in_folder: str) -> str:
+    """The id of a file at `path_in_folder` inside a folder being uploaded (`sub/intro.md`
+    → `sub-intro.md`), so that equal names in two sub-folders stay two documents; "" for a
+    file at the folder's top (the gateway derives its id from its name)."""
+    parts = [p for p in path_in_folder.replace("\\", "/").split("/") if p.strip()]
+    return derive_document_id("-".join(parts)) if len(parts) > 1 else ""

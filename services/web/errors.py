@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from ragmesh.client.errors import RagmeshError
 from services.common.errors import ServiceError, Unavailable
 
@@ -52,11 +54,59 @@ ERROR_TYPE = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+}
+
+
+class ErrorDetail(BaseModel):
+    """The `error` of an error answer (for the OpenAPI schema; answers are built by
+    HttpError)."""
+
+    message: str
+    type: str = Field(
+        description="OpenAI's error type: invalid_request_error, authentication_error, "
+        "permission_error, not_found_error, conflict_error, rate_limit_error, server_error."
+    )
+    param: str | None = Field(description="The request field at fault, when there is one.")
+    code: str = Field(description="The reason (docs/errors.md), e.g. KNOWLEDGE_BASE_NOT_FOUND.")
+    status: str = Field(description="The gRPC status name, e.g. NOT_FOUND.")
+    domain: str | None = Field(
+        None, description="`gateway.ragmesh`: the gateway's error; `web`: the web service's own."
+    )
+    metadata: dict[str, str] | None = Field(
+        None, description="The error's details, e.g. `limit_bytes`."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+#: The error answers of every API route, for the OpenAPI schema (FastAPI would
+#: declare a 422 of its own shape, which this service never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error(
+        "Invalid request: malformed JSON (`MALFORMED_JSON`), a field that fails validation "
+        "(`INVALID_REQUEST_BODY`, `param` names it), or the gateway's INVALID_ARGUMENT, "
+        "FAILED_PRECONDITION or OUT_OF_RANGE."
+    ),
+    401: _error("No API key, or a wrong one (`authentication_error`)."),
+    404: _error("No such knowledge base, document, job or path."),
+    413: _error("A body over the limit (`BODY_TOO_LARGE`) or a document over the gateway's."),
+    429: _error("Rate limited or queues full; `Retry-After` says when to try again."),
+    503: _error("The gateway, or a service behind it, is unavailable; with `Retry-After`."),
+    "default": _error("Any other error (403, 405, 409, 500, 504): the same shape."),
 }
 
 
@@ -74,7 +124,7 @@ class HttpError:
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {
             "message": self.message,
-            "type": ERROR_TYPE.get(self.status, "server_error" if self.status >= 500 else "error"),
+            "type": error_type(self.status),
             "param": self.param,
             "code": self.reason,
             "status": self.grpc_code,
@@ -93,6 +143,11 @@ class HttpError:
             return {}
         # Retry-After is whole seconds; never 0, which some clients take as "now, forever".
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status (its clients know no other types)."""
+    return ERROR_TYPE.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
 def http_status(code_name: str, reason: str) -> int:

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from ragmesh.client.aio import AsyncRagmeshClient
 from services.web.config import WebSettings
-from services.web.deps import FORWARDED_FOR, REQUEST_ID
+from services.web.deps import forwarded_metadata
 from services.web.limits import mcp_body_limit
 from services.web.mcp_tools import build_mcp
 
@@ -22,13 +22,10 @@ def build_http_mcp(
     settings: WebSettings, base: Callable[[], AsyncRagmeshClient]
 ) -> tuple[MCPServer, Starlette]:
     def client_for(ctx: Context) -> AsyncRagmeshClient:
-        headers = ctx.headers or {}
-        metadata = [
-            (name, str(headers[name]))
-            for name in ("authorization", REQUEST_ID, FORWARDED_FOR)
-            if headers.get(name)
-        ]
-        return base().with_metadata(metadata)
+        # Only what gRPC metadata can carry, as for every other route (deps.py): a key
+        # with bytes that are not printable ASCII failed the gateway call itself.
+        headers = {name.lower(): str(value) for name, value in (ctx.headers or {}).items()}
+        return base().with_metadata(forwarded_metadata(headers, None))
 
     mcp = build_mcp(client_for, local_files=False)
     hosts = [h.strip() for h in settings.mcp_allowed_hosts.split(",") if h.strip()]

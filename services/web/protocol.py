@@ -25,6 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.errors import InvalidArgument
 
+#: The ranges of the protobuf fields numbers go into: a field's bounds, so that a value
+#: out of range fails validation naming it (protobuf would refuse it with a bare
+#: "Value out of range").
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -72,7 +78,9 @@ class RetrievalOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    top_k: int = Field(0, ge=0, description="Passages for the prompt (0: the server default).")
+    top_k: int = Field(
+        0, ge=0, le=INT32_MAX, description="Passages for the prompt (0: the server default)."
+    )
     mode: str | None = Field(None, description="dense, sparse or hybrid.")
     filters: list[FilterSpec] = Field(default_factory=list)
     answer_mode: str | None = Field(
@@ -91,8 +99,10 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    # Bounded as Ask's field is, so that a value past it fails validation naming its
+    # field; the gateway checks the answer's own limit (RAGMESH_GATEWAY_MAX_ANSWER_TOKENS).
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(None, ge=0, le=2)
     n: int | None = Field(None, ge=1)
     ragmesh: RetrievalOptions | None = None

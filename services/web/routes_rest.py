@@ -6,24 +6,26 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from ragmesh.client import builders
 from ragmesh.client.builders import job_is_done
+from ragmesh.client.document_ids import folder_document_id
 from ragmesh.client.errors import RagmeshError
 from services.common.errors import InvalidArgument
 from services.web import sse
 from services.web.convert import citation_json, message_json
 from services.web.deps import Gateway, state
 from services.web.errors import from_exception
-from services.web.protocol import FilterSpec, filter_tuples
+from services.web.protocol import INT32_MAX, INT64_MAX, FilterSpec, filter_tuples
 
 router = APIRouter(prefix="/api/v1", tags=["REST"])
-PageSize = Annotated[int, Query(ge=0, description="0: the server default.")]
+PageSize = Annotated[int, Query(ge=0, le=INT32_MAX, description="0: the server default.")]
 PageToken = Annotated[str, Query(description="next_page_token of the previous page.")]
 
 
@@ -33,6 +35,26 @@ def timeout_of(request: Request) -> float:
 
 def bad_option(exc: ValueError, param: str) -> InvalidArgument:
     return InvalidArgument(str(exc), reason="INVALID_OPTION", metadata={"param": param})
+
+
+def check_option(param: str, convert: Callable[[Any], object], value: Any) -> None:
+    """One option as the SDK's builders will convert it (an enum's name, a filter), so
+    that an unknown one is refused naming its field."""
+    try:
+        convert(value)
+    except ValueError as exc:
+        raise bad_option(exc, param) from exc
+
+
+def check_struct(param: str, value: dict[str, Any] | None) -> None:
+    """A JSON object that becomes a protobuf Struct (index_params, metadata): its
+    numbers must fit a double."""
+    try:
+        builders.to_struct(value)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{param}: {exc}", reason="INVALID_REQUEST_BODY", metadata={"param": param}
+        ) from exc
 
 
 # -- knowledge bases --------------------------------------------------------------------
@@ -61,6 +83,10 @@ async def list_knowledge_bases(
 async def create_knowledge_base(
     body: CreateKnowledgeBase, request: Request, rag: Gateway
 ) -> dict[str, Any]:
+    check_option("language", builders.text_language, body.language)
+    check_option("metric", builders.metric, body.metric)
+    check_option("index_type", builders.index_type, body.index_type)
+    check_struct("index_params", body.index_params)
     try:
         kb = await rag.create_knowledge_base(
             body.knowledge_base_id,
@@ -71,7 +97,7 @@ async def create_knowledge_base(
             index_params=body.index_params,
             timeout=timeout_of(request),
         )
-    except ValueError as exc:
+    except ValueError as exc:  # anything else protobuf refuses (a lone surrogate: \ud800)
         raise bad_option(exc, "body") from exc
     return message_json(kb)
 
@@ -95,9 +121,12 @@ def metadata_of(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        problem = exc if isinstance(exc, ValueError) else "nested too deeply"
         raise InvalidArgument(
-            f"metadata is not JSON: {exc}", reason="MALFORMED_JSON", metadata={"param": "metadata"}
+            f"metadata is not JSON: {problem}",
+            reason="MALFORMED_JSON",
+            metadata={"param": "metadata"},
         ) from exc
     if not isinstance(value, dict):
         raise InvalidArgument(
@@ -105,7 +134,35 @@ def metadata_of(raw: str | None) -> dict[str, Any] | None:
             reason="INVALID_REQUEST_BODY",
             metadata={"param": "metadata"},
         )
+    check_struct("metadata", value)
     return value
+
+
+#: The upload's form fields: each at most once (FastAPI would keep the last of two).
+UPLOAD_FIELDS = (
+    "file",
+    "text",
+    "file_name",
+    "document_id",
+    "media_type",
+    "metadata",
+    "path_in_folder",
+)
+
+
+async def check_single_fields(request: Request) -> None:
+    """One document per request: a repeated `file` part (or any other field) is refused
+    rather than all but the last being dropped unseen."""
+    form = await request.form()  # already parsed for the parameters: the same form
+    for name in UPLOAD_FIELDS:
+        count = len(form.getlist(name))
+        if count > 1:
+            what = "one file per request" if name in ("file", "text") else "one value each"
+            raise InvalidArgument(
+                f"{what}: the form has {count} `{name}` fields",
+                reason="INVALID_REQUEST_BODY",
+                metadata={"param": name},
+            )
 
 
 @router.post("/knowledge-bases/{kb}/documents", status_code=202)
@@ -119,10 +176,19 @@ async def upload_document(
     document_id: Annotated[str, Form(description="Default: derived from the name.")] = "",
     media_type: Annotated[str, Form(description="Default: detected.")] = "",
     metadata: Annotated[str | None, Form(description="A JSON object.")] = None,
+    path_in_folder: Annotated[
+        str,
+        Form(
+            description="The file's path inside a folder being uploaded (`sub/intro.md`): "
+            "without a document_id, the id is derived from it as `ragmesh ingest` does, so "
+            "equal names in two sub-folders stay two documents."
+        ),
+    ] = "",
 ) -> dict[str, Any]:
     """Multipart: `file` (or `text` with a `file_name`), optional `document_id`,
-    `media_type` and `metadata`. Answers 202 once the bytes are stored and the
-    ingestion job is queued; follow the job at /api/v1/jobs/{job_id}/events."""
+    `media_type`, `metadata` and `path_in_folder`. Answers 202 once the bytes are stored
+    and the ingestion job is queued; follow the job at /api/v1/jobs/{job_id}/events."""
+    await check_single_fields(request)
     if (file is None) == (text is None):
         raise InvalidArgument(
             "send either a `file` part or a `text` field",
@@ -146,7 +212,7 @@ async def upload_document(
         kb,
         source,
         file_name=name,
-        document_id=document_id,
+        document_id=document_id or folder_document_id(path_in_folder),
         media_type=media_type,
         metadata=meta,
     )
@@ -180,8 +246,8 @@ async def document_text(
     document_id: str,
     request: Request,
     rag: Gateway,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    max_chars: Annotated[int, Query(ge=0, description="0: the server default.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    max_chars: Annotated[int, Query(ge=0, le=INT32_MAX, description="0: the server default.")] = 0,
 ) -> dict[str, Any]:
     """A page of the normalised text that citation offsets refer to."""
     page = await rag.get_document_text(
@@ -195,7 +261,7 @@ async def document_text(
 
 class SearchBody(BaseModel):
     query: str
-    top_k: int = Field(0, ge=0, description="0: the server default.")
+    top_k: int = Field(0, ge=0, le=INT32_MAX, description="0: the server default.")
     mode: str | None = Field(None, description="dense, sparse or hybrid.")
     min_score: float | None = None
     filters: list[FilterSpec] = Field(default_factory=list)
@@ -203,6 +269,10 @@ class SearchBody(BaseModel):
 
 @router.post("/knowledge-bases/{kb}/search")
 async def search(kb: str, body: SearchBody, request: Request, rag: Gateway) -> dict[str, Any]:
+    check_option("mode", builders.search_mode, body.mode)
+    filters = filter_tuples(body.filters)
+    for i, spec in enumerate(filters):
+        check_option(f"filters.{i}.op", lambda f: builders.filter_condition(*f), spec)
     try:
         resp = await rag.search(
             kb,
@@ -210,10 +280,10 @@ async def search(kb: str, body: SearchBody, request: Request, rag: Gateway) -> d
             top_k=body.top_k,
             mode=body.mode,
             min_score=body.min_score,
-            filters=filter_tuples(body.filters),
+            filters=filters,
             timeout=timeout_of(request),
         )
-    except ValueError as exc:
+    except ValueError as exc:  # anything else protobuf refuses (a lone surrogate: \ud800)
         raise bad_option(exc, "body") from exc
     out = message_json(resp)
     out["hits"] = [citation_json(h) for h in resp.hits]
@@ -232,16 +302,14 @@ async def list_jobs(
     page_size: PageSize = 0,
     page_token: PageToken = "",
 ) -> dict[str, Any]:
-    try:
-        page = await rag.list_ingestion_jobs(
-            knowledge_base_id=knowledge_base_id,
-            state=state_ or None,
-            page_size=page_size,
-            page_token=page_token,
-            timeout=timeout_of(request),
-        )
-    except ValueError as exc:
-        raise bad_option(exc, "state") from exc
+    check_option("state", builders.job_state, state_)
+    page = await rag.list_ingestion_jobs(
+        knowledge_base_id=knowledge_base_id,
+        state=state_ or None,
+        page_size=page_size,
+        page_token=page_token,
+        timeout=timeout_of(request),
+    )
     return message_json(page)
 
 

@@ -3,6 +3,7 @@ web service) and over stdio (`ragmesh mcp` as a subprocess), against the real st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -114,19 +115,38 @@ async def test_http_needs_the_key(web: WebStack) -> None:
 async def test_http_refuses_a_body_over_its_limit_before_reading_it(web: WebStack) -> None:
     # The limit fits an `upload` of a file at the web upload limit (as base64, in its
     # envelope); one byte more is refused from the declared length, in JSON-RPC's shape.
+    # Only the headers are sent (over a raw socket): the answer must come without the body,
+    # and a client still writing a body the server will not read may see the connection
+    # reset before it reads the answer.
     limit = 4 * math.ceil(MAX_WEB_UPLOAD / 3) + DEFAULT_MAX_BODY
-    async with httpx2.AsyncClient(timeout=30) as http:
-        resp = await http.post(
-            f"{web.url}/mcp",
-            content=b" " * (limit + 1),
-            headers={
-                "Authorization": f"Bearer {ALPHA_KEY}",
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-            },
-        )
-    assert resp.status_code == 413
-    assert resp.json()["error"]["data"] == {"reason": "BODY_TOO_LARGE", "limit_bytes": limit}
+    host, port = web.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ALPHA_KEY}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"Content-Length: {limit + 1}\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), timeout=30)
+    finally:
+        writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.split()[1] == b"413", answer[:200]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["data"] == {"reason": "BODY_TOO_LARGE", "limit_bytes": limit}
+
+
+async def test_http_headers_grpc_cannot_carry_are_a_wrong_key(web: WebStack) -> None:
+    # A key with bytes that are not printable ASCII used to fail the gRPC call itself
+    # (a traceback in the log, the tool failing with an internal error).
+    http = httpx2.AsyncClient(
+        headers={"Authorization": "Bearer café-key-0001".encode()}, timeout=30
+    )
+    async with Client(streamable_http_client(f"{web.url}/mcp", http_client=http)) as mcp:
+        result = await mcp.call_tool("list_knowledge_bases", {})
+    assert result.is_error and "UNAUTHENTICATED" in result.content[0].text
 
 
 async def test_stdio_tools(web: WebStack, tmp_path: Path) -> None:

@@ -245,6 +245,17 @@ def test_errors_in_a_stream_are_named(
     assert shown["title"] == title and shown["code"] == code
 
 
+def test_a_file_in_a_folder_is_sent_with_its_path_in_the_folder(
+    browser: WebDriver, web: WebStack
+) -> None:
+    """A picked or dropped folder's files go with their path inside it (the server derives
+    their ids from it, as `ragmesh ingest` does); a file picked on its own goes without."""
+    browser.get(f"{web.url}/")
+    cases = {"docs/sub/intro.md": "sub/intro.md", "docs/intro.md": "intro.md", "a.md": ""}
+    for name, expected in cases.items():
+        assert import_call(browser, "api.js", "pathInFolder", name) == expected, name
+
+
 def test_a_wrong_key_shows_an_error(browser: WebDriver, web: WebStack, shots: Path) -> None:
     # A source address of its own, so that this failure counts against no other test.
     browser.execute_cdp_cmd("Network.enable", {})

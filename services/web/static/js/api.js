@@ -145,6 +145,16 @@ function dispatch(block, onEvent) {
 }
 
 /** Upload one file with XMLHttpRequest (fetch reports no upload progress). */
+/**
+ * A file's path inside the folder it was picked or dropped with (`docs/sub/a.md` →
+ * `sub/a.md`), "" for a file picked on its own: the server derives the document id from
+ * it as `ragmesh ingest` does, so equal names in two sub-folders stay two documents.
+ */
+export function pathInFolder(name) {
+  const slash = name.indexOf("/");
+  return slash < 0 ? "" : name.slice(slash + 1);
+}
+
 export function uploadFile(kb, file, name, onProgress) {
   const xhr = new XMLHttpRequest();
   const done = new Promise((resolve, reject) => {
@@ -171,6 +181,8 @@ export function uploadFile(kb, file, name, onProgress) {
     const form = new FormData();
     form.append("file", file, name);
     form.append("file_name", name);
+    const inFolder = pathInFolder(name);
+    if (inFolder) form.append("path_in_folder", inFolder);
     xhr.send(form);
   });
   return { done, abort: () => xhr.abort() };
