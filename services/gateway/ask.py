@@ -8,10 +8,12 @@ answer deltas, then the final answer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from ragmesh.common.v1 import common_pb2
 from ragmesh.gateway.v1 import gateway_pb2 as pb
@@ -176,39 +178,49 @@ class Asker:
         held back until the final says it is grounded; an ungrounded answer is
         replaced by the verbatim one (an abstention when no sentence was chosen).
 
-        The sources wait for the generation service's first event: when its queue
-        refuses the answer at once (RESOURCE_EXHAUSTED with RetryInfo), the client
-        has received nothing yet and may call again."""
+        The sources wait until the generation service has taken the answer (clients.py
+        ACCEPTED:
+        it has a place in the LLM's queue or a slot; the LLM's first token may be tens
+        of seconds later on a busy CPU, and the client is not left on a silent stream
+        meanwhile). A queue that refuses the answer (RESOURCE_EXHAUSTED with RetryInfo)
+        does so before accepting it, so the client has received nothing yet and may
+        call again."""
         sources = list(sources_event.sources.sources)
         pending: pb.AskResponse | None = sources_event
         held: list[pb.AskResponse] = []
         request = generate_request(params, result)
         reservation = self.admission.claim(reservation)
-        async for event in self.downstream.generate(
-            request, tenant, deadline.remaining(), reservation
-        ):
-            if pending is not None:
-                yield pending
-                pending = None
-            kind = event.WhichOneof("event")
-            if kind == "queued":
-                yield pb.AskResponse(queued=event.queued)
-            elif kind == "delta":
-                timer.token()
-                delta = pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
-                if params.require_citations:
-                    held.append(delta)
-                else:
-                    yield delta
-            elif kind == "final":
-                final = event.final
-                if params.require_citations and not final.grounded and not final.abstained:
-                    for replaced in self._replace_ungrounded(params, selection, sources, timer):
-                        yield replaced
-                    return
-                for delta in held:
-                    yield delta
-                yield final_event(final, sources, selection, timer)
+        # (an async generator: closed as soon as the Ask ends, however it ends)
+        stream = cast(
+            AsyncGenerator[generation_pb2.GenerateAnswerResponse | None, None],
+            self.downstream.generate(request, tenant, deadline.remaining(), reservation),
+        )
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                if pending is not None:
+                    yield pending
+                    pending = None
+                if event is None:  # ACCEPTED: the sources (above) could go
+                    continue
+                kind = event.WhichOneof("event")
+                if kind == "queued":
+                    yield pb.AskResponse(queued=event.queued)
+                elif kind == "delta":
+                    timer.token()
+                    delta = pb.AskResponse(delta=pb.AskDelta(text=event.delta.text))
+                    if params.require_citations:
+                        held.append(delta)
+                    else:
+                        yield delta
+                elif kind == "final":
+                    final = event.final
+                    if params.require_citations and not final.grounded and not final.abstained:
+                        for replaced in self._replace_ungrounded(params, selection, sources, timer):
+                            yield replaced
+                        return
+                    for delta in held:
+                        yield delta
+                    yield final_event(final, sources, selection, timer)
 
     def _replace_ungrounded(
         self,

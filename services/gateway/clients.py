@@ -43,6 +43,11 @@ async def _call(what: str, call: Awaitable[T]) -> T:
         raise from_rpc_error(err, f"{what} failed") from err
 
 
+#: Downstream.generate's first item once the generation service has taken the answer
+#: (before the LLM's first token, which may be tens of seconds away).
+ACCEPTED = None
+
+
 class Downstream:
     """Stubs of the internal services; `start` opens the channels on the running loop."""
 
@@ -215,14 +220,19 @@ class Downstream:
         timeout_s: float,
         reservation: str = "",
     ) -> AsyncIterator[Any]:
-        """The GenerateAnswer stream's events (queued, delta, then final); the
-        tenant names the generation service's queue line for fairness, the
+        """ACCEPTED once the generation service has taken the answer (its initial
+        metadata: a place in the LLM's queue or a slot; a refusal comes instead, as the
+        call's error), then the GenerateAnswer stream's events (queued, delta, then
+        final). The tenant names the generation service's queue line for fairness, the
         reservation (CheckAdmission's) the answer's place in it."""
         metadata: tuple[tuple[str, str], ...] = ((TENANT_METADATA, tenant),)
         if reservation:
             metadata += ((RESERVATION_METADATA, reservation),)
         stream = self.generation.GenerateAnswer(request, timeout=timeout_s, metadata=metadata)
         try:
+            await stream.initial_metadata()
+            if not stream.done():  # ended already: a refusal, raised by the read below
+                yield ACCEPTED
             async for event in stream:
                 yield event
         except grpc.aio.AioRpcError as err:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from services.common import metrics, tracing
@@ -197,11 +197,14 @@ class AnswerGenerator:
         *,
         time_remaining_s: float | None = None,
         reservation: str = "",
+        on_admitted: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[AnswerEvent, None]:
         """Queued events while the answer waits for an LLM slot, then deltas as they
         come, then one FinalAnswer.
 
         `reservation` is a CheckAdmission's, whose place in line the answer takes.
+        `on_admitted` is awaited once the queue has taken the answer (a place in line or
+        a slot), before the wait: a refusal comes before it, never after.
         `time_remaining_s` is what is left of the caller's deadline; the LLM gets the
         smaller of what is left after the queue and RAGMESH_GENERATION_LLM_TIMEOUT_S.
         Cancelling the consumer leaves the queue, or closes the upstream stream, at
@@ -243,6 +246,8 @@ class AnswerGenerator:
             tracing.end_with_error(waiting, refused, refused.reason)
             raise
         try:
+            if on_admitted is not None:
+                await on_admitted()
             if not ticket.granted.is_set():
                 waiting.set_attribute(
                     "ragmesh.queue_position", self.admission.state(ticket).position

@@ -138,10 +138,18 @@ class _Servicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: generation_pb2.GenerateAnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generation_pb2.GenerateAnswerResponse]:
         reservation = reservation_of(context)
+
+        async def admitted() -> None:
+            # The answer has its place: the caller may tell its client so (the gateway
+            # sends the sources) rather than wait for the LLM's first token; a refusal
+            # comes before this, with no metadata sent.
+            await context.send_initial_metadata(())
+
         events = self.generator.generate(
             request_from_proto(request, tenant_of(context)),
             time_remaining_s=context.time_remaining(),
             reservation=reservation,
+            on_admitted=admitted,
         )
         try:
             async for event in events:

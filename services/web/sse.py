@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 SSE_HEADERS = {
@@ -28,14 +28,19 @@ def comment(text: str) -> str:
     return f": {text}\n\n"
 
 
-async def with_keepalive(source: AsyncIterator[str], every_s: float) -> AsyncIterator[str]:
-    """`source`'s items, and a comment whenever it has been quiet for `every_s`.
+async def with_keepalive(
+    source: AsyncIterator[str], every_s: float, *, comment_first: bool = False
+) -> AsyncGenerator[str, None]:
+    """`source`'s items, and a comment whenever it has been quiet for `every_s`
+    (`comment_first`: one before anything else, for a stream that starts quiet).
 
     The pending read is a task that survives the timeout (cancelling it would end
     the gateway stream under it); it is cancelled only when the client goes away.
     """
     pending: asyncio.Future[str] | None = None
     try:
+        if comment_first:
+            yield comment("keep-alive")
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(source.__anext__())

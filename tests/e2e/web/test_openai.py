@@ -3,7 +3,14 @@ stack (gateway, retrieval on Milvus Lite, llama.cpp with SmolLM2)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -123,6 +130,12 @@ def test_errors_are_openai_errors(web: WebStack) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client(web).chat.completions.create(model="ragmesh/no-such-kb", messages=messages)
     assert missing.value.code == "KNOWLEDGE_BASE_NOT_FOUND"
+    # Streamed too: the gateway's error before the first event is the HTTP status.
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(web).chat.completions.create(
+            model="ragmesh/no-such-kb", messages=messages, stream=True
+        )
+    assert missing.value.code == "KNOWLEDGE_BASE_NOT_FOUND"
     # Another tenant's knowledge base does not exist for this key.
     with pytest.raises(openai.NotFoundError):
         client(web, BETA_KEY).chat.completions.create(model=f"ragmesh/{KB}", messages=messages)
@@ -172,3 +185,112 @@ def test_earlier_messages_are_the_conversation(web: WebStack) -> None:
     )
     assert ext["search_query"] != "When was it invented?"
     assert "1987" in (completion.choices[0].message.content or ""), completion
+
+
+# --- while the LLM is busy ----------------------------------------------------------------
+
+#: SmolLM2's end-of-text and end-of-turn tokens: banned, the holding answer runs its length
+END_TOKENS = {"0": -100, "2": -100}
+
+
+@contextlib.contextmanager
+def llm_held(llm_base_url: str) -> Iterator[None]:
+    """A long answer streamed straight from the llama.cpp server, which serves one
+    request at a time (the others wait): while it runs (1500 tokens, its end tokens
+    banned: ~15 s at the bundled model's best speed here, more on a busy machine), an
+    Ask's LLM call waits and its first token cannot come. Leaving the block closes the
+    stream, which frees the LLM at its next token."""
+    body = {
+        "messages": [{"role": "user", "content": "Tell a very long story about the sea."}],
+        "max_tokens": 1500,
+        "temperature": 1.0,
+        "logit_bias": END_TOKENS,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream("POST", f"{llm_base_url}/chat/completions", json=body) as resp,
+    ):
+        resp.raise_for_status()
+        # (kept until the end: a line iterator dropped half-read closes the connection)
+        lines = resp.iter_lines()
+        for line in lines:
+            if '"content"' in line:  # the LLM is writing it: the server is taken
+                break
+        yield
+
+
+def ask_ended(web: WebStack, request_id: str, within_s: float) -> dict[str, Any] | None:
+    """The gateway's access-log entry of the Ask with this request id, once it ended."""
+    deadline = time.monotonic() + within_s
+    while True:
+        for path in Path(web.log_dir).glob("ragmesh-gateway-*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if request_id in line and '"Ask ' in line:
+                    entry: dict[str, Any] = json.loads(line)
+                    if entry.get("request_id") == request_id:
+                        return entry
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+def chat_body(stream: bool) -> dict[str, Any]:
+    return {
+        "model": f"ragmesh/{KB}",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 40,
+        "stream": stream,
+        "ragmesh": {"top_k": 2, "answer_mode": "generative"},  # the LLM's answer
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_client_that_gives_up_ends_the_ask(
+    web: WebStack, llm_base_url: str, stream: bool
+) -> None:
+    """A client that gives up while the answer waits for the LLM: the Ask is cancelled
+    at once, not when the LLM would have answered (the LLM is held for the whole test,
+    so the Ask cannot have ended because it answered). Whole, the client gives up
+    before the first byte (a read timeout of 1.5 s). Streamed, it has the status and
+    the sources chunk first — they come once retrieval is done, not with the LLM's
+    first token — and then closes the stream."""
+    rid = f"oai-gone-{uuid.uuid4().hex}"
+    headers = {**web.alpha, "X-Request-Id": rid}
+    url = f"{web.url}/v1/chat/completions"
+    with llm_held(llm_base_url):
+        if stream:
+            with (
+                httpx.Client(timeout=30) as c,
+                c.stream("POST", url, json=chat_body(True), headers=headers) as resp,
+            ):
+                assert resp.status_code == 200
+                first = json.loads(next(x for x in resp.iter_lines() if x).removeprefix("data: "))
+                assert any("Okonkwo" in s["text"] for s in first["ragmesh"]["sources"])
+                assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        else:
+            with (
+                httpx.Client(timeout=httpx.Timeout(30, read=1.5)) as c,
+                pytest.raises(httpx.ReadTimeout),
+            ):
+                c.post(url, json=chat_body(False), headers=headers)
+        given_up = time.monotonic()
+        ended = ask_ended(web, rid, within_s=10)
+    assert ended is not None, "the Ask went on after its client had gone"
+    assert ended["code"] == "CANCELLED", ended
+    print(f"Ask ended {time.monotonic() - given_up:.2f}s after the client gave up: {ended['msg']}")
+
+
+def test_max_tokens_does_not_cut_a_verbatim_answer(web: WebStack) -> None:
+    """The default (auto) answer is verbatim with the bundled model: whole sentences of
+    the documents, not cut by max_tokens, no LLM tokens counted (docs/web.md)."""
+    completion = client(web).chat.completions.create(
+        model=f"ragmesh/{KB}", messages=[{"role": "user", "content": QUESTION}], max_tokens=1
+    )
+    content = completion.choices[0].message.content or ""
+    assert "Mira Okonkwo in 1987" in content  # a whole sentence, far more than one token
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens == 0
+    assert completion.model_extra["ragmesh"]["answer_mode"] == "ANSWER_MODE_VERBATIM"  # type: ignore[index]
+    docs = " ".join((Path(__file__).parents[3] / "docs" / "web.md").read_text().split())
+    assert "is not cut by max_tokens" in docs, "docs/web.md should say so"
