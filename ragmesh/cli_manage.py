@@ -314,13 +314,16 @@ def jobs_list(
         typer.Option(help="Only this state: queued, running, succeeded, failed, cancelled."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many jobs.")] = 50,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="The oldest jobs first (default: newest).")
+    ] = False,
     addr: AddrOption = None,
     api_key: ApiKeyOption = None,
     tls: TlsOption = None,
     ca_file: CaFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List ingestion jobs (newest first as the gateway returns them)."""
+    """List ingestion jobs, the newest first (`--oldest-first`: the oldest)."""
     if ctx.invoked_subcommand is not None:
         return
     cli = Cli.create(addr, api_key, as_json, tls=tls, ca_file=ca_file)
@@ -328,7 +331,10 @@ def jobs_list(
     with cli.errors(), cli.client() as rag:
         try:
             for job in rag.iter_ingestion_jobs(
-                knowledge_base_id=kb or "", state=state, page_size=min(limit, 1000)
+                knowledge_base_id=kb or "",
+                state=state,
+                page_size=min(limit, 1000),
+                newest_first=not oldest_first,
             ):
                 jobs.append(job)
                 if len(jobs) >= limit:

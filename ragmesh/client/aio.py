@@ -275,6 +275,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
         state: int | str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        newest_first: bool = False,
         timeout: float | None = None,
     ) -> gateway_pb2.ListIngestionJobsResponse:
         req = gateway_pb2.ListIngestionJobsRequest(
@@ -282,11 +283,17 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
             state=builders.job_state(state),  # type: ignore[arg-type]
             page_size=page_size,
             page_token=page_token,
+            newest_first=newest_first,
         )
         return await self._call(self._stub.ListIngestionJobs, req, timeout)
 
     async def iter_ingestion_jobs(
-        self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
+        self,
+        *,
+        knowledge_base_id: str = "",
+        state: int | str | None = None,
+        page_size: int = 0,
+        newest_first: bool = False,
     ) -> AsyncIterator[gateway_pb2.IngestionJob]:
         async def fetch(token: str) -> gateway_pb2.ListIngestionJobsResponse:
             return await self.list_ingestion_jobs(
@@ -294,6 +301,7 @@ class AsyncRagmeshClient(AsyncDocumentCalls):
                 state=state,
                 page_size=page_size,
                 page_token=token,
+                newest_first=newest_first,
             )
 
         async for page in builders.apages(fetch):

@@ -279,6 +279,7 @@ class RagmeshClient(DocumentCalls):
         state: int | str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        newest_first: bool = False,
         timeout: float | None = None,
     ) -> gateway_pb2.ListIngestionJobsResponse:
         req = gateway_pb2.ListIngestionJobsRequest(
@@ -286,11 +287,17 @@ class RagmeshClient(DocumentCalls):
             state=builders.job_state(state),  # type: ignore[arg-type]
             page_size=page_size,
             page_token=page_token,
+            newest_first=newest_first,
         )
         return self._call(self._stub.ListIngestionJobs, req, timeout)
 
     def iter_ingestion_jobs(
-        self, *, knowledge_base_id: str = "", state: int | str | None = None, page_size: int = 0
+        self,
+        *,
+        knowledge_base_id: str = "",
+        state: int | str | None = None,
+        page_size: int = 0,
+        newest_first: bool = False,
     ) -> Iterator[gateway_pb2.IngestionJob]:
         def fetch(token: str) -> gateway_pb2.ListIngestionJobsResponse:
             return self.list_ingestion_jobs(
@@ -298,6 +305,7 @@ class RagmeshClient(DocumentCalls):
                 state=state,
                 page_size=page_size,
                 page_token=token,
+                newest_first=newest_first,
             )
 
         for page in builders.pages(fetch):

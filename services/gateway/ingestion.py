@@ -269,13 +269,14 @@ class Ingestion:
         state: JobState | None,
         page_size: int,
         page_token: str,
+        newest_first: bool = False,
     ) -> tuple[list[JobRecord], str]:
         kb = None
         if kb_id:
             kb = v.check_kb_id(kb_id)
             await asyncio.to_thread(self.state.catalogue.get_kb, tenant, kb)
         return await asyncio.to_thread(
-            self.state.book.list_jobs, tenant, kb, state, page_size, page_token
+            self.state.book.list_jobs, tenant, kb, state, page_size, page_token, newest_first
         )
 
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobRecord]:

@@ -188,6 +188,7 @@ class RagServicer(gateway_pb2_grpc.RagServiceServicer):
             _job_state(request.state),
             self._page_size(request.page_size),
             request.page_token,
+            request.newest_first,
         )
         return pb.ListIngestionJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=nxt)
 

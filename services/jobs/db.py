@@ -20,6 +20,11 @@ from services.jobs.keys import Keys
 T = TypeVar("T")
 
 
+def page_scope(index: str, reverse: bool = False) -> str:
+    """What a page token of `index` is bound to: the zset and the order."""
+    return f"{index}|newest-first" if reverse else index
+
+
 class RedisDb:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         # Any: redis-py's types cannot tell that replies are bytes here.
@@ -54,16 +59,23 @@ class RedisDb:
                 except redis.WatchError:
                     continue
 
-    def page(self, index: str, page_size: int, page_token: str) -> tuple[list[str], str]:
-        """A page of a lexicographically ordered zset, after the token's member (a
-        token of this zset's pages only)."""
-        after = decode_page_token(page_token, index, str)
-        start = "-" if after is None else "(" + after
-        raw = self.r.zrangebylex(index, start, "+", start=0, num=page_size + 1)
+    def page(
+        self, index: str, page_size: int, page_token: str, *, reverse: bool = False
+    ) -> tuple[list[str], str]:
+        """A page of a lexicographically ordered zset (`reverse`: from its end), after
+        the token's member (a token of this zset's pages in this order only)."""
+        scope = page_scope(index, reverse)
+        after = decode_page_token(page_token, scope, str)
+        if reverse:
+            start = "+" if after is None else "(" + after
+            raw = self.r.zrevrangebylex(index, start, "-", start=0, num=page_size + 1)
+        else:
+            start = "-" if after is None else "(" + after
+            raw = self.r.zrangebylex(index, start, "+", start=0, num=page_size + 1)
         members = [m.decode() for m in raw]
         if len(members) > page_size:
             members = members[:page_size]
-            return members, encode_page_token(members[-1], index)
+            return members, encode_page_token(members[-1], scope)
         return members, ""
 
     def hashes(self, keys: Iterable[str]) -> list[dict[bytes, bytes]]:

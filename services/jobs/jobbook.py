@@ -26,7 +26,7 @@ from services.common.api import encode_page_token
 from services.common.errors import FailedPrecondition
 from services.jobs.blobs import BlobStore, original_key, text_key
 from services.jobs.catalogue import kb_not_found
-from services.jobs.db import RedisDb
+from services.jobs.db import RedisDb, page_scope
 from services.jobs.outcomes import (
     DocOutcome,
     UploadResult,
@@ -265,13 +265,14 @@ class JobBook:
         state: JobState | None,
         page_size: int,
         page_token: str,
+        newest_first: bool = False,
     ) -> tuple[list[JobRecord], str]:
         index = self.keys.jobs(tenant, kb)
         out: list[JobRecord] = []
         token = page_token
         # Filtering by state scans forward until the page is full.
         while True:
-            members, token = self.db.page(index, page_size, token)
+            members, token = self.db.page(index, page_size, token, reverse=newest_first)
             raws = self.db.hashes(self.keys.job(m.split("|", 1)[1]) for m in members)
             for member, raw in zip(members, raws, strict=True):
                 if not raw:
@@ -281,7 +282,7 @@ class JobBook:
                     out.append(job)
                 if len(out) == page_size:
                     if member != members[-1] or token:
-                        return out, encode_page_token(member, index)
+                        return out, encode_page_token(member, page_scope(index, newest_first))
                     return out, ""
             if not token:
                 return out, ""

@@ -301,6 +301,9 @@ async def list_jobs(
     state_: Annotated[str, Query(alias="state", description="queued, running, ...")] = "",
     page_size: PageSize = 0,
     page_token: PageToken = "",
+    newest_first: Annotated[
+        bool, Query(description="The newest job first (default: the oldest first).")
+    ] = False,
 ) -> dict[str, Any]:
     check_option("state", builders.job_state, state_)
     page = await rag.list_ingestion_jobs(
@@ -308,6 +311,7 @@ async def list_jobs(
         state=state_ or None,
         page_size=page_size,
         page_token=page_token,
+        newest_first=newest_first,
         timeout=timeout_of(request),
     )
     return message_json(page)

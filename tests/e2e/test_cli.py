@@ -144,6 +144,14 @@ def test_ingest_folder_with_one_corrupt_file(stack: LaunchedStack, folder: Path)
     jobs = as_json(ragmesh(stack, "jobs", "--kb", "cli-docs", "--state", "failed", "--json"))
     assert jobs and all(j["state"] == "JOB_STATE_FAILED" for j in jobs)
     assert {j["file_name"] for j in jobs} == {"broken.pdf"}
+    # The newest first (the second ingest's jobs before the first's), --oldest-first the
+    # other way round.
+    newest = as_json(ragmesh(stack, "jobs", "--kb", "cli-docs", "--json"))
+    oldest = as_json(ragmesh(stack, "jobs", "--kb", "cli-docs", "--oldest-first", "--json"))
+    assert len(newest) == len(oldest) >= 8
+    assert [j["job_id"] for j in newest] == [j["job_id"] for j in reversed(oldest)]
+    times = [j["create_time"] for j in newest]
+    assert times == sorted(times, reverse=True)
 
     docs = as_json(ragmesh(stack, "docs", "list", "--kb", "cli-docs", "--json"))
     states = {d["document_id"]: d["state"] for d in docs}

@@ -323,6 +323,20 @@ def test_list_jobs_pages_and_filters(store: Store, tenant: str) -> None:
     done, token = store.book.list_jobs(tenant, "kb1", "SUCCEEDED", 1, token)
     assert [j.job_id for j in done] == [ids[3]]
     assert store.book.list_jobs(tenant, "kb2", None, 10, "") == ([], "")
+    # Newest first: what a person looking at recent uploads wants (`ragmesh jobs`, the
+    # page's Jobs view); before, the first page held the oldest jobs only.
+    page, token = store.book.list_jobs(tenant, None, None, 2, "", newest_first=True)
+    assert [j.job_id for j in page] == [ids[4], ids[3]]
+    page, token = store.book.list_jobs(tenant, None, None, 2, token, newest_first=True)
+    assert [j.job_id for j in page] == [ids[2], ids[1]]
+    with pytest.raises(InvalidArgument):  # a token keeps the order it was made with
+        store.book.list_jobs(tenant, None, None, 2, token)
+    page, token = store.book.list_jobs(tenant, None, None, 2, token, newest_first=True)
+    assert [j.job_id for j in page] == [ids[0]] and token == ""
+    done, token = store.book.list_jobs(tenant, "kb1", "SUCCEEDED", 1, "", newest_first=True)
+    assert [j.job_id for j in done] == [ids[3]] and token
+    done, token = store.book.list_jobs(tenant, "kb1", "SUCCEEDED", 1, token, newest_first=True)
+    assert [j.job_id for j in done] == [ids[1]]
 
 
 def test_reaper_requeues_lost_jobs_then_fails_them(store: Store, tenant: str) -> None:

@@ -18,7 +18,7 @@ export function renderJobs(main, app) {
 
   async function load() {
     try {
-      const page = await getJson("/api/v1/jobs", { state: stateSel.value, knowledge_base_id: kbIn.value.trim(), page_size: 100 });
+      const page = await getJson("/api/v1/jobs", { state: stateSel.value, knowledge_base_id: kbIn.value.trim(), page_size: 100, newest_first: true });
       clear(box, table(page.ingestion_jobs || page.jobs || []));
       stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
