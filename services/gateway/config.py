@@ -138,6 +138,13 @@ class GatewaySettings(BaseSettings):
         description="How long the upload bytes of a FAILED or CANCELLED job are kept for a "
         "retry; after that a retry says UPLOAD_GONE.",
     )
+    job_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="How long the record of an ended ingestion job is kept (then "
+        "GetIngestionJob says JOB_NOT_FOUND and listings leave it out); a document's last "
+        "job is kept as long as it is the last. 0 = forever (Redis grows with every upload).",
+    )
     default_top_k: int = Field(default=5, description="Search/Ask results when the request says 0.")
     max_top_k: int = Field(default=50, description="Largest top_k a Search or Ask may ask for.")
     max_query_chars: int = Field(default=2000, description="Longest Search query or Ask question.")

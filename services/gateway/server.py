@@ -414,7 +414,11 @@ class GatewayService:
         self.checker = Checker(self.state, self.downstream, self.queue)
         self.reindexer = Reindexer(self.state, self.downstream, self.queue)
         self.sweeper = Sweeper(
-            self.state, self.downstream, s.failed_upload_retention_s, s.sweep_after_s
+            self.state,
+            self.downstream,
+            s.failed_upload_retention_s,
+            s.sweep_after_s,
+            job_retention_s=s.job_retention_s,
         )
         self._housekeeping: asyncio.Task[None] | None = None
         self._last_check = float("-inf")

@@ -1,7 +1,8 @@
 """The sweeper: finishes deletes that were interrupted (Milvus or the retrieval
-service down, a gateway restarted mid-delete) and drops the upload bytes of
-FAILED/CANCELLED jobs after their retention. It runs on the replica that holds
-the reaper's lease, after each reaper pass."""
+service down, a gateway restarted mid-delete), drops the upload bytes of
+FAILED/CANCELLED jobs after their retention and the records of ended jobs after
+theirs. It runs on the replica that holds the reaper's lease, after each reaper
+pass."""
 
 from __future__ import annotations
 
@@ -28,16 +29,25 @@ class SweepResult:
     documents: int = 0
     knowledge_bases: int = 0
     expired_uploads: int = 0
+    expired_jobs: int = 0
     failures: int = 0
 
 
 class Sweeper:
     def __init__(
-        self, state: JobsState, downstream: Downstream, retention_s: float, idle_s: float
+        self,
+        state: JobsState,
+        downstream: Downstream,
+        retention_s: float,
+        idle_s: float,
+        *,
+        job_retention_s: float = 0.0,
     ) -> None:
         self.state = state
         self.downstream = downstream
         self.retention_s = retention_s
+        # Ended jobs' records (0: kept forever).
+        self.job_retention_s = job_retention_s
         # A delete attempted less than this ago is left to whoever attempts it.
         self.idle_s = idle_s
 
@@ -81,6 +91,12 @@ class Sweeper:
             deletes.expire_retained_blobs, time.time() - self.retention_s
         )
         result.expired_uploads = len(expired)
-        if result.documents or result.knowledge_bases or expired:
+        if self.job_retention_s > 0:
+            now = time.time()
+            gone = await asyncio.to_thread(
+                deletes.expire_ended_jobs, now - self.job_retention_s, now
+            )
+            result.expired_jobs = len(gone)
+        if result.documents or result.knowledge_bases or expired or result.expired_jobs:
             log.info("sweeper: %s", result)
         return result

@@ -284,6 +284,45 @@ class Deletes:
         self.blobs.delete(*dropped)
         return dropped
 
+    def expire_ended_jobs(self, ended_before: float, now: float, limit: int = 500) -> list[str]:
+        """Deletes the records of jobs that ended before `ended_before` (their ids). A
+        job that is still its document's last (the document's state and error are its)
+        is kept and looked at again a retention period later; one that runs again (a
+        retry) leaves the index until it ends again."""
+        k = self.keys
+        candidates = [
+            m.decode()
+            for m in self.db.r.zrangebyscore(k.ended_jobs, "-inf", ended_before, 0, limit)
+        ]
+        expired = []
+        for job_id in candidates:
+
+            def body(pipe: Any, job_id: str = job_id) -> bool:
+                raw = pipe.hgetall(k.job(job_id))
+                job = JobRecord.from_hash(raw) if raw else None
+                doc_key = k.doc(job.tenant, job.knowledge_base_id, job.document_id) if job else ""
+                if doc_key:
+                    pipe.watch(doc_key)
+                last_job = pipe.hget(doc_key, "last_job_id") if doc_key else None
+                pipe.multi()
+                if job is None or job.active:
+                    pipe.zrem(k.ended_jobs, job_id)
+                    return False
+                if last_job is not None and last_job.decode() == job_id:
+                    pipe.zadd(k.ended_jobs, {job_id: now})
+                    return False
+                self.book.queue_drop_blob(pipe, job)
+                pipe.zrem(k.ended_jobs, job_id)
+                pipe.delete(k.job(job_id))
+                pipe.zrem(k.jobs(job.tenant), job.index_member)
+                pipe.zrem(k.jobs(job.tenant, job.knowledge_base_id), job.index_member)
+                return True
+
+            if self.db.txn(body, k.job(job_id)):
+                expired.append(job_id)
+        self.blobs.delete(*expired)
+        return expired
+
 
 def not_found_is_done(exc: NotFound) -> bool:
     """A delete that finds nothing to delete (the collection was dropped, the

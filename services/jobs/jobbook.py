@@ -241,6 +241,7 @@ class JobBook:
         doc = replace(old, last_job_id=job.job_id, update_time=now, file_name=file_name)
         pipe.multi()
         self._queue_new_job(pipe, job, doc, now)
+        pipe.zadd(self.keys.ended_jobs, {job.job_id: now})
         return UploadResult(job, doc, enqueue=False)
 
     def _queue_new_job(self, pipe: Any, job: JobRecord, doc: DocumentRecord, now: float) -> None:
@@ -302,6 +303,7 @@ class JobBook:
             fields["error"] = error.to_json()
         pipe.hset(self.keys.job(job.job_id), mapping=fields)
         pipe.zrem(self.keys.active_jobs, job.job_id)
+        pipe.zadd(self.keys.ended_jobs, {job.job_id: now})  # for RAGMESH_GATEWAY_JOB_RETENTION_S
         pipe.publish(self.keys.events(job.job_id), "1")
 
     def end_job(

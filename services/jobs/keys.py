@@ -17,6 +17,7 @@
   {p}:{t}:gone:{kb}:{col}    hash  a deleted knowledge base until its collection is dropped
   {p}:deleting_kbs           zset  "t|kb|col" of those, by last attempt
   {p}:retained_blobs         zset  job ids of FAILED/CANCELLED jobs holding bytes, by end time
+  {p}:ended_jobs             zset  ended job ids, by end time (or last check): retention
   {p}:{t}:reindex:{kb}       set   documents still to embed into the re-index collection
   {p}:{t}:reindexed:{kb}     hash  document → "version|chunks" in the re-index collection
   {p}:reindexing             set   "t|kb" of knowledge bases being re-indexed
@@ -97,6 +98,10 @@ class Keys:
     @property
     def retained_blobs(self) -> str:
         return f"{self.prefix}:retained_blobs"
+
+    @property
+    def ended_jobs(self) -> str:
+        return f"{self.prefix}:ended_jobs"
 
     @property
     def active_jobs(self) -> str:

@@ -583,3 +583,53 @@ def test_deleting_a_document_cancels_its_reindex_job(
     assert store.db.r.zscore(store.db.keys.active_jobs, reindex.job_id) is None
     # Nothing holds the switch back.
     assert store.rebuilds.switch_if_done(tenant, "kb1") == kb.collection
+
+
+def test_ended_jobs_expire_but_a_documents_last_job_stays(redis_url: str, tenant: str) -> None:
+    """Every upload made a job record that was kept forever: Redis grew with each one
+    (a re-upload of unchanged content too). Ended jobs now expire after the retention,
+    except a document's last job (its state and error are the document's)."""
+    # A key prefix of its own: expiry looks at every ended job under the prefix.
+    store = Store.from_settings(JobsSettings(redis_url=redis_url, redis_key_prefix=tenant))
+    make_kb(store, tenant)
+    first = store.book.register_upload(tenant, "kb1", doc(tenant), b"x").job.job_id
+    run_to_success(store, first, 1)
+    second = store.book.register_upload(tenant, "kb1", doc(tenant, version="v2"), b"y").job.job_id
+    run_to_success(store, second, 1)
+    dedup = store.book.register_upload(tenant, "kb1", doc(tenant, version="v2"), b"y").job
+    assert dedup.deduplicated  # now a.md's last job; `second` is not any more
+    failed = store.book.register_upload(tenant, "kb1", doc(tenant, "c.md"), b"bytes").job.job_id
+    assert store.runs.claim_job(failed, "w", 30) == "ok"
+    store.runs.fail_job(
+        failed, ErrorRecord("INVALID_ARGUMENT", "CORRUPT_DOCUMENT", "bad"), token="w"
+    )
+    retried = store.book.register_upload(tenant, "kb1", doc(tenant, "d.md"), b"d").job.job_id
+    assert store.runs.claim_job(retried, "w", 30) == "ok"
+    store.runs.fail_job(retried, ErrorRecord("UNAVAILABLE", "DOWN", "down"), token="w")
+    store.book.retry_job(tenant, retried)  # QUEUED again: not ended any more
+
+    def expire(ended_before: float, at: float) -> set[str]:
+        return set(store.deletes.expire_ended_jobs(ended_before, at))
+
+    now = time.time() + 10
+    assert expire(now - 20, now) == set()  # none old enough
+    assert expire(now, now) == {first, second}
+    for gone in (first, second):
+        with pytest.raises(NotFound):
+            store.book.get_job(gone, tenant)
+    listed = {j.job_id for j in store.book.list_jobs(tenant, "kb1", None, 100, "")[0]}
+    assert listed == {dedup.job_id, failed, retried}
+    assert {j.job_id for j in store.book.list_jobs(tenant, None, None, 100, "")[0]} == listed
+    assert store.book.get_job(retried, tenant).state == JobState.QUEUED
+    # The documents' last jobs are looked at again a retention period later; once c.md is
+    # deleted, its failed job goes too.
+    assert Usage.read(store.db.r, store.db.keys, tenant).stored_bytes == len(b"bytes") + 1
+    store.deletes.mark_doc_deleting(tenant, "kb1", "c.md")
+    store.deletes.finish_doc_delete(tenant, "kb1", "c.md")
+    assert expire(now - 1, now + 1) == set()  # re-checked from `now`
+    assert expire(now, now + 1) == {failed}
+    assert store.book.get_job(dedup.job_id, tenant).deduplicated  # still a.md's last
+    assert store.db.r.zscore(store.db.keys.ended_jobs, dedup.job_id) == now + 1
+    # The retried job's upload is the only bytes left counted.
+    assert Usage.read(store.db.r, store.db.keys, tenant).stored_bytes == 1
+    store.close()
