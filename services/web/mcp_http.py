@@ -22,10 +22,15 @@ def build_http_mcp(
     settings: WebSettings, base: Callable[[], AsyncRagmeshClient]
 ) -> tuple[MCPServer, Starlette]:
     def client_for(ctx: Context) -> AsyncRagmeshClient:
-        # Only what gRPC metadata can carry, as for every other route (deps.py): a key
-        # with bytes that are not printable ASCII failed the gateway call itself.
+        # As for every other route (deps.py): only what gRPC metadata can carry (a key
+        # with bytes that are not printable ASCII failed the gateway call itself), and
+        # the caller's address appended to x-forwarded-for, so that the gateway counts
+        # failed keys against the caller, not against this web service (every MCP user
+        # locked out by one caller's wrong keys).
         headers = {name.lower(): str(value) for name, value in (ctx.headers or {}).items()}
-        return base().with_metadata(forwarded_metadata(headers, None))
+        request = ctx.request_context.request
+        client = getattr(request, "client", None)
+        return base().with_metadata(forwarded_metadata(headers, getattr(client, "host", None)))
 
     mcp = build_mcp(client_for, local_files=False)
     hosts = [h.strip() for h in settings.mcp_allowed_hosts.split(",") if h.strip()]

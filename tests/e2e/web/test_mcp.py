@@ -25,10 +25,14 @@ REPO = Path(__file__).resolve().parents[3]
 TOOLS = {"list_knowledge_bases", "search", "ask", "upload", "get_job"}
 
 
-def http_client(web: WebStack, key: str = ALPHA_KEY) -> Client:
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30, read=300)
-    )
+def http_client(web: WebStack, key: str = ALPHA_KEY, source: str = "") -> Client:
+    """`source`: the address the gateway counts a failed key against (this stack trusts
+    the x-forwarded-for entry left of the web service's), so that one test's wrong keys
+    lock no other test out."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if source:
+        headers["X-Forwarded-For"] = source
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
     return Client(streamable_http_client(f"{web.url}/mcp", http_client=http))
 
 
@@ -107,7 +111,7 @@ async def test_http_tools(web: WebStack) -> None:
 
 
 async def test_http_needs_the_key(web: WebStack) -> None:
-    async with http_client(web, key="wrong-key-456") as mcp:
+    async with http_client(web, key="wrong-key-456", source="203.0.113.70") as mcp:
         result = await mcp.call_tool("list_knowledge_bases", {})
         assert result.is_error and "UNAUTHENTICATED" in result.content[0].text
 
@@ -142,11 +146,27 @@ async def test_http_headers_grpc_cannot_carry_are_a_wrong_key(web: WebStack) -> 
     # A key with bytes that are not printable ASCII used to fail the gRPC call itself
     # (a traceback in the log, the tool failing with an internal error).
     http = httpx2.AsyncClient(
-        headers={"Authorization": "Bearer café-key-0001".encode()}, timeout=30
+        headers={
+            "Authorization": "Bearer café-key-0001".encode(),
+            "X-Forwarded-For": "203.0.113.71",
+        },
+        timeout=30,
     )
     async with Client(streamable_http_client(f"{web.url}/mcp", http_client=http)) as mcp:
         result = await mcp.call_tool("list_knowledge_bases", {})
     assert result.is_error and "UNAUTHENTICATED" in result.content[0].text
+
+
+async def test_http_wrong_keys_lock_out_their_caller_only(web: WebStack) -> None:
+    """MCP calls did not carry the caller's address: every caller's failed keys counted
+    against the web service itself, so one caller's wrong keys locked out every MCP user."""
+    async with http_client(web, key="wrong-key-789", source="203.0.113.72") as mcp:
+        results = [await mcp.call_tool("list_knowledge_bases", {}) for _ in range(4)]
+    assert all(r.is_error for r in results)
+    assert "RESOURCE_EXHAUSTED" in results[-1].content[0].text  # this stack allows 3
+    async with http_client(web, source="203.0.113.73") as mcp:
+        result = await mcp.call_tool("list_knowledge_bases", {})
+    assert not result.is_error, result.content
 
 
 async def test_stdio_tools(web: WebStack, tmp_path: Path) -> None:
