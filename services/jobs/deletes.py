@@ -258,16 +258,16 @@ class Deletes:
 
     # ------------------------------------------------------------ blob expiry
 
+    def _due(self, index: str, before: float, limit: int) -> list[str]:
+        """Up to `limit` members of a zset scored by time, the oldest, scored before `before`."""
+        return [m.decode() for m in self.db.r.zrangebyscore(index, "-inf", before, 0, limit)]
+
     def expire_retained_blobs(self, ended_before: float, limit: int = 500) -> list[str]:
         """Drops the upload bytes of FAILED/CANCELLED jobs that ended before
         `ended_before` (a retry of them then says UPLOAD_GONE); their ids."""
         k = self.keys
-        candidates = [
-            m.decode()
-            for m in self.db.r.zrangebyscore(k.retained_blobs, "-inf", ended_before, 0, limit)
-        ]
         dropped = []
-        for job_id in candidates:
+        for job_id in self._due(k.retained_blobs, ended_before, limit):
 
             def body(pipe: Any, job_id: str = job_id) -> bool:
                 raw = pipe.hgetall(k.job(job_id))
@@ -290,12 +290,8 @@ class Deletes:
         is kept and looked at again a retention period later; one that runs again (a
         retry) leaves the index until it ends again."""
         k = self.keys
-        candidates = [
-            m.decode()
-            for m in self.db.r.zrangebyscore(k.ended_jobs, "-inf", ended_before, 0, limit)
-        ]
         expired = []
-        for job_id in candidates:
+        for job_id in self._due(k.ended_jobs, ended_before, limit):
 
             def body(pipe: Any, job_id: str = job_id) -> bool:
                 raw = pipe.hgetall(k.job(job_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -83,7 +84,8 @@ def store(redis_url: str) -> Iterator[JobsState]:
     s.close()
 
 
-def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: JobsState) -> None:
+def queued_upload(store: JobsState) -> tuple[str, str]:
+    """(tenant, job id) of a QUEUED upload of document `d` into knowledge base `kb`."""
     tenant = f"t{uuid.uuid4().hex[:8]}"
     store.catalogue.create_kb(
         KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
@@ -92,8 +94,30 @@ def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: JobsState) 
         tenant,
         "kb",
         DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
-        b"x",
+        b"hello",
     ).job.job_id
+    return tenant, job_id
+
+
+@contextmanager
+def ingestor_of_unreachable_services(store: JobsState) -> Iterator[Ingestor]:
+    """An Ingestor whose services are all at an address nothing listens on."""
+    from services.common.config import ServiceAddresses
+    from services.worker.config import WorkerSettings
+
+    down = f"127.0.0.1:{free_port()}"
+    clients = Clients(
+        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down),  # type: ignore[call-arg]
+        Timeouts(chunk_s=10, embed_s=10, index_s=10),
+    )
+    try:
+        yield Ingestor(store, clients, WorkerSettings(), heartbeat_timeout_s=30)  # type: ignore[call-arg]
+    finally:
+        clients.close()
+
+
+def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: JobsState) -> None:
+    tenant, job_id = queued_upload(store)
     assert store.runs.claim_job(job_id, "me", 30) == "ok"
     first = store.book.get_job(job_id).heartbeat
     with Heartbeat(store, job_id, "me", interval_s=0.05) as beat:
@@ -112,26 +136,8 @@ def test_heartbeat_keeps_a_job_alive_and_notices_cancellation(store: JobsState) 
 def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: JobsState) -> None:
     """Chunking is down (nothing listens at its address): the run hands the job
     back to the queue for a retry, and the last retry fails it with the reason."""
-    from services.common.config import ServiceAddresses
-    from services.worker.config import WorkerSettings
-
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    store.catalogue.create_kb(
-        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
-    )
-    job_id = store.book.register_upload(
-        tenant,
-        "kb",
-        DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
-        b"hello",
-    ).job.job_id
-    down = f"127.0.0.1:{free_port()}"
-    clients = Clients(
-        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down),  # type: ignore[call-arg]
-        Timeouts(chunk_s=10, embed_s=10, index_s=10),
-    )
-    ingestor = Ingestor(store, clients, WorkerSettings(), heartbeat_timeout_s=30)  # type: ignore[call-arg]
-    try:
+    _, job_id = queued_upload(store)
+    with ingestor_of_unreachable_services(store) as ingestor:
         with pytest.raises(TransientError) as exc:
             ingestor.run(job_id, retries=0, max_retries=2)
         assert exc.value.error.code == "UNAVAILABLE"
@@ -142,8 +148,6 @@ def test_unreachable_service_requeues_then_fails_after_the_last_retry(store: Job
         assert job.state == "FAILED" and job.error is not None
         assert job.error.code == "UNAVAILABLE" and job.attempt == 2
         assert "gave up after 3 attempts" in job.error.message
-    finally:
-        clients.close()
 
 
 def test_a_job_whose_document_is_gone_ends_instead_of_waiting_for_the_reaper(
@@ -152,30 +156,10 @@ def test_a_job_whose_document_is_gone_ends_instead_of_waiting_for_the_reaper(
     """The run finds its document's record gone while the job is still its own (a delete
     that did not end the job): it cancels the job, which would otherwise stay RUNNING
     until the reaper sent it again and finally failed it as WORKER_LOST."""
-    from services.common.config import ServiceAddresses
-    from services.worker.config import WorkerSettings
-
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    store.catalogue.create_kb(
-        KnowledgeBaseRecord(tenant=tenant, knowledge_base_id="kb", collection="c")
-    )
-    job_id = store.book.register_upload(
-        tenant,
-        "kb",
-        DocumentRecord(tenant=tenant, knowledge_base_id="kb", document_id="d", version="v"),
-        b"hello",
-    ).job.job_id
+    tenant, job_id = queued_upload(store)
     store.db.r.delete(store.db.keys.doc(tenant, "kb", "d"))
-    down = f"127.0.0.1:{free_port()}"  # never called: the record is read first
-    clients = Clients(
-        ServiceAddresses(chunking_addr=down, embedding_addr=down, retrieval_addr=down),  # type: ignore[call-arg]
-        Timeouts(chunk_s=10, embed_s=10, index_s=10),
-    )
-    ingestor = Ingestor(store, clients, WorkerSettings(), heartbeat_timeout_s=30)  # type: ignore[call-arg]
-    try:
+    with ingestor_of_unreachable_services(store) as ingestor:  # never called: no record
         outcome = ingestor.run(job_id)
-    finally:
-        clients.close()
     assert outcome.result == "lost:DOCUMENT_DELETED"
     job = store.book.get_job(job_id)
     assert job.state == JobState.CANCELLED and job.error is not None
