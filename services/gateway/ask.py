@@ -178,13 +178,12 @@ class Asker:
         held back until the final says it is grounded; an ungrounded answer is
         replaced by the verbatim one (an abstention when no sentence was chosen).
 
-        The sources wait until the generation service has taken the answer (clients.py
-        ACCEPTED:
-        it has a place in the LLM's queue or a slot; the LLM's first token may be tens
-        of seconds later on a busy CPU, and the client is not left on a silent stream
-        meanwhile). A queue that refuses the answer (RESOURCE_EXHAUSTED with RetryInfo)
-        does so before accepting it, so the client has received nothing yet and may
-        call again."""
+        The sources wait until the generation service has taken the answer
+        (clients.py's ACCEPTED: it has a place in the LLM's queue or a slot; the LLM's
+        first token may be tens of seconds later on a busy CPU, and the client is not
+        left on a silent stream meanwhile). A queue that refuses the answer
+        (RESOURCE_EXHAUSTED with RetryInfo) does so before accepting it, so the client
+        has received nothing yet and may call again."""
         sources = list(sources_event.sources.sources)
         pending: pb.AskResponse | None = sources_event
         held: list[pb.AskResponse] = []
