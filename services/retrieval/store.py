@@ -76,6 +76,22 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in match.groups(default="0")) if match else (0, 0, 0)
 
 
+def warm_sparse_check() -> None:
+    """Runs pymilvus's check for scipy sparse search data once, before any search.
+
+    Its first call executes scipy.sparse's package with `exec_module`, outside the
+    import system's locks: two searches starting together after a start (HYBRID runs
+    its dense and BM25 searches side by side) raced in it and one failed with
+    "partially initialized module 'scipy.sparse._bsr'" — an INTERNAL error for the first
+    hybrid search after the retrieval service (re)started (seen in the chaos suite)."""
+    try:
+        from pymilvus.client.entity_helper import entity_is_sparse_matrix
+
+        entity_is_sparse_matrix([[0.0]])
+    except Exception as exc:  # a pymilvus without it: nothing to warm
+        log.debug("pymilvus sparse check not warmed: %s", exc)
+
+
 def _hybrid_ts_now() -> int:
     """A Milvus hybrid timestamp for the current wall-clock time (logical part 0)."""
     return int(time.time() * 1000) << 18
@@ -117,6 +133,7 @@ class MilvusStore:
                     uri = str(Path(uri).expanduser())
                     # Lite runs in this process: with ragmesh's fixes (lite_server).
                     lite_server.install()
+                warm_sparse_check()
                 try:
                     self._client = MilvusClient(
                         uri=uri,
