@@ -273,6 +273,10 @@ def test_a_failed_replacement_leaves_the_indexed_version_readable_and_consistent
     assert page.document_version and page.document_version in kept[0]
     assert list(check(stack, "repl").findings) == []
     # A replacement that succeeds drops the earlier version's original and text.
+    # The worker deletes it right after it commits the job's end (never before: a failed
+    # commit must leave it), so the job can read SUCCEEDED a moment before the file goes.
     ingest(stack, "repl", {"volcano.txt": TOPICS["volcano.txt"] + " It is 3,357 m high."})
-    now = [p.name for p in blobs.iterdir()]
+    deadline = time.monotonic() + 10
+    while len(now := [p.name for p in blobs.iterdir()]) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(now) == 1 and now != kept
