@@ -71,6 +71,7 @@ def create_embedder(settings: EmbeddingSettings, counter: TokenCounter) -> Embed
         batch_size=settings.forward_batch_size,
         threads=settings.threads,
         precision=settings.onnx_precision,
+        bf16=settings.bf16,
     )
 
 

@@ -21,7 +21,7 @@ class ModelInfo:
     #: vectors are L2-normalised (cosine == inner product)
     normalized: bool
     backend: str
-    #: local backend only: "onnxruntime" or "torch"
+    #: local backend only: "onnxruntime", "openvino-bf16", "onnxruntime-int8" or "torch"
     runtime: str = ""
 
 

@@ -25,6 +25,9 @@ import numpy as np
 
 from services.common import errors
 from services.common.models import INT8_SUFFIX, MINILM_NAME, minilm_model_dir
+from services.embedding.bf16 import RUNTIME as RUNTIME_BF16
+from services.embedding.bf16 import OpenVinoSession, use_bf16
+from services.embedding.config import Bf16Mode
 from services.embedding.embedder import ModelInfo, Vectors, l2_normalize, mean_pool
 from services.embedding.tokens import load_tokenizer
 
@@ -288,16 +291,26 @@ class OnnxEncoder:
         threads: int = 0,
         onnx_path: Path | None = None,
         precision: str = "fp32",
+        bf16: bool = False,
     ) -> None:
         _check_pipeline(model_dir)
         self.max_tokens = int(_sentence_bert_config(model_dir).get("max_seq_length", 512))
         self.batch_size = batch_size
         self.onnx_path = onnx_path or ensure_onnx_model(model_dir, cache_dir, precision)
-        if precision == "int8":
-            self.runtime = "onnxruntime-int8"
-        self.session = single_thread_session(self.onnx_path)
         self.passes = PassPool(threads)
-        self._input_names = {i.name for i in self.session.get_inputs()}
+        if bf16 and precision != "fp32":
+            raise ValueError("bf16 applies to the fp32 graph, not to int8")
+        self.session: Any
+        if bf16:
+            # services/embedding/bf16.py: the same vectors to a cosine of 0.99997
+            self.runtime = RUNTIME_BF16
+            self.session = OpenVinoSession(self.onnx_path, streams=self.passes.threads)
+            self._input_names = self.session.input_names
+        else:
+            if precision == "int8":
+                self.runtime = "onnxruntime-int8"
+            self.session = single_thread_session(self.onnx_path)
+            self._input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = load_tokenizer(model_dir / "tokenizer.json")
         self.tokenizer.enable_truncation(max_length=self.max_tokens)  # padded in _forward
         self.dimension = int(self.encode(["dimension probe"]).shape[1])
@@ -362,29 +375,45 @@ def create_encoder(
     batch_size: int = 32,
     threads: int = 0,
     precision: str = "fp32",
+    bf16: Bf16Mode = "off",
 ) -> Encoder:
     """`onnx`, `torch`, or `auto`: ONNX Runtime (faster here, see docs/benchmarks.md),
     falling back to torch when the export cannot be made. `precision` int8: the ONNX
     graph quantised; torch has no int8 here, so int8 never falls back to it (its fp32
-    vectors would be served under the int8 model's name)."""
+    vectors would be served under the int8 model's name). `bf16`: the fp32 graph's passes
+    in bf16 through OpenVINO (services/embedding/bf16.py) — `auto` where the CPU has bf16
+    arithmetic, `on` or fail."""
+    if bf16 == "on" and (runtime == "torch" or precision == "int8"):
+        raise ValueError(
+            "RAGMESH_EMBEDDING_BF16=on runs the fp32 ONNX graph: not with the torch runtime "
+            "or int8 precision"
+        )
     if runtime == "torch":
         if precision == "int8":
             raise ValueError("int8 precision needs the ONNX runtime (RAGMESH_EMBEDDING_RUNTIME)")
         return TorchEncoder(model_dir, batch_size=batch_size, threads=threads)
 
-    def onnx() -> OnnxEncoder:
+    def onnx(in_bf16: bool) -> OnnxEncoder:
         return OnnxEncoder(
             model_dir,
             cache_dir,
             batch_size=batch_size,
             threads=threads,
             precision=precision,
+            bf16=in_bf16,
         )
 
+    if precision == "fp32" and use_bf16(bf16):
+        if bf16 == "on":
+            return onnx(True)
+        try:
+            return onnx(True)
+        except Exception as exc:  # e.g. an operator OpenVINO cannot compile
+            log.warning("bf16 through OpenVINO unavailable for %s (%s)", model_dir, exc)
     if runtime == "onnx" or precision == "int8":
-        return onnx()
+        return onnx(False)
     try:
-        return onnx()
+        return onnx(False)
     except Exception as exc:
         log.warning("ONNX Runtime unavailable for %s (%s); using torch", model_dir, exc)
         return TorchEncoder(model_dir, batch_size=batch_size, threads=threads)
@@ -404,6 +433,7 @@ class LocalEmbedder:
         batch_size: int = 32,
         threads: int = 0,
         precision: str = "fp32",
+        bf16: Bf16Mode = "off",
     ) -> None:
         self.runtime = runtime
         self.model_dir = model_dir
@@ -411,6 +441,7 @@ class LocalEmbedder:
         self.batch_size = batch_size
         self.threads = threads
         self.precision = precision
+        self.bf16 = bf16
         self.encoder: Encoder | None = None
         self.parallel_calls = 1 if runtime == "torch" else threads or available_cores()
         self._executor = ThreadPoolExecutor(self.parallel_calls, thread_name_prefix="embed")
@@ -432,6 +463,7 @@ class LocalEmbedder:
             batch_size=self.batch_size,
             threads=self.threads,
             precision=self.precision,
+            bf16=self.bf16,
         )
 
     @property

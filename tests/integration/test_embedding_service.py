@@ -26,6 +26,7 @@ from devstack.procs import ManagedProcess, health_status
 from ragmesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.models import MINILM_NAME
 from services.common.status import error_info_of
+from services.embedding.bf16 import use_bf16
 from tests.conftest import ServiceStarter
 from tests.support.embedding_api_standin import EmbeddingAPIStandin
 
@@ -167,7 +168,9 @@ def test_get_model_info(local_addr: str) -> None:
     assert info.max_tokens == 256
     assert info.normalized
     assert info.backend == "local"
-    assert info.runtime == "onnxruntime"  # the default for auto: measured faster
+    # the defaults (auto, auto): bf16 through OpenVINO where the CPU computes bf16,
+    # ONNX Runtime fp32 elsewhere (both measured faster than torch)
+    assert info.runtime == ("openvino-bf16" if use_bf16("auto") else "onnxruntime")
     assert info.max_batch_size == 16
 
 
