@@ -16,6 +16,8 @@ from devstack.procs import free_port, port_open
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "chunking", "embedding", "retrieval", "generation")
+#: how long a test waits for "ragmesh is up." (the launcher gives up at 420 s)
+STARTUP_WAIT_S = 480
 
 
 class LaunchedStack:
@@ -35,7 +37,10 @@ class LaunchedStack:
             "RAGMESH_WEB_PORT": str(self.ports["web"]),
             "RAGMESH_METRICS_PORT_BASE": str(free_port()),
             "RAGMESH_DEMO": "true" if demo else "false",
-            "RAGMESH_HEALTH_TIMEOUT_S": "600",
+            # Below the tests' waits (STARTUP_WAIT_S), themselves below pytest's timeout
+            # (600 s): a stack that does not come up fails with the launcher's own
+            # "not healthy after ...: <service>" line and the log, not a bare timeout.
+            "RAGMESH_HEALTH_TIMEOUT_S": "420",
             **{f"RAGMESH_{s.upper()}_PORT": str(self.ports[s]) for s in SERVICES},
         }
         # Settings a developer's shell may carry must not leak into the stack under test.

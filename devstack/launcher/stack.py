@@ -26,6 +26,7 @@ from devstack.launcher.supervisor import (
     become_subreaper,
     reap_orphans,
     say,
+    show,
 )
 from devstack.procs import health_status, port_open, worker_argv
 
@@ -490,8 +491,7 @@ class Stack:
             )
             paths = self.write_client_config()
             with contextlib.suppress(OSError):
-                self.out.write(self.banner(paths) + "\n")
-                self.out.flush()
+                show(self.banner(paths) + "\n", self.out)
             if self.settings.demo:
                 self.demo_thread = threading.Thread(
                     target=create_demo,

@@ -45,6 +45,15 @@ def say(message: str, out: IO[str] | None = None) -> None:
         stream.flush()
 
 
+def show(text: str, out: IO[str] | None = None) -> None:
+    """Lines as they are (the banner) on the terminal, never interleaved with child output:
+    the output pumps write from their own threads."""
+    stream = out or sys.stdout
+    with _print_lock:
+        stream.write(text)
+        stream.flush()
+
+
 def tethered(argv: Sequence[str]) -> list[str]:
     """`argv` run under devstack/tether.py, tied to this process."""
     return [sys.executable, "-I", "-S", str(TETHER), str(os.getpid()), "--", *argv]

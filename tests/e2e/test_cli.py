@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devstack.launched import REPO, LaunchedStack
+from devstack.launched import REPO, STARTUP_WAIT_S, LaunchedStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.llm]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
     launched = LaunchedStack(tmp_path_factory.mktemp("cli-stack"), demo=True).start()
     try:
-        launched.wait_for_line(r"^ragmesh is up\.$", timeout=600)
+        launched.wait_for_line(r"^ragmesh is up\.$", timeout=STARTUP_WAIT_S)
         launched.wait_for_line(r"knowledge base `demo` ready: 4 documents", timeout=600)
         yield launched
     finally:

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from devstack.launched import REPO, SERVICES, LaunchedStack, group_alive, pid_alive
+from devstack.launched import (
+    REPO,
+    SERVICES,
+    STARTUP_WAIT_S,
+    LaunchedStack,
+    group_alive,
+    pid_alive,
+)
 from devstack.procs import free_port, health_status, port_open
 from devstack.tether import below
 
@@ -27,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.llm]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
     launched = LaunchedStack(tmp_path_factory.mktemp("launcher"), demo=False).start()
     try:
-        launched.wait_for_line(r"^ragmesh is up\.$", timeout=600)
+        launched.wait_for_line(r"^ragmesh is up\.$", timeout=STARTUP_WAIT_S)
         yield launched
     finally:
         launched.stop()
@@ -93,7 +100,7 @@ def other(tmp_path_factory: pytest.TempPathFactory, llm_base_url: str) -> Iterat
         extra_env={"RAGMESH_GENERATION_LLM_BASE_URL": llm_base_url},
     ).start()
     try:
-        launched.wait_for_line(r"^ragmesh is up\.$", timeout=600)
+        launched.wait_for_line(r"^ragmesh is up\.$", timeout=STARTUP_WAIT_S)
         yield launched
     finally:
         if launched.proc is not None and launched.proc.poll() is None:
