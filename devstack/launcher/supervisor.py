@@ -38,11 +38,8 @@ _print_lock = threading.Lock()
 
 
 def say(message: str, out: IO[str] | None = None) -> None:
-    """A launcher line on the terminal (and no interleaving with child output)."""
-    stream = out or sys.stdout
-    with _print_lock:
-        stream.write(f"{'launcher':<10} | {message}\n")
-        stream.flush()
+    """A launcher line on the terminal."""
+    show(f"{'launcher':<10} | {message}\n", out)
 
 
 def show(text: str, out: IO[str] | None = None) -> None:

@@ -293,13 +293,13 @@ class OnnxEncoder:
         precision: str = "fp32",
         bf16: bool = False,
     ) -> None:
+        if bf16 and precision != "fp32":  # before any export or quantisation is made
+            raise ValueError("bf16 applies to the fp32 graph, not to int8")
         _check_pipeline(model_dir)
         self.max_tokens = int(_sentence_bert_config(model_dir).get("max_seq_length", 512))
         self.batch_size = batch_size
         self.onnx_path = onnx_path or ensure_onnx_model(model_dir, cache_dir, precision)
         self.passes = PassPool(threads)
-        if bf16 and precision != "fp32":
-            raise ValueError("bf16 applies to the fp32 graph, not to int8")
         self.session: Any
         if bf16:
             # services/embedding/bf16.py: the same vectors to a cosine of 0.99997
@@ -404,11 +404,11 @@ def create_encoder(
         )
 
     if precision == "fp32" and use_bf16(bf16):
-        if bf16 == "on":
-            return onnx(True)
         try:
             return onnx(True)
         except Exception as exc:  # e.g. an operator OpenVINO cannot compile
+            if bf16 == "on":
+                raise
             log.warning("bf16 through OpenVINO unavailable for %s (%s)", model_dir, exc)
     if runtime == "onnx" or precision == "int8":
         return onnx(False)
